@@ -1,0 +1,196 @@
+"""The experiment schema: typed dataclasses, YAML loading, overrides and profiles.
+
+``load_config(path, overrides)`` reads one YAML file with ``yaml.safe_load``, applies
+``--set key.path=value`` overrides and validates everything; any problem raises
+``ConfigError`` with one line naming the file and the key. ``resolve(cfg, profile)``
+applies a profile (smoke / subset / full), scaling every epoch count of the config by
+the same ratio so that schedules keep their shape.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from experiments.schema import ConfigError, to_dict, validate
+from pruning import METHODS
+from pruning.base import MethodConfig, Schedule
+
+DATASETS = ("cifar10", "cifar100", "imagenet")
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["cifar10", "cifar100", "imagenet"]
+    batch_size: int = 128
+    augment: bool = True
+    max_train: int | None = None  # keep the first N training images
+    max_test: int | None = None
+    workers: int = 8  # ImageNet loader processes; CIFAR lives on the device
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(metadata={"epochs": True})
+    schedule: Schedule = field(default_factory=Schedule)
+    label_smoothing: float = 0.0
+    bf16: bool = False  # autocast on CUDA; ignored on CPU
+    channels_last: bool = False  # on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile the model (CUDA)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str
+    lr: float
+
+    @classmethod
+    def registry(cls) -> dict[str, type]:
+        return OPTIMIZERS
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+
+
+OPTIMIZERS: dict[str, type] = {"sgd": SGDConfig}
+
+
+class MethodSpec:
+    """Tag for the `method:` section: resolved through the method registry by name."""
+
+    @classmethod
+    def registry(cls) -> dict[str, type]:
+        return {name: m.Config for name, m in METHODS.items()}
+
+
+@dataclass
+class ProfileConfig:
+    """What a profile changes; unset fields keep the experiment's own values."""
+
+    epochs: int | None = None  # main-stage epochs; every epoch count is scaled alike
+    max_train: int | None = None
+    max_test: int | None = None
+    seeds: int | None = None
+
+
+# Built-in profiles. An experiment takes part in `full` always, in another profile only if
+# its YAML lists it under `profiles:` (optionally with its own values, which win).
+PROFILES: dict[str, ProfileConfig] = {
+    "smoke": ProfileConfig(epochs=2, max_train=2000, max_test=1000, seeds=1),
+    "subset": ProfileConfig(seeds=1),
+    "full": ProfileConfig(),
+}
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    model: str
+    data: DataConfig
+    train: TrainConfig
+    optimizer: OptimizerConfig
+    method: MethodSpec = field(default_factory=lambda: METHODS["dense"].Config())
+    seeds: int = 1
+    description: str = ""
+    profiles: dict[str, ProfileConfig] = field(default_factory=dict)
+    profile: str = "full"  # set by resolve(); recorded in the resolved config
+
+    def __post_init__(self) -> None:
+        from models import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"model: unknown {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+        unknown = set(self.profiles) - set(PROFILES)
+        if unknown:
+            raise ValueError(f"profiles: unknown profile {sorted(unknown)[0]!r}; choose from {', '.join(PROFILES)}")
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a mapping")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", value parsed as YAML, so 3 is an int and 1e-6 a float)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate one experiment YAML; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data.setdefault("name", path.stem)
+    try:
+        for text in overrides or []:
+            _set_path(data, *parse_override(text))
+        return validate(ExperimentConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _scale_epochs(obj: Any, ratio: float) -> Any:
+    """Copy of a config tree with every epoch-valued field multiplied by ``ratio``."""
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("epochs"):
+            if isinstance(value, list):
+                changes[f.name] = [max(1, round(v * ratio)) for v in value]
+            elif value:
+                changes[f.name] = max(1, round(value * ratio))
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = _scale_epochs(value, ratio)
+    return dataclasses.replace(obj, **changes)
+
+
+def in_profile(cfg: ExperimentConfig, profile: str) -> bool:
+    return profile == "full" or profile in cfg.profiles
+
+
+def resolve(cfg: ExperimentConfig, profile: str) -> ExperimentConfig:
+    """Apply a profile: the resolved config is exactly what the run will do."""
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile: unknown {profile!r}; choose from {', '.join(PROFILES)}")
+    settings = dataclasses.asdict(PROFILES[profile])
+    settings.update({k: v for k, v in dataclasses.asdict(cfg.profiles.get(profile, ProfileConfig())).items()
+                     if v is not None})
+    out = cfg
+    if settings["epochs"] is not None and settings["epochs"] != cfg.train.epochs:
+        out = _scale_epochs(out, settings["epochs"] / cfg.train.epochs)
+        out = dataclasses.replace(out, train=dataclasses.replace(out.train, epochs=settings["epochs"]))
+    data = out.data
+    for key in ("max_train", "max_test"):
+        if settings[key] is not None:
+            current = getattr(data, key)
+            data = dataclasses.replace(data, **{key: settings[key] if current is None else min(current, settings[key])})
+    return dataclasses.replace(out, data=data, seeds=settings["seeds"] or out.seeds, profile=profile, profiles={})
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+

@@ -1,0 +1,124 @@
+"""Validation of plain mappings (parsed YAML) into typed dataclasses.
+
+Knows nothing of the experiment itself: ``validate(cls, data, where)`` checks every key
+against the dataclass's fields and types and raises ``ConfigError`` naming the key.
+Supported field types: bool, int, float, str, Literal, Optional, list, dict[str, X],
+nested dataclasses, and *tagged* dataclasses: a field typed with a base class that has a
+``registry()`` classmethod is resolved through its ``name`` key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return repr(tp).replace("typing.", "")
+    return "null" if tp is type(None) else getattr(tp, "__name__", repr(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _convert(option, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) or hasattr(tp, "registry"):
+        return validate(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML reads "1e-6" (no dot) as a string; accept numeric strings of that form.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported field type {tp!r} at {key}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def validate(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from mapping ``data``; ``where`` prefixes key names."""
+    prefix = f"{where}." if where else ""
+    if hasattr(cls, "registry"):
+        if not isinstance(data, dict) or "name" not in data:
+            raise ConfigError(f"{prefix}name: required (one of {', '.join(sorted(cls.registry()))})")
+        choices = cls.registry()
+        if data["name"] not in choices:
+            raise ConfigError(f"{prefix}name: unknown {data['name']!r}; choose one of {', '.join(sorted(choices))}")
+        cls = choices[data["name"]]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _convert(hints[name], data[name], prefix + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required key is missing")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:  # __post_init__ checks
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data form of a (nested) config, for writing back as YAML."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    return obj

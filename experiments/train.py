@@ -1,0 +1,182 @@
+"""The one training loop every method runs through.
+
+It knows nothing of YAML: the runner hands it a model, a method, batches, and a
+factory that builds a stage's optimizers and schedulers. Per step it does one forward,
+one backward and the optimizer steps, accumulating loss and accuracy on the device; the
+host reads them once per epoch (no per-step syncs). The RNG is re-seeded from
+(seed, epoch) at every epoch, so a run resumed from its last checkpoint repeats exactly
+what an uninterrupted one would have done.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from experiments.data import derive_seed
+from pruning.base import Method, Stage
+
+Optimizers = tuple[list[torch.optim.Optimizer], list[Any]]
+
+
+class Batches(Protocol):
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class LoopSettings:
+    seed: int
+    device: torch.device
+    label_smoothing: float = 0.0
+    bf16: bool = False  # autocast to bfloat16 (CUDA only)
+    compile: bool = False
+    progress: bool = True
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    if bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, device: torch.device, bf16: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) over ``batches``, one host sync."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    for x, y in batches.epoch(0):
+        with autocast(device, bf16):
+            out = model(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+        count += len(y)
+    model.train(was_training)
+    return loss_sum.item() / max(count, 1), correct.item() / max(count, 1)
+
+
+class Trainer:
+    """Runs a method's stages; ``on_epoch(state)`` receives a checkpointable state dict."""
+
+    def __init__(self, model: nn.Module, method: Method, stages: list[Stage], train_batches: Batches,
+                 test_batches: Batches, make_optimizers: Callable[[Stage, nn.Module], Optimizers], settings: LoopSettings,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.model = model
+        self.method = method
+        self.stages = stages
+        self.train_batches = train_batches
+        self.test_batches = test_batches
+        self.make_optimizers = make_optimizers
+        self.s = settings
+        self.on_epoch = on_epoch
+        self.log = log
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+        self.elapsed = 0.0
+
+    def _forward_model(self) -> nn.Module:
+        return torch.compile(self.model) if self.s.compile else self.model
+
+    def run(self, resume: dict[str, Any] | None = None) -> nn.Module:
+        """Train every stage (from ``resume``, a checkpoint, if given); returns the model."""
+        done_stage, done_epochs = -1, 0
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.method.load_state_dict(resume["method"])
+            self.history = list(resume["history"])
+            self.step, self.elapsed = resume["step"], resume["elapsed"]
+            done_stage, done_epochs = resume["stage"], resume["stage_epoch"]
+        for k, stage in enumerate(self.stages):
+            if k < done_stage or (k == done_stage and done_epochs >= stage.epochs):
+                continue
+            if k == done_stage:  # resuming inside this stage: its beginning already happened
+                optimizers, schedulers = self.make_optimizers(stage, self.model)
+                for opt, state in zip(optimizers, resume["optimizers"]):
+                    opt.load_state_dict(state)
+                for sched, state in zip(schedulers, resume["schedulers"]):
+                    sched.load_state_dict(state)
+                first = done_epochs
+            else:
+                torch.manual_seed(derive_seed(self.s.seed, 2, k))
+                self.model = self.method.begin_stage(stage, self.model)
+                optimizers, schedulers = self.make_optimizers(stage, self.model)
+                first = 0
+            forward = self._forward_model()
+            for e in range(first, stage.epochs):
+                self._epoch(k, stage, e, forward, optimizers, schedulers)
+        return self.model
+
+    def _epoch(self, k: int, stage: Stage, e: int, forward: nn.Module,
+               optimizers: list[torch.optim.Optimizer], schedulers: list[Any]) -> None:
+        device = self.s.device
+        epoch = len(self.history) + 1
+        torch.manual_seed(derive_seed(self.s.seed, 1, epoch))  # dropout, gate noise: same on resume
+        start = time.perf_counter()
+        lr = optimizers[0].param_groups[0]["lr"]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        count = 0
+        self.model.train()
+        bar = tqdm(self.train_batches.epoch(epoch), total=len(self.train_batches), leave=False,
+                   desc=f"{stage.name} {e + 1}/{stage.epochs}", disable=not self.s.progress or None,
+                   mininterval=1.0)
+        for x, y in bar:
+            with autocast(device, self.s.bf16):
+                out = forward(x)
+                loss = F.cross_entropy(out, y, label_smoothing=self.s.label_smoothing)
+            total = loss
+            if stage.penalty:
+                penalty = self.method.penalty(self.model)
+                if penalty is not None:
+                    total = loss + penalty
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in optimizers:
+                opt.step()
+            self.method.after_step(self.model, self.step)
+            self.step += 1
+            loss_sum += loss.detach().float() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            count += len(y)
+        for sched in schedulers:
+            sched.step()
+        self.method.end_epoch(self.model, stage)
+        train_loss = loss_sum.item() / max(count, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss is {train_loss} in epoch {epoch} ({stage.name}); "
+                                   "lower the learning rate or the penalty")
+        test_loss, test_acc = evaluate(self.model, self.test_batches, device, self.s.bf16)
+        seconds = time.perf_counter() - start
+        self.elapsed += seconds
+        row = {"epoch": epoch, "stage": stage.name, "stage_epoch": e + 1, "lr": lr, "train_loss": train_loss,
+               "train_acc": correct.item() / max(count, 1), "test_loss": test_loss, "test_acc": test_acc,
+               "sparsity": float(self.method.sparsity(self.model)), "seconds": seconds}
+        self.history.append(row)
+        self.log(f"epoch {epoch:4d} {stage.name} {e + 1}/{stage.epochs} lr {lr:.4g} "
+                 f"train {row['train_loss']:.4f}/{row['train_acc']:.4f} test {test_loss:.4f}/{test_acc:.4f} "
+                 f"sparsity {row['sparsity']:.4f} {seconds:.1f}s")
+        if self.on_epoch is not None:
+            self.on_epoch({
+                "stage": k, "stage_epoch": e + 1, "step": self.step, "elapsed": self.elapsed,
+                "model": self.model.state_dict(), "method": self.method.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "schedulers": [s.state_dict() for s in schedulers],
+                "history": self.history,
+            })
