@@ -229,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.list:
+        total = 0
         for c in configs:
-            print(c.name)
+            seeds = args.seeds if args.seeds is not None else c.seeds
+            epochs = sum(s.epochs for s in METHODS[c.method.name](c.method).stages(c.train.epochs))
+            total += seeds * epochs
+            print(f"{c.name:50s} {c.model:10s} {c.method.name:10s} {seeds} seed(s) x {epochs} epochs")
+        print(f"{len(configs)} experiment(s), {total} training epochs in all (profile {args.profile})")
         return 0
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
     out = args.results or Path("results") / args.profile

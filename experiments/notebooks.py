@@ -1,0 +1,62 @@
+"""Execute every notebook against one profile's results: ``python -m experiments.notebooks --profile P``.
+
+Each notebook reads ``RESULTS_DIR`` and writes its figures to ``FIGURES_DIR``
+(figures/<profile>/). The notebooks in notebooks/ are committed with the outputs of the
+committed results (the ``subset`` profile), so for that profile they are rewritten in
+place; for any other profile the executed copies go beside the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+COMMITTED_PROFILE = "subset"
+
+
+def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: int = 600) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    from experiments.records import atomic_write_text
+
+    nb = nbformat.read(notebook, as_version=4)
+    os.environ["RESULTS_DIR"] = str(results.resolve())
+    os.environ["FIGURES_DIR"] = str(figures.resolve())
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(notebook.parent)}})
+    client.execute()
+    atomic_write_text(out, nbformat.writes(nb) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.notebooks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="full")
+    p.add_argument("--results", type=Path, default=None, help="default: results/<profile>")
+    p.add_argument("--figures", type=Path, default=None, help="default: figures/<profile>")
+    p.add_argument("--notebooks", type=Path, nargs="*", default=None, help="default: every notebooks/*.ipynb")
+    args = p.parse_args(argv)
+    results = args.results or ROOT / "results" / args.profile
+    figures = args.figures or ROOT / "figures" / args.profile
+    figures.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for notebook in args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb")):
+        out = notebook if args.profile == COMMITTED_PROFILE and args.results is None else figures / notebook.name
+        start = time.perf_counter()
+        try:
+            execute(notebook, results, figures, out)
+            print(f"[notebook] {notebook.name}: {time.perf_counter() - start:.0f}s -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+        except Exception as exc:  # report every failing notebook, not just the first
+            print(f"error: notebook {notebook.name}: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}",
+                  file=sys.stderr)
+            failed.append(notebook.name)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Physical channel removal ("surgery") for VGG and ResNets, and the smaller model's size.
+
+A *prunable BN* is a BatchNorm2d whose channels can be removed without touching anything
+else: its producing Conv2d's output channels, the BN's own parameters and running
+statistics, and its consuming layer's input channels are sliced together.
+
+- VGG (models/vgg.py): every BN of ``features``; the consumer is the next Conv2d, or the
+  Linear classifier after the last one (the 2x2 average pool leaves a 1x1 map, so the
+  classifier's inputs are exactly the last conv's channels).
+- ResNets (models/resnet_cifar.py, models/resnet.py): only the BNs inside a block
+  (BasicBlock: ``bn1``; Bottleneck: ``bn1`` and ``bn2``). The BNs that write into the
+  residual stream (stem, last BN of each block, projection shortcuts) keep their width,
+  since every block reads and adds to that stream.
+- DenseNet: unsupported (every layer reads the concatenation of all earlier outputs).
+
+Exactness contract: if every removed channel's BN output is exactly zero (BN weight and
+bias both 0, see ``zero_channels``), the shrunk model computes the same function as the
+original in eval mode. A zero BN output stays zero through ReLU and max-pooling (and the
+zero padding of the next conv), so the consumer's removed input channels contributed
+exactly nothing; the kept channels see the same weights and running statistics. Without
+zeroing, ``shrink`` still removes the channels; the outputs then differ by whatever the
+removed channels contributed.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models import resnet, resnet_cifar
+from models.densenet import DenseNet
+from models.vgg import VGG
+from pruning.accounting import layer_flops
+
+_BASIC_BLOCKS = (resnet_cifar.BasicBlock, resnet.BasicBlock)
+
+
+@dataclass(frozen=True)
+class _Link:
+    """The layers a prunable BN's channels pass between (qualified module names)."""
+
+    producer: str  # Conv2d whose output channels are the BN's channels
+    consumer: str  # Conv2d or Linear whose input channels are the BN's channels
+
+
+def _links(model: nn.Module) -> dict[str, _Link]:
+    """Prunable BN name -> its producer and consumer, for every supported sub-network."""
+    for name, m in model.named_modules():
+        if isinstance(m, DenseNet):
+            where = f" (at {name!r})" if name else ""
+            raise ValueError(f"channel surgery does not support DenseNet{where}: every layer reads the "
+                             "concatenation of all earlier layers, so no channel has a single consumer")
+    links: dict[str, _Link] = {}
+    for prefix, m in model.named_modules():
+        p = f"{prefix}." if prefix else ""
+        if isinstance(m, VGG):
+            convs = [i for i, layer in enumerate(m.features) if isinstance(layer, nn.Conv2d)]
+            for j, i in enumerate(convs):
+                if not isinstance(m.features[i + 1], nn.BatchNorm2d):
+                    raise ValueError(f"expected a BatchNorm2d after {p}features.{i}")
+                consumer = f"{p}features.{convs[j + 1]}" if j + 1 < len(convs) else f"{p}classifier"
+                links[f"{p}features.{i + 1}"] = _Link(f"{p}features.{i}", consumer)
+        elif isinstance(m, _BASIC_BLOCKS):
+            links[f"{p}bn1"] = _Link(f"{p}conv1", f"{p}conv2")
+        elif isinstance(m, resnet.Bottleneck):
+            links[f"{p}bn1"] = _Link(f"{p}conv1", f"{p}conv2")
+            links[f"{p}bn2"] = _Link(f"{p}conv2", f"{p}conv3")
+    if not links:
+        raise ValueError(f"channel surgery does not support {type(model).__name__}: "
+                         "expected a VGG or a ResNet from models/")
+    return links
+
+
+def prunable_bns(model: nn.Module) -> list[str]:
+    """Qualified names of the BatchNorm2d modules whose channels ``shrink`` can remove."""
+    return list(_links(model))
+
+
+def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], links: dict[str, _Link]) -> None:
+    for name, mask in keep.items():
+        if name not in links:
+            raise ValueError(f"{name!r} is not a prunable BatchNorm2d of this model; "
+                             f"prunable: {', '.join(links)}")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError(f"keep[{name!r}] must be a boolean tensor")
+        channels = model.get_submodule(name).num_features
+        if mask.dim() != 1 or mask.numel() != channels:
+            raise ValueError(f"keep[{name!r}] has shape {tuple(mask.shape)}, expected ({channels},)")
+        if not bool(mask.any()):
+            raise ValueError(f"keep[{name!r}] keeps no channel: a layer cannot be left with zero channels")
+
+
+def zero_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
+    """Set BN weight and bias of every removed channel to 0, in place (a masked model)."""
+    _check_keep(model, keep, _links(model))
+    with torch.no_grad():
+        for name, mask in keep.items():
+            bn = model.get_submodule(name)
+            removed = ~mask.to(bn.weight.device)
+            bn.weight[removed] = 0
+            bn.bias[removed] = 0
+
+
+def _sliced_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> nn.Conv2d:
+    if conv.groups != 1:
+        raise ValueError("channel surgery supports only ungrouped convolutions")
+    weight = conv.weight.detach()
+    if out_idx is not None:
+        weight = weight.index_select(0, out_idx.to(weight.device))
+    if in_idx is not None:
+        weight = weight.index_select(1, in_idx.to(weight.device))
+    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, 1, conv.bias is not None, conv.padding_mode,
+                    device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if conv.bias is not None:
+            bias = conv.bias.detach()
+            new.bias.copy_(bias if out_idx is None else bias.index_select(0, out_idx.to(bias.device)))
+    return new
+
+
+def _sliced_linear(linear: nn.Linear, in_idx: torch.Tensor) -> nn.Linear:
+    weight = linear.weight.detach().index_select(1, in_idx.to(linear.weight.device))
+    new = nn.Linear(weight.shape[1], weight.shape[0], linear.bias is not None,
+                    device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias.detach())
+    return new
+
+
+def _sliced_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+    ref = bn.weight if bn.affine else bn.running_mean
+    idx = idx.to(ref.device)
+    new = nn.BatchNorm2d(idx.numel(), bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                         device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        if bn.affine:
+            new.weight.copy_(bn.weight.detach().index_select(0, idx))
+            new.bias.copy_(bn.bias.detach().index_select(0, idx))
+        if bn.track_running_stats:
+            new.running_mean.copy_(bn.running_mean.index_select(0, idx))
+            new.running_var.copy_(bn.running_var.index_select(0, idx))
+            new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new
+
+
+def _replace(model: nn.Module, name: str, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` where ``name`` is, keeping the old module's training flag and requires_grad."""
+    new.train(old.training)
+    for (_, p_old), (_, p_new) in zip(old.named_parameters(), new.named_parameters()):
+        p_new.requires_grad_(p_old.requires_grad)
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, new)
+
+
+def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
+    """A physically smaller deep copy of ``model`` keeping only the channels in ``keep``.
+
+    ``keep`` maps names from ``prunable_bns(model)`` to boolean masks over that BN's
+    channels (True = keep). For each entry, the producing conv's output channels (and
+    bias), the BN's weight, bias and running statistics, and the consumer's input
+    channels are sliced; the modules are replaced by new ones of the smaller size under
+    the same names. ``model`` itself is not modified. See the module docstring for when
+    the outputs are exactly preserved.
+    """
+    links = _links(model)
+    _check_keep(model, keep, links)
+    out_idx: dict[str, torch.Tensor] = {}
+    in_idx: dict[str, torch.Tensor] = {}
+    bn_idx: dict[str, torch.Tensor] = {}
+    for name, mask in keep.items():
+        idx = mask.nonzero().flatten()
+        bn_idx[name] = idx
+        out_idx[links[name].producer] = idx
+        in_idx[links[name].consumer] = idx
+    new_model = copy.deepcopy(model)
+    for name in dict.fromkeys([*out_idx, *in_idx]):  # each layer once, in a fixed order
+        layer = new_model.get_submodule(name)
+        if isinstance(layer, nn.Conv2d):
+            sliced: nn.Module = _sliced_conv(layer, out_idx.get(name), in_idx.get(name))
+        elif isinstance(layer, nn.Linear):
+            sliced = _sliced_linear(layer, in_idx[name])
+        else:
+            raise ValueError(f"cannot slice {name!r} of type {type(layer).__name__}")
+        _replace(new_model, name, layer, sliced)
+    for name, idx in bn_idx.items():
+        bn = new_model.get_submodule(name)
+        _replace(new_model, name, bn, _sliced_bn(bn, idx))
+    return new_model
+
+
+def physical_report(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Size of the model as it physically is, zeros included.
+
+    ``params_physical``: every parameter element. ``flops_physical``: 2 x multiply-adds
+    of every Conv2d and Linear weight (zero or not) for one image of ``input_shape``
+    (C, H, W), i.e. the dense FLOPs of ``pruning.accounting.layer_flops``.
+    """
+    flops = layer_flops(model, input_shape)
+    return {
+        "params_physical": sum(p.numel() for p in model.parameters()),
+        "flops_physical": sum(dense for dense, _ in flops.values()),
+    }

@@ -1,0 +1,113 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.data import CIFAR, DataError, DeviceBatches, augment_batch, describe, load_cifar
+from tests.conftest import write_cifar10
+
+
+def test_loads_official_layout(tiny_cifar: Path) -> None:
+    train, test = load_cifar(tiny_cifar, "cifar10", download=False)
+    assert train.images.shape == (100, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert test.images.shape == (30, 3, 32, 32) and test.labels.dtype == torch.int64
+    # Rows are channel-major RGB: pixel (0, 0) of the first image, red then green channel.
+    with open(tiny_cifar / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        raw = pickle.load(f, encoding="latin1")
+    assert train.images[0, 0, 0, 0] == raw["data"][0][0]
+    assert train.images[0, 1, 0, 0] == raw["data"][0][1024]
+    assert train.labels[0] == raw["labels"][0]
+
+
+def test_real_subset_loads(real_subset: Path) -> None:
+    train, test = load_cifar(real_subset, "cifar10", download=False)
+    assert len(train.labels) in (5170, 50000) and len(test.labels) in (1017, 10000)
+    assert set(train.labels.tolist()) == set(range(10))
+
+
+def test_missing_folder_offline_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cifar-100-python: not found"):
+        load_cifar(tmp_path, "cifar100", download=False)
+
+
+def test_failed_download_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import experiments.data as data
+
+    def offline(root: Path, dataset: str) -> None:
+        raise DataError(f"{root / CIFAR[dataset].folder}: not found and the download failed (URLError)")
+
+    monkeypatch.setattr(data, "download_cifar", offline)
+    with pytest.raises(DataError, match="download failed") as info:
+        load_cifar(tmp_path, "cifar10")
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_batch_is_reported(tiny_cifar: Path) -> None:
+    (tiny_cifar / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_3: not a readable CIFAR batch"):
+        load_cifar(tiny_cifar, "cifar10", download=False)
+
+
+def test_missing_batch_is_reported(tiny_cifar: Path) -> None:
+    (tiny_cifar / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataError, match="test_batch: missing"):
+        load_cifar(tiny_cifar, "cifar10", download=False)
+
+
+def test_subset_is_labelled() -> None:
+    assert describe("cifar10", 50000, 10000, None, None) == "CIFAR-10"
+    assert describe("cifar10", 5170, 1017, None, None) == "CIFAR-10 subset (5170 train / 1017 test)"
+
+
+def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip() -> None:
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    shifts = torch.tensor([[0, 0], [4, 4], [8, 3]])
+    flips = torch.tensor([False, True, True])
+    out = augment_batch(x, shifts, flips)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    assert torch.equal(out[0], padded[0, :, 0:32, 0:32])
+    assert torch.equal(out[1], x[1].flip(2))  # centre crop, flipped
+    assert torch.equal(out[2], padded[2].flip(2)[:, 8:40, 3:35])
+
+
+def _batches(tiny_cifar: Path, seed: int) -> DeviceBatches:
+    train, _ = load_cifar(tiny_cifar, "cifar10", download=False)
+    spec = CIFAR["cifar10"]
+    return DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=True, mean=spec.mean, std=spec.std,
+                         seed=seed)
+
+
+def test_epochs_are_deterministic_per_seed_and_epoch(tiny_cifar: Path) -> None:
+    a, b, c = _batches(tiny_cifar, 0), _batches(tiny_cifar, 0), _batches(tiny_cifar, 1)
+    first = [x for x, _ in a.epoch(3)]
+    assert all(torch.equal(x, y) for x, (y, _) in zip(first, b.epoch(3)))
+    assert not torch.equal(first[0], next(iter(a.epoch(4)))[0])
+    assert not torch.equal(first[0], next(iter(c.epoch(3)))[0])
+
+
+def test_an_epoch_covers_every_image_once(tiny_cifar: Path) -> None:
+    batches = _batches(tiny_cifar, 0)
+    labels = torch.cat([y for _, y in batches.epoch(0)])
+    assert len(labels) == 100 and len(batches) == 4
+    assert torch.equal(labels.sort().values, batches.labels.sort().values)
+
+
+def test_normalisation_uses_dataset_statistics(tiny_cifar: Path) -> None:
+    train, _ = load_cifar(tiny_cifar, "cifar10", download=False)
+    spec = CIFAR["cifar10"]
+    batches = DeviceBatches(train, 100, torch.device("cpu"), train=False, augment=False, mean=spec.mean,
+                            std=spec.std)
+    x, _ = next(iter(batches.epoch(0)))
+    expected = (train.images[0, 0, 0, 0].item() / 255 - spec.mean[0]) / spec.std[0]
+    assert x[0, 0, 0, 0].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_single_image_remainder_is_dropped(tmp_path: Path) -> None:
+    root = write_cifar10(tmp_path, per_batch=13)  # 65 images = 2 batches of 32 + 1
+    train, _ = load_cifar(root, "cifar10", download=False)
+    spec = CIFAR["cifar10"]
+    batches = DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=False, mean=spec.mean,
+                            std=spec.std)
+    assert len(batches) == 2 and sum(len(y) for _, y in batches.epoch(0)) == 64
+    assert len(train.labels) == 65

@@ -1,0 +1,51 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import records
+from experiments.records import atomic_torch_save, atomic_write_json, history_csv
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "metrics.json"
+    atomic_write_json(path, {"a": 1})
+    atomic_write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"a": 1})
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_unserialisable_result_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"a": object()})
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
+    state = {"model": {"w": torch.arange(3.0)}, "history": [{"epoch": 1, "stage": "train"}], "step": 5}
+    atomic_torch_save(tmp_path / "c.pt", state)
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["history"] == state["history"]
+
+
+def test_history_csv_has_the_documented_columns() -> None:
+    text = history_csv([{"epoch": 1, "stage": "train", "stage_epoch": 1, "lr": 0.1, "train_loss": 2.0,
+                         "train_acc": 0.25, "test_loss": 2.1, "test_acc": 0.2, "sparsity": 0.0, "seconds": 1.5}])
+    assert text.splitlines() == ["epoch,stage,stage_epoch,lr,train_loss,train_acc,test_loss,test_acc,sparsity,seconds",
+                                 "1,train,1,0.1,2,0.25,2.1,0.2,0,1.5"]

@@ -1,0 +1,106 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import experiments.train as train_module
+from experiments.run import main
+
+CONFIG = """\
+model: resnet20
+data: {dataset: cifar10, batch_size: 32}
+train:
+  epochs: 3
+  schedule: {name: multistep, milestones: [2]}
+optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
+"""
+
+
+def run(tmp_path: Path, data_root: Path, *extra: str, text: str = CONFIG) -> int:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return main([str(path), "--data-root", str(data_root), "--results", str(tmp_path / "results"),
+                 "--no-progress", *extra])
+
+
+def read_metrics(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "results" / "tiny" / "seed0" / "metrics.json").read_text())
+
+
+def test_run_writes_every_record(tmp_path: Path, tiny_cifar: Path) -> None:
+    assert run(tmp_path, tiny_cifar) == 0
+    run_dir = tmp_path / "results" / "tiny" / "seed0"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.yaml", "env.json",
+                                                         "history.csv", "metrics.json"]
+    metrics = read_metrics(tmp_path)
+    for key in ["test_acc", "test_loss", "train_loss", "sparsity", "sparsity_all", "params_total", "params_nonzero",
+                "flops_dense", "flops_effective", "layers", "epochs", "seed", "method", "model", "dataset",
+                "train_size", "test_size", "profile", "wall_time_s", "data_label"]:
+        assert key in metrics, key
+    assert metrics["epochs"] == 3 and metrics["train_size"] == 100 and metrics["method"] == "dense"
+    assert metrics["data_label"] == "CIFAR-10 subset (100 train / 30 test)"
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.05, 0.05, 0.005])
+    # The reported accuracy is the final epoch's, not the best one.
+    assert metrics["test_acc"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-6)
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["seed"] == 0 and resolved["train"]["epochs"] == 3 and resolved["optimizer"]["momentum"] == 0.9
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"git_revision", "torch", "device", "python"} <= set(env)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["stage_epoch"] == 3
+
+
+def test_finished_run_is_skipped(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
+    first = read_metrics(tmp_path)
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
+    assert "[skip]" in capsys.readouterr().out and read_metrics(tmp_path) == first
+
+
+def test_changed_config_is_not_mixed_with_old_results(tmp_path: Path, tiny_cifar: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=2") == 1
+    assert "holds results of a different config" in capsys.readouterr().err
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=2", "--force") == 0
+    assert read_metrics(tmp_path)["epochs"] == 2
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, tiny_cifar: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    assert run(straight, tiny_cifar) == 0
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    real_epoch = train_module.Trainer._epoch
+    calls = {"n": 0}
+
+    def dies_in_third_epoch(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the process is killed after two checkpoints
+        return real_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Trainer, "_epoch", dies_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(killed, tiny_cifar)
+    assert not (killed / "results" / "tiny" / "seed0" / "metrics.json").exists()
+    monkeypatch.setattr(train_module.Trainer, "_epoch", real_epoch)
+    assert run(killed, tiny_cifar) == 0
+
+    a, b = read_metrics(straight), read_metrics(killed)
+    for key in ("wall_time_s", "git_revision"):
+        a.pop(key), b.pop(key)
+    assert a == b
+
+
+def test_nan_loss_stops_without_metrics(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(tmp_path, tiny_cifar, "--set", "optimizer.lr=1e12", "--set", "train.epochs=2") == 1
+    assert "training loss is nan" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "tiny" / "seed0" / "metrics.json").exists()
