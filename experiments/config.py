@@ -60,7 +60,22 @@ class SGDConfig(OptimizerConfig):
     weight_decay: float = 1e-4
 
 
-OPTIMIZERS: dict[str, type] = {"sgd": SGDConfig}
+@dataclass
+class RDAConfig(OptimizerConfig):
+    """xRDA (optim/rda.py); the penalty itself (lam, reweighting, groups) is method rda's."""
+
+    lr: float = 1.0
+    avg: Literal["coupled"] | float = "coupled"  # a = 1 - lr / lr_0, or a constant in [0, 1]
+    momentum_timescale: float | None = 9.5
+    magnitude_timescale: float | None = None  # None: momentum_timescale
+    weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        if self.avg != "coupled" and not 0.0 <= self.avg <= 1.0:
+            raise ValueError(f"avg: expected 'coupled' or a number in [0, 1], got {self.avg}")
+
+
+OPTIMIZERS: dict[str, type] = {"sgd": SGDConfig, "rda": RDAConfig}
 
 
 class MethodSpec:
@@ -111,6 +126,8 @@ class ExperimentConfig:
         unknown = set(self.profiles) - set(PROFILES)
         if unknown:
             raise ValueError(f"profiles: unknown profile {sorted(unknown)[0]!r}; choose from {', '.join(PROFILES)}")
+        if (self.method.name == "rda") != (self.optimizer.name == "rda"):
+            raise ValueError("method rda needs optimizer rda, and optimizer rda is only for method rda")
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

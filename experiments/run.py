@@ -27,6 +27,7 @@ from experiments.records import (atomic_torch_save, atomic_write_json, atomic_wr
 from experiments.schema import ConfigError
 from experiments.train import LoopSettings, Optimizers, Trainer, TrainingDiverged, evaluate
 from models import build_model
+from optim.rda import RDA
 from pruning import METHODS
 from pruning.accounting import sparsity_report
 from pruning.base import Method, Stage
@@ -125,6 +126,9 @@ def build_optimizer(cfg: C.OptimizerConfig, groups: list[dict[str, Any]], lr: fl
     if isinstance(cfg, C.SGDConfig):
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
+    if isinstance(cfg, C.RDAConfig):  # penalty options (lam, reweight, ...) come with the method's groups
+        return RDA(groups, lr=lr, avg=cfg.avg, momentum_timescale=cfg.momentum_timescale,
+                   magnitude_timescale=cfg.magnitude_timescale, weight_decay=cfg.weight_decay)
     raise ConfigError(f"optimizer.name: no builder for {cfg.name!r}")
 
 

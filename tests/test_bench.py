@@ -1,0 +1,39 @@
+"""The speed benchmark runs and reports what it promises (no timing is asserted)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.bench import REFERENCE, RDA_VARIANTS, SGD, bench_optimizer, format_table, main
+from models import build_model
+
+
+def test_optimizer_bench_reports_every_variant() -> None:
+    result = bench_optimizer(torch.device("cpu"), repeats=2, warmup=1, model="resnet20")
+    assert result["benchmark"] == "optimizer" and result["model"] == "resnet20" and result["repeats"] == 2
+    model = build_model("resnet20", 10)
+    assert result["tensors"] == 19 * 3 + 2  # 19 convolutions, 19 BN (scale and shift), fc weight and bias
+    assert result["parameters"] == sum(p.numel() for p in model.parameters())
+    assert set(result["results"]) == {SGD, *RDA_VARIANTS} and result["reference"] == REFERENCE
+    for row in result["results"].values():
+        assert set(row) == {"median_ms", "min_ms", "ratio_to_sgd", "ratio_min_to_sgd"}
+        assert 0 < row["min_ms"] <= row["median_ms"]
+    assert result["results"][SGD]["ratio_to_sgd"] == 1.0
+    assert result["ratio"] == result["results"][REFERENCE]["ratio_to_sgd"]
+    assert result["ratio_min"] == result["results"][REFERENCE]["ratio_min_to_sgd"]
+    table = format_table(result)
+    assert all(name in table for name in result["results"])
+
+
+def test_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "out" / "bench.json"
+    assert main(["optimizer", "--repeats", "2", "--warmup", "1", "--model", "resnet20", "--json", str(path)]) == 0
+    written = json.loads(path.read_text())
+    assert set(written) >= {"device", "torch", "threads", "results", "ratio", "ratio_min", "parameters"}
+    assert REFERENCE in capsys.readouterr().out
+
+
+def test_cli_refuses_an_unknown_subcommand() -> None:
+    with pytest.raises(SystemExit):
+        main(["train"])
