@@ -1,0 +1,298 @@
+"""Write the notebooks of this folder from the cell sources below: ``python notebooks/build.py``.
+
+The sources here are the one place the notebooks are edited; ``--check`` exits 1 when a
+notebook's cells differ from them (outputs are ignored, so executed notebooks pass).
+Execute them with ``python -m experiments.notebooks --profile P``. Each notebook reads
+``RESULTS_DIR`` and writes its figure (PNG + PDF) or table (Markdown + CSV) to ``FIGURES_DIR``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = '''\
+%matplotlib inline
+import os, sys
+sys.path.insert(0, os.path.abspath(".."))  # the repository root; notebooks run from notebooks/
+from pathlib import Path
+import matplotlib.pyplot as plt
+import pandas as pd
+from experiments import figures as F, results as R
+
+RESULTS = Path(os.environ.get("RESULTS_DIR", "../results/subset"))
+FIGURES = Path(os.environ.get("FIGURES_DIR", "../figures/subset"))
+runs = R.runs_frame(RESULTS)
+print(f"{len(runs)} finished run(s) of {runs['name'].nunique()} experiment(s) under {RESULTS}")'''
+
+CONVENTIONS = ("Every point is one experiment: the mean over its seeds of the **final-epoch** test accuracy, "
+               "error bars one sample standard deviation. Sparsity counts exact zeros of the conv + linear "
+               "weights against the dense architecture. The caption names the data set (\"CIFAR-10 subset\" "
+               "for the subset), the profile and the seeds per point.")
+
+NOTEBOOKS: dict[str, tuple[str, list[str]]] = {}
+
+NOTEBOOKS["fig1_accuracy_vs_sparsity"] = (f"""\
+# Figure 1: accuracy against sparsity, unstructured methods
+
+Per model and data set: final test accuracy against the compression ratio (dense weights /
+nonzero weights, log axis; the tick labels also give the weight sparsity) of xRDA with the
+log-reweighted l1 penalty, xRDA with plain l1, magnitude pruning (one-shot, iterative),
+lottery tickets (and their random re-initialisation control) and random pruning; the dense
+control is the dashed line, its band ± one std. {CONVENTIONS}
+
+Writes `fig1_accuracy_vs_sparsity.png` / `.pdf`.""", [SETUP, '''\
+sel = runs[runs.family.isin(["dense", "unstructured"]) & runs.optimizer_variant.isin(["", "xRDA"])]
+points = R.aggregate(sel)
+sparse = points[points.family == "unstructured"]
+if not F.missing(sparse, "unstructured runs (xRDA log-l1 / plain l1, magnitude, lottery ticket, random)"):
+    panels = F.pairs(sparse)
+    fig, axes = F.grid(len(panels))
+    for ax, (model, dataset) in zip(axes, panels):
+        here = F.select(points, model, dataset)
+        if not F.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}"):
+            F.dense_band(ax, here[here.family == "dense"])
+        for variant, group in F.by_variant(here[here.family == "unstructured"]):
+            F.curve(ax, group, "compression", "test_acc", variant)
+        F.compression_axis(ax)
+        ax.set(title=f"{model}, {dataset}", ylabel="final test accuracy (%)")
+    F.finish(fig, axes, "Accuracy against compression, unstructured methods (dense control: dashed, ± std band)",
+             sel, FIGURES, "fig1_accuracy_vs_sparsity")
+    plt.show()
+    print(points[["name", "variant", "seeds", "test_acc", "test_acc_std", "sparsity", "compression"]].round(4))'''])
+
+NOTEBOOKS["fig2_structured"] = (f"""\
+# Figure 2: structured sparsity, accuracy against FLOPs and parameters kept
+
+Per model and data set: final test accuracy against the FLOPs kept (multiply-adds with a
+nonzero weight on the exported, possibly physically smaller, model, as a share of the dense
+architecture's) and against the nonzero parameters kept, for xRDA with kernel- or
+channel-grouped penalties, network slimming, L0-HC and Dep-L0; the dense control sits at
+100%. {CONVENTIONS}
+
+Writes `fig2_structured.png` / `.pdf`.""", [SETUP, '''\
+sel = runs[runs.family.isin(["dense", "structured"])]
+points = R.aggregate(sel)
+structured = points[points.family == "structured"]
+if not F.missing(structured, "structured runs (xRDA kernel / channel, network slimming, L0-HC, Dep-L0)"):
+    panels = F.pairs(structured)
+    fig, axes = F.grid(2 * len(panels), ncols=2)
+    for i, (model, dataset) in enumerate(panels):
+        here = F.select(points, model, dataset)
+        F.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}")
+        for ax, kept, what in zip(axes[2 * i:2 * i + 2], ("flops_kept", "params_kept"),
+                                  ("FLOPs kept (% of dense)", "nonzero parameters kept (% of dense)")):
+            for variant, group in F.by_variant(here):
+                F.curve(ax, group, kept, "test_acc", variant, x_scale=100,
+                        **({"marker": "*", "ms": 10} if variant == "dense" else {}))
+            ax.set(title=f"{model}, {dataset}", xlabel=what, ylabel="final test accuracy (%)")
+    F.finish(fig, axes, "Structured sparsity: accuracy against FLOPs and parameters kept", sel, FIGURES,
+             "fig2_structured")
+    plt.show()
+    print(points[["name", "variant", "seeds", "test_acc", "flops_kept", "params_kept"]].round(4))'''])
+
+NOTEBOOKS["fig3_layer_density"] = (f"""\
+# Figure 3: per-layer density of the sparse networks
+
+One panel per model, data set and method: the density (nonzero / dense weights) of every
+prunable layer, in network order, for each operating point of the method (mean over seeds;
+the legend gives the operating point and the achieved overall sparsity). Removed channels
+count as zeros. {CONVENTIONS}
+
+Writes `fig3_layer_density.png` / `.pdf` and the numbers as `fig3_layer_density.csv`.""", [SETUP, '''\
+sel = runs[runs.family.isin(["unstructured", "structured"])]
+density = R.layer_density(R.layers_frame(sel))
+if not F.missing(density, "per-layer tables of sparse runs"):
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    density.to_csv(FIGURES / "fig3_layer_density.csv", index=False)
+    panels = sorted({(m, d, v) for m, d, v in zip(density.model, density.dataset, density.variant)},
+                    key=lambda p: (p[1], p[0], R.variant_key(p[2])))
+    fig, axes = F.grid(len(panels), ncols=3)
+    for ax, (model, dataset, variant) in zip(axes, panels):
+        here = density[(density.model == model) & (density.dataset == dataset) & (density.variant == variant)]
+        for (name, point), g in here.groupby(["name", "point"]):
+            ax.plot(g.layer_index, 100 * g.density, marker=".", lw=1,
+                    label=f"{point or name}: {100 * g.sparsity.iloc[0]:.1f}% sparse")
+        ticks = g.iloc[:: max(1, len(g) // 12)]  # layer names, at most about a dozen
+        ax.set_xticks(ticks.layer_index, ticks.layer, rotation=90, fontsize=6)
+        ax.set(title=f"{variant}: {model}, {dataset}", ylabel="layer density (% nonzero)", ylim=(-3, 103))
+        ax.legend(fontsize=6)
+    F.finish(fig, axes, "Per-layer density of the sparse networks (conv + linear layers in network order)", sel,
+             FIGURES, "fig3_layer_density", legend=False)
+    plt.show()'''])
+
+NOTEBOOKS["fig4_training_dynamics"] = (f"""\
+# Figure 4: training dynamics, xRDA against dense
+
+Test accuracy and weight sparsity per epoch (mean over seeds, band ± one std) of xRDA with the
+log-reweighted l1 penalty at each of its operating points, against the dense control: the
+sparse network is trained from random initialisation in one stage, no pruning step. The
+per-epoch test accuracy is shown as a diagnostic only; the reported figure is the final
+epoch's. {CONVENTIONS}
+
+Writes `fig4_training_dynamics.png` / `.pdf`.""", [SETUP, '''\
+sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
+curves = R.epoch_mean(R.history_frame(sel))
+if not F.missing(curves[curves.method == "rda"], "per-epoch histories of xRDA log-l1 runs"):
+    panels = F.pairs(curves[curves.method == "rda"])
+    fig, axes = F.grid(2 * len(panels), ncols=2)
+    for i, (model, dataset) in enumerate(panels):
+        here = F.select(curves, model, dataset)
+        F.missing(here[here.method == "dense"], f"dense control for {model}, {dataset}")
+        order = here.groupby("name")["lam"].first().sort_values(na_position="first")
+        shades = plt.cm.viridis([0.85 * k / max(1, len(order) - 1) for k in range(len(order))])
+        for name, shade in zip(order.index, shades):
+            g = here[here.name == name]
+            color = F.DENSE_COLOR if g.method.iloc[0] == "dense" else shade
+            for ax, column in zip(axes[2 * i:2 * i + 2], ("test_acc", "sparsity")):
+                F.band(ax, g.epoch, g[column], g[f"{column}_std"], g.label.iloc[0], color)
+        axes[2 * i].set(title=f"{model}, {dataset}: test accuracy", xlabel="epoch", ylabel="test accuracy (%)")
+        axes[2 * i + 1].set(title=f"{model}, {dataset}: weight sparsity", xlabel="epoch",
+                            ylabel="zero conv + linear weights (%)")
+        axes[2 * i + 1].legend(fontsize=7)
+    F.finish(fig, axes, "Training dynamics: xRDA log-l1 (one stage, from scratch) against dense", sel, FIGURES,
+             "fig4_training_dynamics", legend=False)
+    plt.show()'''])
+
+NOTEBOOKS["fig5_ablations"] = (f"""\
+# Figure 5: ablations
+
+**(a)** Reweighting: xRDA with the log-reweighted l1 penalty against plain l1 (no
+reweighting), accuracy against compression along their `lam` sweeps (each point one `lam`),
+dense control dashed. **(b)** Controlled comparisons: runs whose resolved configs are equal
+except for one field, side by side: the averaging of the optimizer (xRDA, a = 1 - lr/lr_0;
+proximal SGD, a = 0; classic RDA, a = 1) and the reweighting (log-l1 vs plain l1 at equal
+`lam`); final test accuracy and sparsity. {CONVENTIONS}
+
+Writes `fig5a_reweighting.png` / `.pdf` and `fig5b_matched_ablations.png` / `.pdf`.""", [SETUP, '''\
+rda = runs[runs.method == "rda"]
+sel = rda[rda.variant.isin(["xRDA log-l1", "xRDA plain l1"])]
+points, dense = R.aggregate(sel), R.aggregate(runs[runs.family == "dense"])
+if not F.missing(points[points.variant == "xRDA plain l1"], "xRDA plain-l1 runs for ablation (a)"):
+    panels = F.pairs(points)
+    fig, axes = F.grid(len(panels))
+    for ax, (model, dataset) in zip(axes, panels):
+        F.dense_band(ax, F.select(dense, model, dataset))
+        for variant, group in F.by_variant(F.select(points, model, dataset)):
+            F.curve(ax, group, "compression", "test_acc", variant)
+        F.compression_axis(ax)
+        ax.set(title=f"{model}, {dataset}", ylabel="final test accuracy (%)")
+    F.finish(fig, axes, "Ablation (a): log-reweighted against plain l1 (xRDA; each point one lam)", sel, FIGURES,
+             "fig5a_reweighting")
+    plt.show()''', '''\
+studies = {"optimizer.avg": "averaging: xRDA / proximal SGD / RDA", "method.reweight": "log-l1 vs plain l1"}
+found = {field: R.matched(rda, field) for field in studies}
+found = {field: m for field, m in found.items() if not F.missing(m, f"matched runs for {studies[field]}")}
+if found:
+    fig, axes = F.grid(2 * len(found), ncols=2)
+    for i, (field, matched) in enumerate(found.items()):
+        points = R.aggregate(matched)
+        for ax, column, what in zip(axes[2 * i:2 * i + 2], ("test_acc", "sparsity"),
+                                    ("final test accuracy (%)", "weight sparsity (%)")):
+            F.grouped_bars(ax, points, column)
+            ax.set_title(f"{studies[field]} (only {field} differs)", fontsize=9)
+            ax.set_ylabel(what)
+        print(points[["name", "variant", "match", "seeds", "test_acc", "test_acc_std", "sparsity"]].round(4))
+    F.finish(fig, axes, "Ablation (b): controlled comparisons", pd.concat(list(found.values())), FIGURES,
+             "fig5b_matched_ablations")
+    plt.show()'''])
+
+NOTEBOOKS["fig6_generalisation"] = (f"""\
+# Figure 6: generalisation, train-test gap
+
+Left: the gap between training and test accuracy at the end of training (percentage points;
+training accuracy is the running accuracy over the last epoch's augmented batches) of the
+dense control and of xRDA log-l1 at each `lam`, smallest first. Right: the gap per epoch of
+the dense control and of xRDA at the smallest `lam` (mean over seeds). {CONVENTIONS}
+
+Writes `fig6_generalisation.png` / `.pdf`.""", [SETUP, '''\
+sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
+points = R.aggregate(sel)
+if not F.missing(points[points.method == "rda"], "xRDA log-l1 runs"):
+    curves = R.epoch_mean(R.history_frame(sel), columns=("train_acc", "test_acc"))
+    panels = F.pairs(points[points.method == "rda"])
+    fig, axes = F.grid(2 * len(panels), ncols=2)
+    for i, (model, dataset) in enumerate(panels):
+        here = F.select(points, model, dataset).sort_values("lam", na_position="first")
+        F.missing(here[here.method == "dense"], f"dense control for {model}, {dataset}")
+        ax = axes[2 * i]
+        ax.bar(range(len(here)), 100 * here.gap, yerr=100 * here.gap_std, capsize=2,
+               color=[F.color_for(v) for v in here.variant])
+        ax.set_xticks(range(len(here)), [p or v for p, v in zip(here.point, here.variant)], rotation=30, fontsize=7)
+        ax.set(title=f"{model}, {dataset}: final gap", ylabel="train - test accuracy (pp)")
+        shown = list(here[here.method == "dense"].name) + list(here[here.method == "rda"].name[:1])
+        for name in shown:
+            g = curves[curves.name == name]
+            axes[2 * i + 1].plot(g.epoch, 100 * (g.train_acc - g.test_acc), label=g.label.iloc[0],
+                                 color=F.color_for(g.variant.iloc[0]))
+        axes[2 * i + 1].set(title=f"{model}, {dataset}: gap per epoch", xlabel="epoch",
+                            ylabel="train - test accuracy (pp)")
+        axes[2 * i + 1].legend(fontsize=7)
+    F.finish(fig, axes, "Generalisation: train-test gap, dense against xRDA log-l1", sel, FIGURES,
+             "fig6_generalisation", legend=False)
+    plt.show()
+    print(points[["name", "variant", "seeds", "train_acc", "test_acc", "gap", "gap_std", "sparsity"]].round(4))'''])
+
+NOTEBOOKS["table7_summary"] = ("""\
+# Table 7: summary
+
+Every experiment (method, model, data set) with its seeds, epochs, final test accuracy and
+weight sparsity (mean ± sample std over seeds, %), compression ratio, FLOPs kept (nonzero
+multiply-adds / dense), nonzero parameters, and the figure the reproduced paper reports for
+the same setting where one is cited in `experiments.results.PAPER_REPORTED` (with its table);
+blank where none is cited. The data label and profile follow the table.
+
+Writes `table7_summary.md` and `table7_summary.csv` (numbers in percent, unrounded).""", [SETUP, '''\
+from IPython.display import Markdown, display
+
+table = R.summary_frame(runs)
+if not F.missing(table, "finished runs"):
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    table.to_csv(FIGURES / "table7_summary.csv", index=False)
+    markdown = R.summary_markdown(table)
+    (FIGURES / "table7_summary.md").write_text(markdown)
+    print(f"wrote {FIGURES / 'table7_summary.md'}, {FIGURES / 'table7_summary.csv'}; "
+          f"{table.paper_source.ne('').sum()} row(s) with a cited paper figure")
+    display(Markdown(markdown))'''])
+
+
+def notebook(stem: str) -> nbformat.NotebookNode:
+    """The notebook ``stem`` built from its sources (no outputs; stable cell ids)."""
+    markdown, code = NOTEBOOKS[stem]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown, id=f"{stem}-0")]
+    nb.cells += [nbformat.v4.new_code_cell(source, id=f"{stem}-{k}") for k, source in enumerate(code, 1)]
+    return nb
+
+
+def differs(stem: str) -> bool:
+    """Whether notebooks/<stem>.ipynb is missing or its cell types and sources differ from the sources here."""
+    path = HERE / f"{stem}.ipynb"
+    if not path.exists():
+        return True
+    have = nbformat.read(path, as_version=4).cells
+    want = notebook(stem).cells
+    return [(c.cell_type, c.source) for c in have] != [(c.cell_type, c.source) for c in want]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--check" in args:
+        stale = [stem for stem in NOTEBOOKS if differs(stem)]
+        for stem in stale:
+            print(f"notebooks/{stem}.ipynb differs from notebooks/build.py: run python notebooks/build.py")
+        return 1 if stale else 0
+    for stem in NOTEBOOKS:
+        if differs(stem):  # rewrite only what changed, so executed outputs of the others are kept
+            nbformat.write(notebook(stem), HERE / f"{stem}.ipynb")
+            print(f"wrote notebooks/{stem}.ipynb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

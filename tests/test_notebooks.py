@@ -1,0 +1,98 @@
+"""Every notebook, executed headless (nbclient, a real kernel), on the synthetic fixture tree and on
+an empty results folder. The executed copies go to tmp_path; the committed notebooks stay untouched."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from experiments import figures as F  # noqa: E402
+from experiments import results as R  # noqa: E402
+from experiments.notebooks import NOTEBOOKS, execute  # noqa: E402
+from tests.fixtures.synthetic_results import SYNTHETIC_LABEL, write_results_tree  # noqa: E402
+
+# notebook -> the files it writes to FIGURES_DIR when its results exist
+EXPECTED = {
+    "fig1_accuracy_vs_sparsity": ["fig1_accuracy_vs_sparsity.png", "fig1_accuracy_vs_sparsity.pdf"],
+    "fig2_structured": ["fig2_structured.png", "fig2_structured.pdf"],
+    "fig3_layer_density": ["fig3_layer_density.png", "fig3_layer_density.pdf", "fig3_layer_density.csv"],
+    "fig4_training_dynamics": ["fig4_training_dynamics.png", "fig4_training_dynamics.pdf"],
+    "fig5_ablations": ["fig5a_reweighting.png", "fig5a_reweighting.pdf", "fig5b_matched_ablations.png",
+                       "fig5b_matched_ablations.pdf"],
+    "fig6_generalisation": ["fig6_generalisation.png", "fig6_generalisation.pdf"],
+    "table7_summary": ["table7_summary.md", "table7_summary.csv"],
+}
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def run_all(results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str]]:
+    """Execute every notebook; returns FIGURES_DIR and each notebook's printed text."""
+    for name in ("RESULTS_DIR", "FIGURES_DIR", "MPLBACKEND"):  # restored after the test
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    figures, out = tmp_path / "figures", tmp_path / "executed"
+    committed = {nb: nb.read_bytes() for nb in notebooks()}
+    printed = {}
+    for nb in notebooks():
+        execute(nb, results, figures, out / nb.name)
+        cells = nbformat.read(out / nb.name, as_version=4).cells
+        outputs = [o for c in cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], nb.name
+        printed[nb.stem] = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert {nb: nb.read_bytes() for nb in notebooks()} == committed
+    return figures, printed
+
+
+def test_every_notebook_is_expected_and_matches_build() -> None:
+    import importlib.util
+
+    assert [nb.stem for nb in notebooks()] == sorted(EXPECTED)
+    spec = importlib.util.spec_from_file_location("notebook_build", NOTEBOOKS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert sorted(build.NOTEBOOKS) == sorted(EXPECTED)
+    assert [stem for stem in build.NOTEBOOKS if build.differs(stem)] == []
+
+
+def test_notebooks_draw_every_figure_from_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = write_results_tree(tmp_path / "results")
+    figures, printed = run_all(results, tmp_path, monkeypatch)
+    written = sorted(p.name for p in figures.iterdir())
+    assert written == sorted(f for files in EXPECTED.values() for f in files)
+    for name in written:
+        assert (figures / name).stat().st_size > 500, name
+    assert (figures / "fig1_accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
+    assert (figures / "fig1_accuracy_vs_sparsity.pdf").read_bytes()[:4] == b"%PDF"
+    assert "missing" not in printed["fig1_accuracy_vs_sparsity"] + printed["fig5_ablations"]
+    table = (figures / "table7_summary.csv").read_text().splitlines()
+    assert len(table) == 1 + 15 and table[0].startswith("experiment,variant,model,dataset")
+    assert "| dense_r20 | dense |" in (figures / "table7_summary.md").read_text()
+
+
+def test_notebooks_report_missing_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "results"
+    empty.mkdir()
+    figures, printed = run_all(empty, tmp_path, monkeypatch)
+    assert not figures.exists() or not any(figures.iterdir())
+    for stem, text in printed.items():
+        assert "0 finished run(s)" in text and "missing: no " in text, stem
+
+
+def test_caption_names_data_profile_and_seeds(tmp_path: Path) -> None:
+    runs = R.runs_frame(write_results_tree(tmp_path / "results"))
+    fig, axes = F.grid(1)
+    axes[0].plot([0, 1], [0, 1], label="x")
+    paths = F.finish(fig, axes, "What it shows", runs, tmp_path / "figures", "caption")
+    caption = fig._suptitle.get_text()
+    plt.close(fig)
+    assert caption.startswith("What it shows\n") and SYNTHETIC_LABEL in caption
+    assert "profile subset" in caption and "1-2 seeds per point" in caption
+    assert [p.name for p in paths] == ["caption.png", "caption.pdf"] and all(p.exists() for p in paths)

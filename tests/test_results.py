@@ -1,0 +1,173 @@
+"""The results loaders and tables, on the synthetic fixture tree (tests/fixtures/synthetic_results.py)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments import results as R
+from tests.fixtures.synthetic_results import PARAMS_DENSE, SYNTHETIC_LABEL, write_results_tree
+
+WEIGHTS = 432 + 2304 + 640  # the fixture's prunable weights
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return write_results_tree(tmp_path / "results")
+
+
+def hand_std(a: float, b: float) -> float:
+    """Sample std of two values: |a - b| / sqrt(2)."""
+    return abs(a - b) / math.sqrt(2)
+
+
+def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
+    runs = R.runs_frame(tree)
+    assert len(runs) == 18 and runs["name"].nunique() == 15
+    assert set(R.FRAME_COLUMNS) <= set(runs.columns)
+    row = runs[(runs.name == "rda_r20_lam1e-5") & (runs.seed == 0)].iloc[0]
+    # densities 0.5, 0.1, 0.2 of 432, 2304, 640 weights -> 216 + 230 + 128 nonzero
+    assert row.sparsity == pytest.approx(1 - 574 / WEIGHTS)
+    assert row.compression == pytest.approx(WEIGHTS / 574)
+    assert row.gap == pytest.approx(0.83 - 0.78)
+    assert row.params_kept == pytest.approx((574 + PARAMS_DENSE - WEIGHTS) / PARAMS_DENSE)
+    flops_nonzero = 0.5 * 884_736 + round(0.1 * 4_718_592) + 0.2 * 1280
+    assert row.flops_kept == pytest.approx(flops_nonzero / (884_736 + 4_718_592 + 1280))
+    assert row.lam == pytest.approx(1e-5) and row.data_label == SYNTHETIC_LABEL
+    assert row.config["method"]["reweight"] == "log" and len(row.layers) == 3
+    variants = dict(zip(runs.name, runs.variant))
+    assert variants == {
+        "dense_r20": "dense", "rda_r20_lam1e-5": "xRDA log-l1", "rda_r20_lam1e-6": "xRDA log-l1",
+        "rda_r20_plain_lam1e-4": "xRDA plain l1", "rda_r20_ablation_plain_l1": "xRDA plain l1",
+        "rda_r20_ablation_proximal_sgd": "proximal SGD log-l1", "rda_r20_ablation_rda": "RDA (a=1) log-l1",
+        "rda_r20_channel": "xRDA log-l1 (channel)", "magnitude_r20_oneshot_s80": "magnitude one-shot",
+        "lottery_r20_s80": "lottery ticket", "lottery_r20_s80_reinit": "lottery ticket (random reinit)",
+        "random_r20_s50": "random", "slimming_r20_c30": "network slimming", "l0hc_r20": "L0-HC",
+        "dep_l0_fwd_r20": "Dep-L0 (forward)",
+    }
+    families = dict(zip(runs.name, runs.family))
+    assert families["dense_r20"] == "dense" and families["rda_r20_channel"] == "structured"
+    assert families["magnitude_r20_oneshot_s80"] == "unstructured" and families["l0hc_r20"] == "structured"
+    labels = dict(zip(runs.name, runs.label))
+    assert labels["rda_r20_lam1e-5"] == "xRDA log-l1, lam 1e-05"
+    assert labels["magnitude_r20_oneshot_s80"] == "magnitude one-shot, target 80%"
+    assert labels["slimming_r20_c30"] == "network slimming, 30% channels removed"
+    assert labels["dense_r20"] == "dense"
+
+
+def test_variant_and_label_from_configs() -> None:
+    rda = {"optimizer": {"name": "rda", "avg": 0.5}, "method": {"name": "rda", "lam": 2e-6, "reweight": "none",
+                                                               "group": "kernel", "prox": "group"}}
+    assert R.variant_of("rda", rda) == "RDA (a=0.5) plain l1 (kernel), group prox"
+    assert R.family_of("rda", rda) == "structured"
+    assert R.optimizer_variant({"optimizer": {"name": "sgd"}}) == ""
+    assert R.optimizer_variant({"optimizer": {"name": "rda"}}) == "xRDA"  # the default averaging is coupled
+    magnitude = {"method": {"name": "magnitude", "sparsity": 0.95, "rounds": 3}}
+    assert R.variant_of("magnitude", magnitude) == "magnitude iterative"
+    assert R.label_for({"method": "magnitude", "config": magnitude}) == "magnitude iterative, target 95%"
+    assert R.variant_of("dep_l0", {"method": {"direction": "backward"}}) == "Dep-L0 (backward)"
+    assert R.variant_of("newmethod", {}) == "newmethod" and R.family_of("newmethod", {}) == "other"
+
+
+def test_aggregate_mean_and_sample_std_over_seeds(tree: Path) -> None:
+    points = R.aggregate(R.runs_frame(tree)).set_index("name")
+    dense = points.loc["dense_r20"]
+    assert dense.seeds == 2
+    assert dense.test_acc == pytest.approx(0.81)
+    assert dense.test_acc_std == pytest.approx(hand_std(0.80, 0.82))
+    assert dense.gap == pytest.approx(0.11) and dense.gap_std == pytest.approx(hand_std(0.10, 0.12))
+    rda = points.loc["rda_r20_lam1e-5"]
+    # seed 1: densities 0.4, 0.08, 0.2 -> 173 + 184 + 128 = 485 nonzero
+    s0, s1 = 1 - 574 / WEIGHTS, 1 - 485 / WEIGHTS
+    assert rda.sparsity == pytest.approx((s0 + s1) / 2)
+    assert rda.sparsity_std == pytest.approx(hand_std(s0, s1))
+    single = points.loc["random_r20_s50"]
+    assert single.seeds == 1 and single.test_acc == pytest.approx(0.73) and single.test_acc_std == 0.0
+
+
+def test_summarise_agrees_with_aggregate(tree: Path) -> None:
+    rows = {r["name"]: r for r in R.summarise(R.load_runs(tree))}
+    assert len(rows) == 15
+    assert rows["dense_r20"]["test_acc"] == pytest.approx(0.81)
+    assert rows["dense_r20"]["test_acc_std"] == pytest.approx(hand_std(0.80, 0.82))
+    assert rows["rda_r20_lam1e-5"]["sparsity"] == pytest.approx(1 - (574 + 485) / (2 * WEIGHTS))
+    assert rows["dense_r20"]["seeds"] == 2 and rows["dense_r20"]["data"] == SYNTHETIC_LABEL
+    assert "dense_r20" in R.format_table(list(rows.values()))
+    assert R.mean_std([0.80, 0.82]) == pytest.approx((0.81, hand_std(0.80, 0.82)))
+
+
+def test_title_line_names_data_profile_and_seeds(tree: Path) -> None:
+    runs = R.runs_frame(tree)
+    line = R.title_line(runs)
+    assert SYNTHETIC_LABEL in line and "profile subset" in line and "1-2 seeds per point" in line
+    two = runs[runs.name == "dense_r20"]
+    assert "| 2 seeds per point" in R.title_line(two) and "| 2 seeds" in R.title_line(R.aggregate(two))
+    assert "| 1 seed per point" in R.title_line(runs[runs.name == "l0hc_r20"])
+
+
+def test_matched_finds_controlled_comparisons(tree: Path) -> None:
+    rda = R.runs_frame(tree).query("method == 'rda'")
+    avg = R.matched(rda, "optimizer.avg")
+    assert sorted(set(avg.name)) == ["rda_r20_ablation_proximal_sgd", "rda_r20_ablation_rda", "rda_r20_lam1e-5"]
+    assert avg["match"].nunique() == 1
+    assert dict(zip(avg.name, avg.value)) == {"rda_r20_ablation_proximal_sgd": "0.0", "rda_r20_ablation_rda": "1.0",
+                                              "rda_r20_lam1e-5": "coupled"}
+    reweight = R.matched(rda, "method.reweight")
+    assert sorted(set(reweight.name)) == ["rda_r20_ablation_plain_l1", "rda_r20_lam1e-5"]
+    group = R.matched(rda, "method.group")  # the channel run differs from rda_r20_lam1e-5 in the group only
+    assert sorted(set(group.name)) == ["rda_r20_channel", "rda_r20_lam1e-5"]
+    assert R.matched(rda, "train.epochs").empty  # every run has the same epochs: nothing to compare
+
+
+def test_history_and_layer_tables(tree: Path) -> None:
+    runs = R.runs_frame(tree)
+    history = R.history_frame(runs)
+    assert len(history) == 18 * 3
+    curves = R.epoch_mean(history).set_index(["name", "epoch"])
+    last = curves.loc[("dense_r20", 3)]
+    assert last.test_acc == pytest.approx(0.81, abs=1e-4) and last.seeds == 2
+    assert last.test_acc_std == pytest.approx(hand_std(0.80, 0.82), abs=1e-4)
+    layers = R.layers_frame(runs)
+    assert len(layers) == 18 * 3
+    assert list(layers[layers.name == "dense_r20"].layer[:3]) == ["conv1", "layers.0.conv1", "fc"]
+    density = R.layer_density(layers).set_index(["name", "layer"])
+    conv1 = density.loc[("rda_r20_lam1e-5", "conv1")]
+    assert conv1.density == pytest.approx((216 / 432 + 173 / 432) / 2)
+    assert conv1.density_std == pytest.approx(hand_std(216 / 432, 173 / 432)) and conv1.seeds == 2
+
+
+def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
+    runs = R.runs_frame(tree)
+    table = R.summary_frame(runs, reported={})
+    assert list(table.columns) == list(R.SUMMARY_COLUMNS) and len(table) == 15
+    assert table.paper_test_acc_pct.isna().all() and (table.paper_source == "").all()
+    dense = table.set_index("experiment").loc["dense_r20"]
+    assert dense.test_acc_pct == pytest.approx(81.0)
+    assert dense.test_acc_std_pct == pytest.approx(100 * hand_std(0.8, 0.82))
+    assert table.experiment.iloc[0] == "dense_r20"  # dense first (VARIANT_ORDER)
+    markdown = R.summary_markdown(table)
+    dense_line = ("| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 | 0.00 ± 0.00 | 1.0 | 100.0 "
+                  "| 4,000 |  |  |  |")
+    assert dense_line in markdown
+    assert SYNTHETIC_LABEL in markdown and "Profile: subset" in markdown
+    reported = {"dense_r20": {"test_acc": 0.5, "sparsity": 0.25, "source": "Paper, Table 9"}}
+    cited = R.summary_frame(runs, reported=reported)
+    row = cited.set_index("experiment").loc["dense_r20"]
+    assert row.paper_test_acc_pct == pytest.approx(50.0) and row.paper_sparsity_pct == pytest.approx(25.0)
+    assert row.paper_source == "Paper, Table 9"
+    assert "| 50.00 | 25.00 | Paper, Table 9 |" in R.summary_markdown(cited)
+
+
+def test_paper_reported_entries_are_sourced() -> None:
+    for name, entry in R.PAPER_REPORTED.items():
+        assert "Table" in entry["source"], name
+        assert 0 <= entry["test_acc"] <= 1 and 0 <= entry.get("sparsity", 0) <= 1, name
+
+
+def test_empty_results_folder(tmp_path: Path) -> None:
+    runs = R.runs_frame(tmp_path)
+    assert runs.empty and set(R.FRAME_COLUMNS) <= set(runs.columns)
+    assert R.aggregate(runs).empty and R.summary_frame(runs).empty
+    assert R.history_frame(runs).empty and R.layer_density(R.layers_frame(runs)).empty
+    assert R.matched(runs, "optimizer.avg").empty and R.title_line(runs) == "no runs"
