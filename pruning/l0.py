@@ -1,0 +1,381 @@
+"""L0 regularisation with hard-concrete channel gates (L0-HC: Louizos, Welling & Kingma, ICLR 2018).
+
+**Gate.** One gate per output channel, multiplying the output of the BatchNorm2d that follows
+a convolution. With beta = 2/3, gamma = -0.1, zeta = 1.1 and u ~ U(eps, 1 - eps):
+
+    s = sigmoid((log u - log(1 - u) + log alpha) / beta),   z = clamp(s (zeta - gamma) + gamma, 0, 1)
+
+Training draws one gate per example and channel; evaluation (and the frozen fine-tuning
+stage) uses the deterministic gate z = clamp(sigmoid(log alpha) (zeta - gamma) + gamma, 0, 1),
+which is exactly 0 for log alpha <= log(-gamma / zeta) = -2.398. The probability that a
+sampled gate is nonzero is P(z != 0) = sigmoid(log alpha - beta log(-gamma / zeta)).
+Gating after BN is also gating after its ReLU (z >= 0), so it matches the reference code.
+
+**Placement** (``gate_placement``). VGG: the BN of every convolution. CIFAR ResNets and
+ResNet-18: the stem BN and ``bn1`` of every block. ResNet-50: the stem BN, ``bn1`` and ``bn2``
+of every bottleneck. The BNs that write into the residual stream keep their width. The stem
+gate is the exception: it is learned, but since the stem feeds the residual stream its closed
+channels cannot be removed physically; the export sets them to exact zeros instead (the stem
+convolution's filters and the input columns of the layers reading the stem output directly),
+so they count as zeros in the sparsity, not as a smaller model.
+
+**Penalty** (``lam`` times one of two expected sizes, ``penalty`` in the config):
+
+- ``params`` (default, the Dep-L0 release): the expected number of weights of the gated
+  convolutions, sum over gated layers l of k_l^2 E[C_in,l] E[C_out,l], with E[C] = sum over
+  the layer's gates of P(z != 0); C_in is the expected open channels of the gated layer whose
+  output the convolution reads, or the convolution's fixed input width if that input is not
+  gated (a block's first convolution reads the residual stream). A channel is weighted by the
+  weights it carries, and closing channels of one layer also lowers the price of the next
+  layer's channels. This is the release's CIFAR formula, with two differences: its ResNet-56
+  chains C_in through consecutive gates even where a block reads the residual stream (fixed
+  width here), and its ResNet-50 code counts k^4 C_in E[C_out] with the full input width (the
+  kernel area enters twice, and conv2's gated input is ignored); here every model uses
+  k^2 E[C_in] E[C_out]. Layers that read gated channels but have no gates themselves (a
+  block's conv2 or conv3, the VGG classifier) are not in the sum, as in the release.
+- ``gates`` (the textbook expected L0 norm of the gates): sum of P(z != 0) over every gate.
+  Each channel costs the same whatever its size, so ``lam`` is on a different scale (about
+  the cost per channel rather than per weight).
+
+**Optimisation.** Weights use the experiment's optimizer; gate parameters (the log alphas here,
+the generator of ``pruning.dep_l0``) form their own group with Adam (``gate_lr``, no weight
+decay), driven by the same learning-rate schedule. An optional last stage (``finetune_epochs``)
+trains the weights with the gates frozen at their deterministic values and no penalty.
+
+**Export.** The deterministic gates are folded into the BN affine parameters
+(z * BN(x) = BN'(x) with weight and bias scaled by z), then the channels whose gate is 0 are
+removed with ``pruning.surgery.shrink`` (exact, since their BN weight and bias are now 0). If
+every gate of a removable layer is closed, the layer's output is exactly zero: the channel with
+the largest log alpha is kept physically (with zero BN weight and bias, so outputs are
+unchanged), since a layer cannot have zero channels. The exported model has no gates and no
+hooks and computes, in eval mode, what the gated model computed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from models import resnet, resnet_cifar
+from models.vgg import VGG
+from pruning.accounting import prunable_layers
+from pruning.base import Method, MethodConfig, Schedule, Stage, epochs_field
+from pruning.surgery import physical_report, shrink
+
+BETA = 2.0 / 3.0  # temperature
+GAMMA = -0.1  # stretch interval (gamma, zeta)
+ZETA = 1.1
+EPS = 1e-6  # u ~ U(eps, 1 - eps)
+CLOSED_BELOW = math.log(-GAMMA / ZETA)  # deterministic gate is 0 for log alpha <= this (-2.398)
+GATES = "l0_gates"  # attribute of the model holding the gate parameters (in its state_dict)
+
+
+# ---------------------------------------------------------------- the hard-concrete gate
+
+
+def prob_nonzero(log_alpha: torch.Tensor) -> torch.Tensor:
+    """P(z != 0) = sigmoid(log alpha - beta log(-gamma / zeta)), elementwise."""
+    return torch.sigmoid(log_alpha - BETA * CLOSED_BELOW)
+
+
+def deterministic_gates(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Test-time gate clamp(sigmoid(log alpha) (zeta - gamma) + gamma, 0, 1), elementwise."""
+    return (torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def sample_gates(log_alpha: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` independent draws of every gate, shape (n, C), from the global RNG."""
+    u = torch.rand((n, log_alpha.numel()), device=log_alpha.device, dtype=log_alpha.dtype) * (1 - 2 * EPS) + EPS
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- placement
+
+
+@dataclass(frozen=True)
+class GatedLayer:
+    """One gated BN and the layers around it (qualified module names)."""
+
+    bn: str  # the gated BatchNorm2d: its output is multiplied by the gates
+    conv: str  # the Conv2d producing the BN's input (its output channels are gated)
+    readers: tuple[str, ...]  # Conv2d/Linear layers reading the gated output directly
+    removable: bool  # False: feeds the residual stream (stem), zeroed instead of removed
+
+
+def _conv_names(prefix: str, module: nn.Module) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{n}" for n, m in module.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def gate_placement(model: nn.Module) -> list[GatedLayer]:
+    """The gated layers of a model from ``models/``, in forward order (see module docstring)."""
+    if isinstance(model, VGG):
+        convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+        return [GatedLayer(f"features.{i + 1}", f"features.{i}",
+                           (f"features.{convs[j + 1]}" if j + 1 < len(convs) else "classifier",), True)
+                for j, i in enumerate(convs)]
+    if isinstance(model, (resnet_cifar.CifarResNet, resnet.ResNet)):
+        cifar = isinstance(model, resnet_cifar.CifarResNet)
+        stem_bn, stem_conv = ("bn1", "conv1") if cifar else ("stem.1", "stem.0")
+        first = model.layers[0]
+        layers = [GatedLayer(stem_bn, stem_conv, ("layers.0.conv1", *_conv_names("layers.0.shortcut", first.shortcut)),
+                             False)]
+        for i, block in enumerate(model.layers):
+            p = f"layers.{i}"
+            layers.append(GatedLayer(f"{p}.bn1", f"{p}.conv1", (f"{p}.conv2",), True))
+            if isinstance(block, resnet.Bottleneck):
+                layers.append(GatedLayer(f"{p}.bn2", f"{p}.conv2", (f"{p}.conv3",), True))
+        return layers
+    raise ValueError(f"L0 channel gates: no gate placement for {type(model).__name__} "
+                     "(supported: VGG, CIFAR ResNets, ResNet-18/50)")
+
+
+# ---------------------------------------------------------------- gate parameters
+
+
+class GateParameters(nn.Module):
+    """The trainable source of every gated layer's log alphas (one 1-d tensor per layer)."""
+
+    def log_alphas(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+class IndependentLogAlphas(GateParameters):
+    """L0-HC: a free log alpha per channel, initialised N(mean, std^2) (3 +- 0.01: open)."""
+
+    def __init__(self, widths: list[int], mean: float = 3.0, std: float = 0.01,
+                 device: torch.device | None = None) -> None:
+        super().__init__()
+        self.log_alpha = nn.ParameterList(
+            [nn.Parameter(torch.randn(w, device=device) * std + mean) for w in widths])
+
+    def log_alphas(self) -> list[torch.Tensor]:
+        return list(self.log_alpha)
+
+
+# ---------------------------------------------------------------- the method
+
+
+@dataclass
+class GateConfig(MethodConfig):
+    """Options shared by L0-HC and Dep-L0."""
+
+    lam: float = 5e-7  # penalty coefficient
+    penalty: Literal["params", "gates"] = "params"  # expected gated-conv weights, or sum of P(z != 0)
+    gate_lr: float = 1e-3  # Adam learning rate of the gate parameters (no weight decay)
+    finetune_epochs: int = epochs_field(0)  # last stage: frozen deterministic gates, no penalty
+    finetune_lr: float | None = None  # constant learning rate of that stage; required with it
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise ValueError(f"lam: must be >= 0, got {self.lam}")
+        if self.gate_lr <= 0:
+            raise ValueError(f"gate_lr: must be > 0, got {self.gate_lr}")
+        if self.finetune_epochs > 0 and self.finetune_lr is None:
+            raise ValueError("finetune_lr: required when finetune_epochs > 0")
+
+
+@dataclass
+class L0HCConfig(GateConfig):
+    name: str = "l0hc"
+    init_log_alpha: float = 3.0  # mean of the initial log alphas (std 0.01)
+
+
+class ChannelGates(Method):
+    """Hard-concrete channel gates through the one training loop; subclasses pick the gate source.
+
+    ``prepare`` attaches the gate parameters to the model as ``model.l0_gates`` (so they are in
+    its state_dict and resume restores them), a forward pre-hook on the model that computes
+    the log alphas once per forward, and forward hooks on the gated BNs that multiply their
+    outputs by the gates. Module names of the model are unchanged.
+    """
+
+    Config: type[MethodConfig] = GateConfig
+
+    def __init__(self, cfg: GateConfig) -> None:
+        super().__init__(cfg)
+        self.cfg: GateConfig = cfg
+        self.layers: list[GatedLayer] = []
+        self.gates: GateParameters | None = None
+        self.frozen = False
+        self.input_shape: list[int] | None = None  # (C, H, W) seen by the first forward
+        self.channels_open: dict[str, int] = {}  # filled by export
+        self._handles: list[Any] = []
+        self._current: list[torch.Tensor] = []  # log alphas of the forward in progress
+        self._source: list[int | None] = []  # gated layer read by each gated conv
+        self._kernel: list[int] = []  # k^2 of each gated conv
+        self._in_width: list[int] = []  # fixed input width of each gated conv
+        self._weights: list[tuple[int, int | None, int | None]] = []  # (numel, out gate, in gate) per prunable layer
+        self._widths: list[int] = []  # channels of each gated layer
+
+    def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
+        raise NotImplementedError
+
+    # ------------------------------------------------ wiring
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.layers = gate_placement(model)
+        reads = {r: i for i, layer in enumerate(self.layers) for r in layer.readers}
+        produces = {layer.conv: i for i, layer in enumerate(self.layers)}
+        convs = [model.get_submodule(layer.conv) for layer in self.layers]
+        self._source = [reads.get(layer.conv) for layer in self.layers]
+        self._kernel = [math.prod(c.kernel_size) for c in convs]
+        self._in_width = [c.in_channels // c.groups for c in convs]
+        self._weights = [(m.weight.numel(), produces.get(name), reads.get(name))
+                         for name, m in prunable_layers(model).items()]
+        self._widths = [model.get_submodule(layer.bn).num_features for layer in self.layers]
+        self.gates = self.make_gates(self._widths, next(model.parameters()).device)
+        self._attach(model)
+        return model
+
+    def _attach(self, model: nn.Module) -> None:
+        model.add_module(GATES, self.gates)
+        self._handles.append(model.register_forward_pre_hook(self._begin_forward))
+        for i, layer in enumerate(self.layers):
+            self._handles.append(model.get_submodule(layer.bn).register_forward_hook(self._gate_hook(i)))
+
+    def _detach(self, model: nn.Module) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        delattr(model, GATES)
+
+    def _begin_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self.input_shape is None:
+            self.input_shape = list(args[0].shape[1:])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            self._current = self.gates.log_alphas()
+
+    def _gate_hook(self, index: int) -> Any:
+        def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
+            log_alpha = self._current[index]
+            if module.training and not self.frozen:
+                z = sample_gates(log_alpha, out.shape[0])[:, :, None, None]
+            else:
+                z = deterministic_gates(log_alpha)[None, :, None, None]
+            return out * z.to(out.dtype)
+        return hook
+
+    def _set_frozen(self, frozen: bool) -> None:
+        self.frozen = frozen
+        for p in self.gates.parameters():
+            p.requires_grad_(not frozen)
+
+    # ------------------------------------------------ training hooks
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        gate_ids = {id(p) for p in self.gates.parameters()}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in model.parameters() if id(p) not in gate_ids and p.requires_grad]}]
+        if not self.frozen:
+            groups.append({"params": list(self.gates.parameters()), "optimizer": "adam",
+                           "lr": self.cfg.gate_lr, "weight_decay": 0.0})
+        return groups
+
+    def stages(self, train_epochs: int) -> list[Stage]:
+        stages = [Stage("train", train_epochs)]
+        if self.cfg.finetune_epochs > 0:
+            stages.append(Stage("finetune", self.cfg.finetune_epochs, lr=self.cfg.finetune_lr,
+                                schedule=Schedule("constant"), penalty=False))
+        return stages
+
+    def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
+        self._set_frozen(stage.name == "finetune")
+        return model
+
+    def expected_size(self, log_alphas: list[torch.Tensor]) -> torch.Tensor:
+        """What ``lam`` multiplies: expected gated-conv weights, or the sum of P(z != 0)."""
+        probs = [prob_nonzero(la) for la in log_alphas]
+        if self.cfg.penalty == "gates":
+            return torch.stack([p.sum() for p in probs]).sum()
+        open_ = [p.sum() for p in probs]
+        terms = [k * (open_[s] if s is not None else w) * c
+                 for k, s, w, c in zip(self._kernel, self._source, self._in_width, open_)]
+        return torch.stack(terms).sum()
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        if self.cfg.lam == 0:
+            return None
+        return self.cfg.lam * self.expected_size(self.gates.log_alphas())
+
+    @torch.no_grad()
+    def sparsity(self, model: nn.Module) -> torch.Tensor:
+        """Fraction of the prunable weights (conv + linear) lying in channels whose deterministic
+        gate is 0, as an output channel of a gated conv or an input channel of a layer reading
+        gated channels; the same count as the export's, but for the one channel kept in a
+        layer whose gates all closed."""
+        opened = [(deterministic_gates(la) > 0).sum() / la.numel() for la in self.gates.log_alphas()]
+        one = torch.ones((), device=opened[0].device)
+        kept = torch.zeros((), device=one.device)
+        total = 0
+        for numel, out_gate, in_gate in self._weights:
+            kept = kept + numel * (opened[out_gate] if out_gate is not None else one) * (
+                opened[in_gate] if in_gate is not None else one)
+            total += numel
+        return 1.0 - kept / total
+
+    # ------------------------------------------------ export and records
+
+    @torch.no_grad()
+    def export(self, model: nn.Module) -> nn.Module:
+        log_alphas = [la.detach() for la in self.gates.log_alphas()]
+        self._detach(model)
+        try:
+            final = copy.deepcopy(model)
+        finally:
+            self._attach(model)
+        keep: dict[str, torch.Tensor] = {}
+        self.channels_open = {}
+        for layer, la in zip(self.layers, log_alphas):
+            z = deterministic_gates(la)
+            bn = final.get_submodule(layer.bn)
+            bn.weight.mul_(z.to(bn.weight.dtype))
+            bn.bias.mul_(z.to(bn.bias.dtype))
+            opened = z > 0
+            self.channels_open[layer.bn] = int(opened.sum())
+            if layer.removable:
+                if not bool(opened.any()):  # keep one (zeroed) channel: no layer of width 0
+                    opened = torch.zeros_like(opened)
+                    opened[la.argmax()] = True
+                keep[layer.bn] = opened
+            else:  # exact zeros instead of removal: filters of the closed channels, and their readers
+                closed = ~opened
+                conv = final.get_submodule(layer.conv)
+                conv.weight[closed] = 0
+                if conv.bias is not None:
+                    conv.bias[closed] = 0
+                for name in layer.readers:
+                    final.get_submodule(name).weight[:, closed] = 0
+        return shrink(final, keep) if keep else final
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        """Per gated layer: open gates and physical width; the exported model's physical size."""
+        out: dict[str, Any] = {
+            "gated_layers": [layer.bn for layer in self.layers],
+            "channels_dense": dict(zip((layer.bn for layer in self.layers), self._widths)),
+            "channels_open": dict(self.channels_open),
+            "channels_physical": {layer.bn: model.get_submodule(layer.bn).num_features for layer in self.layers},
+        }
+        if self.input_shape is not None:
+            out.update(physical_report(model, tuple(self.input_shape)))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"frozen": self.frozen, "input_shape": self.input_shape}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._set_frozen(bool(state["frozen"]))
+        self.input_shape = state["input_shape"]
+
+
+class L0HC(ChannelGates):
+    """L0-HC: an independent log alpha per channel."""
+
+    Config = L0HCConfig
+
+    def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
+        return IndependentLogAlphas(widths, self.cfg.init_log_alpha, device=device)

@@ -1,0 +1,342 @@
+"""L0-HC: the hard-concrete gate, placement, penalty, hooks, export, and a run through the runner."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import experiments.train as train_module
+from experiments.run import main
+from models import build_model
+from models.resnet import BasicBlock, Bottleneck, ResNet
+from models.resnet_cifar import CifarResNet
+from models.vgg import VGG
+from pruning.accounting import sparsity_report
+from pruning.l0 import (GATES, L0HC, L0HCConfig, deterministic_gates, gate_placement, prob_nonzero,
+                        sample_gates)
+from pruning.surgery import prunable_bns
+
+LOG11 = math.log(11.0)  # -log(-gamma / zeta) for gamma = -0.1, zeta = 1.1
+
+CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
+    "vgg": (lambda: VGG(layout=[4, "M", 6], num_classes=5), (3, 4, 4)),
+    "cifar_resnet": (lambda: CifarResNet(8, 5, widths=(4, 6, 8)), (3, 8, 8)),
+    "resnet18_like": (lambda: ResNet(BasicBlock, (1, 1, 1, 1), 5, cifar_stem=True), (3, 8, 8)),
+    "resnet50_like": (lambda: ResNet(Bottleneck, (1, 1, 1, 1), 5, cifar_stem=False), (3, 32, 32)),
+}
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def randomize_bns(model: nn.Module, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+
+
+def gated(case: str, seed: int = 0, lam: float = 1e-3) -> tuple[nn.Module, L0HC, tuple[int, int, int]]:
+    build, shape = CASES[case]
+    torch.manual_seed(seed)
+    method = L0HC(L0HCConfig(lam=lam))
+    model = method.prepare(build())
+    randomize_bns(model, torch.Generator().manual_seed(seed))
+    return model, method, shape
+
+
+def set_log_alphas(method: L0HC, values: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(method.gates.log_alpha, values):
+            p.copy_(v)
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def test_sampled_gates_match_their_probabilities() -> None:
+    torch.manual_seed(0)
+    log_alpha = torch.tensor([-4.0, -1.0, 0.0, 1.0, 3.0])
+    n = 200_000
+    z = sample_gates(log_alpha, n)
+    assert z.shape == (n, 5) and z.min() >= 0 and z.max() <= 1
+    hand = torch.tensor([sigmoid(a + 2 / 3 * LOG11) for a in log_alpha.tolist()])
+    assert torch.allclose(prob_nonzero(log_alpha), hand, atol=1e-6)
+    tolerance = 4 * math.sqrt(0.25 / n)  # four binomial standard deviations at most
+    assert ((z > 0).double().mean(0) - hand.double()).abs().max() < tolerance
+    # P(z = 1) = P(s >= 11/12) = sigmoid(log alpha - beta log 11): the stretch is right too.
+    p_one = torch.tensor([sigmoid(a - 2 / 3 * LOG11) for a in log_alpha.tolist()], dtype=torch.double)
+    assert ((z == 1).double().mean(0) - p_one).abs().max() < tolerance
+    # Strictly between 0 and 1 there is mass as well: the gate is not a plain Bernoulli.
+    assert ((z > 0) & (z < 1)).double().mean() > 0.1
+
+
+def test_deterministic_gate_hand_values() -> None:
+    log_alpha = torch.tensor([-10.0, -LOG11 - 1e-3, 0.0, math.log(3.0), LOG11 + 1e-3, 10.0])
+    # clamp(sigmoid(a) * 1.2 - 0.1, 0, 1): 0 below -log 11, 0.5 at 0, 0.8 at log 3, 1 above log 11
+    expected = torch.tensor([0.0, 0.0, 0.5, 0.8, 1.0, 1.0])
+    assert torch.allclose(deterministic_gates(log_alpha), expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------- placement
+
+
+@pytest.mark.parametrize("name,count", [("vgg16", 13), ("resnet56", 28), ("resnet50", 33), ("resnet20", 10)])
+def test_placement_follows_the_paper_and_surgery(name: str, count: int) -> None:
+    model = build_model(name, 10)
+    layers = gate_placement(model)
+    assert len(layers) == count
+    # Every gated layer but a ResNet stem can be removed physically, and all of surgery's BNs are gated.
+    assert [layer.bn for layer in layers if layer.removable] == prunable_bns(model)
+    stems = [layer.bn for layer in layers if not layer.removable]
+    assert stems == ([] if name == "vgg16" else ["stem.1" if name == "resnet50" else "bn1"])
+    for layer in layers:  # each gated BN follows its conv
+        assert model.get_submodule(layer.conv).out_channels == model.get_submodule(layer.bn).num_features
+
+
+def test_densenet_has_no_placement() -> None:
+    with pytest.raises(ValueError, match="no gate placement"):
+        L0HC(L0HCConfig()).prepare(build_model("densenet40", 10))
+
+
+# ---------------------------------------------------------------- penalty
+
+
+def test_params_penalty_against_hand_computation_vgg() -> None:
+    model, method, _ = gated("vgg", lam=1e-3)
+    a = torch.tensor([-1.0, 0.0, 2.0, 3.0])
+    b = torch.tensor([-3.0, -2.0, 0.5, 1.0, 1.5, 4.0])
+    set_log_alphas(method, [a, b])
+    e1 = sum(sigmoid(x + 2 / 3 * LOG11) for x in a.tolist())
+    e2 = sum(sigmoid(x + 2 / 3 * LOG11) for x in b.tolist())
+    # conv 3 -> 4 (3x3, ungated input) and conv 4 -> 6 (3x3, reading the first gated layer)
+    assert method.penalty(model).item() == pytest.approx(1e-3 * (9 * 3 * e1 + 9 * e1 * e2), rel=1e-5)
+    textbook = L0HC(L0HCConfig(lam=1e-3, penalty="gates"))
+    model2 = textbook.prepare(VGG(layout=[4, "M", 6], num_classes=5))
+    set_log_alphas(textbook, [a, b])
+    assert textbook.penalty(model2).item() == pytest.approx(1e-3 * (e1 + e2), rel=1e-5)
+
+
+def test_params_penalty_resnet_reads_the_residual_stream_at_full_width() -> None:
+    model, method, _ = gated("cifar_resnet", lam=1.0)
+    values = [torch.linspace(-3, 3, w) for w in (4, 4, 6, 8)]  # stem, layers.0/1/2.bn1
+    set_log_alphas(method, values)
+    e = [sum(sigmoid(x + 2 / 3 * LOG11) for x in v.tolist()) for v in values]
+    # stem: 3 -> 4; block 0 reads the gated stem output; blocks 1 and 2 read the stream (4 and 6 wide)
+    hand = 9 * 3 * e[0] + 9 * e[0] * e[1] + 9 * 4 * e[2] + 9 * 6 * e[3]
+    assert method.penalty(model).item() == pytest.approx(hand, rel=1e-5)
+    assert L0HC(L0HCConfig(lam=0.0)).penalty(model) is None
+
+
+def test_penalty_gradient_closes_gates() -> None:
+    model, method, _ = gated("vgg", lam=1e-2)
+    method.penalty(model).backward()
+    for p in method.gates.log_alpha:  # a larger log alpha costs more: gradient descent lowers it
+        assert p.grad is not None and (p.grad > 0).all()
+
+
+# ---------------------------------------------------------------- hooks
+
+
+def test_training_samples_per_example_and_channel_eval_is_deterministic() -> None:
+    build, shape = CASES["vgg"]
+    torch.manual_seed(0)
+    model = build()
+    before, after = [], []
+    model.features[1].register_forward_hook(lambda m, i, o: before.append(o.detach().clone()))
+    method = L0HC(L0HCConfig())
+    model = method.prepare(model)
+    model.features[1].register_forward_hook(lambda m, i, o: after.append(o.detach().clone()))
+    set_log_alphas(method, [torch.zeros(4), torch.zeros(6)])
+    x = torch.randn(64, *shape)
+    model.train()
+    model(x)
+    z = after[-1] / before[-1]  # (64, 4, 4, 4): one gate per example and channel, shared over positions
+    assert torch.allclose(z, z[:, :, :1, :1].expand_as(z), atol=1e-5)
+    per_example = z[:, :, 0, 0]
+    assert per_example.min() >= 0 and per_example.max() <= 1 + 1e-6
+    assert (per_example.std(0) > 0.1).all()  # varies across examples for every channel
+    model.eval()
+    model(x)
+    assert torch.allclose(after[-1], before[-1] * 0.5, atol=1e-6)  # deterministic gate at log alpha 0
+
+
+def test_gate_parameters_are_in_the_model_state_dict() -> None:
+    model, method, _ = gated("cifar_resnet")
+    keys = [k for k in model.state_dict() if k.startswith(GATES)]
+    assert keys == [f"{GATES}.log_alpha.{i}" for i in range(4)]
+    init = torch.cat([p.detach() for p in method.gates.log_alpha])
+    assert (init - 3.0).abs().max() < 0.05 and init.std() > 0  # 3 +- 0.01: open, not identical
+
+
+def test_param_groups_and_frozen_finetuning() -> None:
+    model, method, shape = gated("vgg")
+    cfg = L0HCConfig(finetune_epochs=4, finetune_lr=0.01)
+    method.cfg = cfg
+    stages = method.stages(10)
+    assert [(s.name, s.epochs, s.penalty, s.lr) for s in stages] == [("train", 10, True, None),
+                                                                      ("finetune", 4, False, 0.01)]
+    assert stages[1].schedule.name == "constant"
+    method.begin_stage(stages[0], model)
+    weights, gates = method.param_groups(model)
+    gate_params = list(method.gates.parameters())
+    assert gates == {"params": gate_params, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    assert len(weights["params"]) + len(gate_params) == len(list(model.parameters()))
+    assert not {id(p) for p in weights["params"]} & {id(p) for p in gate_params}
+
+    method.begin_stage(stages[1], model)
+    assert [len(g["params"]) for g in method.param_groups(model)] == [len(weights["params"])]
+    assert not any(p.requires_grad for p in gate_params)
+    model.train()
+    x = torch.randn(8, *shape)
+    assert torch.equal(model(x), model(x))  # frozen: deterministic gates in training mode too
+    assert method.state_dict()["frozen"] is True
+    with pytest.raises(ValueError, match="finetune_lr"):
+        L0HCConfig(finetune_epochs=2)
+
+
+# ---------------------------------------------------------------- export
+
+
+def closing_log_alphas(method: L0HC, generator: torch.Generator, all_closed: int) -> list[torch.Tensor]:
+    """Log alphas in [-6, 6] (closed, fractional and fully open gates), the first channel of each
+    layer open, every gate of layer ``all_closed`` closed (-1: none), the stem half closed."""
+    values = []
+    for i, (layer, p) in enumerate(zip(method.layers, method.gates.log_alpha)):
+        v = torch.rand(p.numel(), generator=generator) * 12 - 6
+        v[0] = 5.0
+        if not layer.removable:
+            v[1::2] = -5.0
+        if i == all_closed:
+            v[:] = -5.0
+        values.append(v)
+    return values
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_export_equals_gated_model_in_eval(case: str) -> None:
+    model, method, shape = gated(case)
+    all_closed = 1 if case != "vgg" else 0  # a removable layer of each model loses every gate
+    values = closing_log_alphas(method, torch.Generator().manual_seed(1), all_closed)
+    set_log_alphas(method, values)
+    model.eval()
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        expected = model(x)
+        final = method.export(model)
+        got = final.eval()(x)
+        assert torch.equal(model(x), expected)  # the gated model is left as it was
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert not hasattr(final, GATES)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in final.modules())
+    for i, (layer, v) in enumerate(zip(method.layers, values)):
+        n_open = int((deterministic_gates(v) > 0).sum())
+        assert method.channels_open[layer.bn] == n_open
+        width = final.get_submodule(layer.bn).num_features
+        if layer.removable:
+            assert width == (1 if i == all_closed else n_open)
+        else:  # the stem keeps its width; its closed channels are exact zeros
+            assert width == v.numel() and 0 < n_open < width
+            closed = deterministic_gates(v) == 0
+            assert (final.get_submodule(layer.conv).weight[closed] == 0).all()
+            for reader in layer.readers:
+                assert (final.get_submodule(reader).weight[:, closed] == 0).all()
+    metrics = method.metrics(final)
+    assert metrics["channels_physical"] == {layer.bn: final.get_submodule(layer.bn).num_features
+                                            for layer in method.layers}
+    assert metrics["params_physical"] == sum(p.numel() for p in final.parameters())
+    assert metrics["flops_physical"] > 0 and metrics["channels_open"] == method.channels_open
+
+
+@pytest.mark.parametrize("case", ["vgg", "cifar_resnet", "resnet50_like"])
+def test_sparsity_during_training_equals_exported_sparsity(case: str) -> None:
+    model, method, shape = gated(case)
+    set_log_alphas(method, closing_log_alphas(method, torch.Generator().manual_seed(2), all_closed=-1))
+    model.eval()
+    model(torch.randn(1, *shape))  # records the input shape
+    live = method.sparsity(model)
+    assert live.dim() == 0
+    final = method.export(model)
+    dense = CASES[case][0]()
+    exported = sparsity_report(final, dense, shape)["sparsity"]
+    assert 0.05 < exported < 0.95
+    assert live.item() == pytest.approx(exported, abs=1e-6)
+
+
+def test_export_of_fully_open_gates_changes_nothing() -> None:
+    model, method, shape = gated("cifar_resnet")
+    set_log_alphas(method, [torch.full((p.numel(),), 5.0) for p in method.gates.log_alpha])
+    assert method.sparsity(model).item() == 0.0
+    final = method.export(model)
+    reference = copy.deepcopy(CASES["cifar_resnet"][0]())
+    assert sum(p.numel() for p in final.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+# ---------------------------------------------------------------- through the runner
+
+
+CONFIG = """\
+model: resnet20
+data: {dataset: cifar10, batch_size: 32}
+train:
+  epochs: 2
+  schedule: {name: multistep, milestones: [1]}
+optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
+method: {name: l0hc, lam: 1.0e-4, gate_lr: 0.05, finetune_epochs: 1, finetune_lr: 0.01}
+"""
+
+
+def run(folder: Path, data_root: Path) -> int:
+    path = folder / "tiny.yaml"
+    path.write_text(CONFIG)
+    return main([str(path), "--data-root", str(data_root), "--results", str(folder / "results"), "--no-progress"])
+
+
+def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    assert run(straight, tiny_cifar) == 0
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    real_epoch = train_module.Trainer._epoch
+    calls = {"n": 0}
+
+    def dies_in_finetuning(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Trainer, "_epoch", dies_in_finetuning)
+    with pytest.raises(KeyboardInterrupt):
+        run(killed, tiny_cifar)
+    ckpt = killed / "results" / "tiny" / "seed0" / "checkpoint.pt"
+    gates_before = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items() if k.startswith(GATES)}
+    monkeypatch.setattr(train_module.Trainer, "_epoch", real_epoch)
+    assert run(killed, tiny_cifar) == 0
+    final_state = torch.load(ckpt, weights_only=True)
+    for k, v in gates_before.items():  # the fine-tuning stage leaves the gates alone
+        assert torch.equal(final_state["model"][k], v)
+    assert [r["stage"] for r in final_state["history"]] == ["train", "train", "finetune"]
+
+    a, b = [json.loads((d / "results" / "tiny" / "seed0" / "metrics.json").read_text()) for d in (straight, killed)]
+    for key in ("wall_time_s", "git_revision"):
+        a.pop(key), b.pop(key)
+    assert a == b
+    assert a["method"] == "l0hc" and a["epochs"] == 3
+    assert {"params_physical", "flops_physical", "channels_open", "channels_physical"} <= set(a)
+    assert a["params_physical"] == a["params_total"]
+    assert sum(a["channels_physical"].values()) <= sum(a["channels_dense"].values())

@@ -1,0 +1,98 @@
+"""The L0-HC and Dep-L0 experiment configs: they load, resolve, follow the Dep-L0 release, and run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.config import load_config, resolve
+from experiments.run import main
+from pruning import METHODS
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = [ROOT / "experiments" / "configs" / "l0hc", ROOT / "experiments" / "configs" / "dep_l0"]
+PATHS = sorted(p for folder in FOLDERS for p in folder.rglob("*.yaml"))
+SUBSET = [p for p in PATHS if p.parent.name == "subset"]
+
+# (method, direction) x model -> lam, from the release's README
+RELEASE_LAM = {
+    ("l0hc", None, "vgg16"): 5e-7, ("dep_l0", "forward", "vgg16"): 1e-6, ("dep_l0", "backward", "vgg16"): 1e-6,
+    ("l0hc", None, "resnet56"): 5e-7, ("dep_l0", "forward", "resnet56"): 5e-7,
+    ("dep_l0", "backward", "resnet56"): 1e-6,
+}
+
+
+def key(cfg) -> tuple[str, str | None, str]:  # noqa: ANN001
+    return cfg.method.name, getattr(cfg.method, "direction", None), cfg.model
+
+
+def test_every_config_loads_and_resolves_for_its_profiles() -> None:
+    assert len(PATHS) == 18
+    names = set()
+    for path in PATHS:
+        cfg = load_config(path)
+        assert cfg.method.name in ("l0hc", "dep_l0")
+        for profile in ["full", *cfg.profiles]:
+            resolved = resolve(cfg, profile)
+            stages = METHODS[cfg.method.name](resolved.method).stages(resolved.train.epochs)
+            assert stages[0].epochs == resolved.train.epochs
+        names.add(cfg.name)
+    assert len(names) == len(PATHS)  # experiment names are unique
+
+
+def test_cifar_configs_follow_the_release() -> None:
+    seen = set()
+    for path in PATHS:
+        cfg = load_config(path)
+        if cfg.data.dataset == "imagenet" or path in SUBSET:
+            continue
+        seen.add((*key(cfg), cfg.data.dataset))
+        assert cfg.method.lam == RELEASE_LAM[key(cfg)], path.name
+        assert cfg.train.epochs == 300 and cfg.data.batch_size == 128
+        assert cfg.train.schedule.milestones == [60, 120, 180, 240]
+        vgg = cfg.model == "vgg16"
+        assert (cfg.optimizer.lr, cfg.train.schedule.gamma) == ((0.05, 0.2) if vgg else (0.1, 0.1))
+        assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 5e-4)
+        assert (cfg.method.gate_lr, cfg.method.penalty, cfg.method.finetune_epochs) == (1e-3, "params", 0)
+        assert cfg.profiles == {}  # full runs only
+    assert len(seen) == 12  # 3 methods x 2 models x 2 data sets
+
+
+def test_imagenet_configs_follow_the_release() -> None:
+    paths = [p for p in PATHS if load_config(p).data.dataset == "imagenet"]
+    assert len(paths) == 3
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.model == "resnet50" and cfg.data.batch_size == 256 and cfg.method.lam == 5e-9
+        assert cfg.train.epochs == 90 and cfg.train.schedule.milestones == [30, 60]
+        assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (0.1, 1e-4)
+        stages = METHODS[cfg.method.name](cfg.method).stages(cfg.train.epochs)
+        assert [(s.name, s.epochs, s.penalty, s.lr) for s in stages] == [
+            ("train", 90, True, None), ("finetune", 10, False, 1e-4)]
+    assert {key(load_config(p))[:2] for p in paths} == {("l0hc", None), ("dep_l0", "forward"),
+                                                        ("dep_l0", "backward")}
+
+
+def test_subset_configs_are_resnet20_with_smoke_and_subset_profiles() -> None:
+    assert {key(load_config(p))[:2] for p in SUBSET} == {("l0hc", None), ("dep_l0", "forward"),
+                                                         ("dep_l0", "backward")}
+    for path in SUBSET:
+        cfg = load_config(path)
+        assert cfg.model == "resnet20" and cfg.data.dataset == "cifar10"
+        assert set(cfg.profiles) == {"smoke", "subset"}
+        subset = resolve(cfg, "subset")
+        assert subset.train.epochs == cfg.profiles["subset"].epochs == 30 and subset.seeds == 1
+        smoke = resolve(cfg, "smoke")
+        assert smoke.train.epochs == 2 and smoke.data.max_train == 2000
+
+
+@pytest.mark.parametrize("path", SUBSET, ids=lambda p: p.stem)
+def test_subset_configs_run_on_the_smoke_profile(path: Path, tmp_path: Path, tiny_cifar: Path) -> None:
+    out = tmp_path / "results"
+    assert main([str(path), "--profile", "smoke", "--data-root", str(tiny_cifar), "--results", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / path.stem / "seed0" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["profile"] == "smoke"
+    assert metrics["params_physical"] == metrics["params_total"]
+    assert list(metrics["channels_open"]) == metrics["gated_layers"] and len(metrics["gated_layers"]) == 10
