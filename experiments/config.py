@@ -17,7 +17,7 @@ import yaml
 
 from experiments.schema import ConfigError, to_dict, validate
 from pruning import METHODS
-from pruning.base import MethodConfig, Schedule
+from pruning.base import Schedule
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 

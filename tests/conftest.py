@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,6 +29,12 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 30, seed: int = 0
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> None:
+    """Tests use tiny tensors: thread start-up and contention would dominate their run time."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

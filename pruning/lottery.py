@@ -1,0 +1,133 @@
+"""Lottery tickets (Frankle & Carbin 2019) with rewinding (Frankle et al. 2020).
+
+Iterative magnitude pruning (IMP): train dense (round 0), then each round removes
+``prune_fraction`` (20%) of the weights still alive, globally by |w| over the selected
+conv + linear weights, rewinds every surviving parameter and buffer (BN statistics
+included) to their values after ``rewind_step`` optimizer steps of round 0 (0 = the
+original initialisation: the ticket of Frankle & Carbin; e.g. 500 or 2000 = late
+rewinding) and retrains with the full training schedule. After r rounds the sparsity is
+1 - (1 - p)^r; the last round prunes to ``sparsity`` exactly, so the number of rounds is
+the smallest R with 1 - (1 - p)^R >= sparsity. The last epoch of each round in
+history.csv is the ticket at that round's sparsity.
+
+``reinit: true`` is the random re-initialisation control on the same mask: the rounds
+that find the mask rewind as above, and only the last round starts from a fresh
+initialisation instead of the rewound weights. The fresh initialisation permutes every
+tensor of the original initialisation at random (seeded by the loop's per-stage seed):
+the initialisers of models/ draw each tensor i.i.d., so a permuted tensor is a new draw
+from the same distribution, without rerunning the architecture's init code.
+
+Each round retrains for ``train.epochs`` epochs from the start of the schedule (open_lth
+instead resumes the schedule at the rewind step; the difference is ``rewind_step``
+iterations at the initial learning rate).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruning.base import MethodConfig, Stage
+from pruning.masks import LayerScope, MaskedMethod, PruneStage, global_magnitude_masks
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class LotteryConfig(MethodConfig):
+    name: str = "lottery"
+    sparsity: float = 0.9  # final fraction of the selected weights set to zero
+    prune_fraction: float = 0.2  # of the weights still alive, per round
+    rewind_step: int = 0  # optimizer steps of round 0 (iterations, not scaled by profiles)
+    reinit: bool = False  # control: the last round starts from a random re-initialisation
+    layers: LayerScope = "conv_linear"
+    exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+        if not 0.0 < self.prune_fraction < 1.0:
+            raise ValueError(f"prune_fraction must lie in (0, 1), got {self.prune_fraction}")
+        if self.rewind_step < 0:
+            raise ValueError(f"rewind_step must be >= 0, got {self.rewind_step}")
+
+
+def imp_targets(sparsity: float, prune_fraction: float) -> list[float]:
+    """Sparsity after each IMP round: 1 - (1 - p)^r, the last one clipped to ``sparsity``."""
+    if sparsity <= 0.0:
+        return []
+    rounds = max(1, math.ceil(math.log(1.0 - sparsity) / math.log(1.0 - prune_fraction) - 1e-9))
+    return [1.0 - (1.0 - prune_fraction) ** r for r in range(1, rounds)] + [sparsity]
+
+
+def snapshot(model: nn.Module) -> State:
+    """A detached copy of every parameter and buffer."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def permuted(state: State) -> State:
+    """Every tensor's entries in a random order (global RNG; on the CPU, then moved back)."""
+    out = {}
+    for k, v in state.items():
+        if v.numel() <= 1:
+            out[k] = v.clone()
+            continue
+        order = torch.randperm(v.numel()).to(v.device)
+        out[k] = v.flatten()[order].view_as(v)
+    return out
+
+
+class Lottery(MaskedMethod):
+    Config = LotteryConfig
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = super().prepare(model)
+        c = self.cfg
+        # The original initialisation: the rewind point for k = 0, the source of the re-init.
+        self.init: State | None = snapshot(model) if (c.rewind_step == 0 or c.reinit) else None
+        self.rewind: State | None = self.init if c.rewind_step == 0 else None
+        return model
+
+    def stages(self, train_epochs: int) -> list[Stage]:
+        targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
+        out = [Stage("train", train_epochs)]
+        for r, t in enumerate(targets, start=1):
+            last_reinit = self.cfg.reinit and r == len(targets)
+            out.append(PruneStage(f"round{r}" + ("_reinit" if last_reinit else ""), train_epochs, target=t))
+        return out
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        super().after_step(model, step)
+        if self.rewind is None and step + 1 == self.cfg.rewind_step:
+            self.rewind = snapshot(model)
+
+    def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
+        if not isinstance(stage, PruneStage):
+            return model
+        weights = self.selected(model)
+        masks = global_magnitude_masks(weights, stage.target, self.current_keep(weights))
+        if stage.name.endswith("_reinit"):
+            model.load_state_dict(permuted(self.init))
+        else:
+            if self.rewind is None:
+                raise RuntimeError(f"lottery: rewind_step {self.cfg.rewind_step} was never reached in round 0; "
+                                   "use a smaller rewind_step")
+            model.load_state_dict(self.rewind)
+        self.masker.set(masks)
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "init": self.init, "rewind": self.rewind}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.init = state["init"]
+        self.rewind = state["rewind"] if self.cfg.rewind_step else self.init
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
+        return {**super().metrics(model), "rounds": len(targets), "round_sparsities": targets,
+                "rewind_step": self.cfg.rewind_step, "reinit": self.cfg.reinit}

@@ -1,0 +1,187 @@
+"""Weight masks shared by the unstructured baselines (magnitude, lottery, random) and slimming.
+
+Conventions:
+
+- A mask is a boolean tensor of a parameter's shape, True = kept; masks are keyed by the
+  parameter's qualified name (``"layers.0.conv1.weight"``).
+- Global magnitude pruning at sparsity s over N selected weights removes exactly
+  ``round(s * N)`` of them: those of smallest |w| over all selected layers together. Ties
+  are broken by position (a stable sort), so the count is exact whatever the values;
+  weights already pruned rank first, so masks only ever shrink.
+- Masks hold through training: ``ParamMasks`` zeroes the gradient of every masked entry as
+  soon as it is accumulated, and the weights themselves after every optimizer step. With
+  SGD the update of a weight is lr * (momentum buffer), and the buffer accumulates
+  grad + weight_decay * w; both terms are 0 for a masked entry whose weight is 0, so a
+  fresh optimizer's momentum buffer stays exactly 0 there and weight decay and momentum
+  cannot revive a pruned weight (Adam's moments likewise stay 0).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from pruning.base import Method, Stage
+
+LayerScope = Literal["conv_linear", "conv"]
+
+
+@dataclass
+class PruneStage(Stage):
+    """A (re)training stage that begins by pruning to ``target`` sparsity."""
+
+    target: float = 0.0
+
+
+def prunable_weights(model: nn.Module, layers: LayerScope = "conv_linear",
+                     exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
+    """Weights subject to pruning, by parameter name: every Conv2d (and Linear) ``weight``.
+
+    ``layers="conv"`` leaves Linear layers dense (Liu et al.); ``exclude`` lists module
+    names left dense (e.g. the first convolution).
+    """
+    kinds = (nn.Conv2d, nn.Linear) if layers == "conv_linear" else (nn.Conv2d,)
+    skip = set(exclude)
+    known = {name for name, _ in model.named_modules()}
+    unknown = skip - known
+    if unknown:
+        raise ValueError(f"exclude: no module named {sorted(unknown)[0]!r} in the model")
+    return {f"{name}.weight": m.weight for name, m in model.named_modules()
+            if isinstance(m, kinds) and name not in skip}
+
+
+def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
+                           keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Masks removing the ``round(sparsity * N)`` smallest |w| over all ``weights`` together.
+
+    ``keep`` (optional, same keys) marks weights still alive: the others count as pruned
+    already and are removed first, so the new masks are subsets of ``keep``.
+    """
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must lie in [0, 1], got {sparsity}")
+    names = list(weights)
+    scores = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
+    pruned_before = 0
+    if keep is not None:
+        alive = torch.cat([keep[n].flatten().to(scores.device) for n in names])
+        scores = torch.where(alive, scores, torch.full_like(scores, -1.0))  # |w| >= 0 > -1: first out
+        pruned_before = int((~alive).sum())
+    count = max(round(sparsity * scores.numel()), pruned_before)
+    order = torch.argsort(scores, stable=True)
+    kept = torch.ones_like(scores, dtype=torch.bool)
+    kept[order[:count]] = False
+    return {n: part.view_as(weights[n]) for n, part in zip(names, kept.split([weights[n].numel() for n in names]))}
+
+
+def densities(masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Fraction of kept entries per mask (a count over a size, in double precision)."""
+    return {n: int(m.sum()) / m.numel() for n, m in masks.items()}
+
+
+def random_masks(shapes: dict[str, torch.Size], density: dict[str, float],
+                 keep: dict[str, torch.Tensor] | None = None,
+                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Per layer, ``round(density * n)`` entries kept at uniformly random positions.
+
+    Positions come from the (seeded) ``generator`` on the CPU; with ``keep`` they are drawn
+    among the entries still alive (the density must not exceed that of ``keep``).
+    """
+    masks = {}
+    for n, shape in shapes.items():
+        size = torch.Size(shape).numel()
+        count = round(density[n] * size)
+        scores = torch.rand(size, generator=generator)
+        if keep is not None:
+            alive = keep[n].flatten().cpu()
+            if count > int(alive.sum()):
+                raise ValueError(f"{n}: density {density[n]} exceeds the entries still alive")
+            scores = torch.where(alive, scores, torch.full_like(scores, -1.0))
+        mask = torch.zeros(size, dtype=torch.bool)
+        mask[torch.topk(scores, count).indices] = True
+        device = keep[n].device if keep is not None else torch.device("cpu")
+        masks[n] = mask.view(shape).to(device)
+    return masks
+
+
+class ParamMasks:
+    """Holds masks on a model's parameters and keeps the masked entries at exactly 0.
+
+    A post-accumulate-grad hook on every parameter zeroes the masked gradient entries (so
+    optimizer state such as momentum never sees them), and ``apply`` zeroes the masked
+    weights; call it after every optimizer step. Masks may be replaced at any time.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.masks: dict[str, torch.Tensor] = {}
+        self.params = dict(model.named_parameters())
+        for name, p in self.params.items():
+            if p.requires_grad:
+                p.register_post_accumulate_grad_hook(self._grad_hook(name))
+
+    def _grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
+        def hook(p: torch.Tensor) -> None:
+            mask = self.masks.get(name)
+            if mask is not None and p.grad is not None:
+                p.grad.mul_(mask)
+        return hook
+
+    def set(self, masks: dict[str, torch.Tensor]) -> None:
+        """Replace the masks (moved to their parameters' devices) and apply them."""
+        unknown = set(masks) - set(self.params)
+        if unknown:
+            raise ValueError(f"mask for an unknown parameter {sorted(unknown)[0]!r}")
+        for n, m in masks.items():
+            if m.shape != self.params[n].shape or m.dtype != torch.bool:
+                raise ValueError(f"mask of {n!r} must be a bool tensor of shape {tuple(self.params[n].shape)}")
+        self.masks = {n: m.to(self.params[n].device) for n, m in masks.items()}
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for n, m in self.masks.items():
+            self.params[n].mul_(m)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.masks)
+
+    def load_state_dict(self, masks: dict[str, torch.Tensor]) -> None:
+        self.set(masks)
+
+
+class MaskedMethod(Method):
+    """Base of the unstructured baselines: masks on conv/linear weights, held every step.
+
+    Subclasses decide in ``begin_stage`` which masks to set; the masks are part of the
+    method's state, so a resumed run continues with exactly the same ones.
+    """
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.masker = ParamMasks(model)
+        return model
+
+    def selected(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """The weights this method prunes (config fields ``layers`` and ``exclude``)."""
+        return prunable_weights(model, self.cfg.layers, self.cfg.exclude)
+
+    def current_keep(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        masks = self.masker.masks
+        return {n: masks[n] for n in weights} if masks else None
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        self.masker.apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self.masker.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masker.load_state_dict(state["masks"])
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        masks = self.masker.masks
+        total = sum(m.numel() for m in masks.values())
+        kept = sum(int(m.sum()) for m in masks.values())
+        return {"target_sparsity": self.cfg.sparsity, "pruned_layers": self.cfg.layers,
+                "mask_sparsity": 1.0 - kept / total if total else 0.0}

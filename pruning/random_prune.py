@@ -1,0 +1,35 @@
+"""The random-pruning control: magnitude pruning's schedule with random positions.
+
+Everything is as in ``pruning.magnitude`` (dense training, the same rounds, the same
+retraining) except which weights go: at each round the global magnitude mask of the
+trained model at that round's target fixes how many weights every layer keeps, and that
+many are kept per layer at uniformly random positions (among the weights still alive).
+So the control differs from magnitude pruning only in the choice of positions, not in
+the per-layer densities nor in the training budget. Positions are drawn from the global
+RNG, which the training loop seeds from (run seed, stage index) before every stage:
+reproducible per seed, different across seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pruning.magnitude import Magnitude, MagnitudeConfig
+from pruning.masks import densities, random_masks
+
+
+@dataclass
+class RandomPruneConfig(MagnitudeConfig):
+    name: str = "random"
+
+
+class RandomPrune(Magnitude):
+    Config = RandomPruneConfig
+
+    def new_masks(self, model: nn.Module, target: float) -> dict[str, torch.Tensor]:
+        magnitude = super().new_masks(model, target)
+        weights = self.selected(model)
+        shapes = {n: w.shape for n, w in weights.items()}
+        return random_masks(shapes, densities(magnitude), self.current_keep(weights))

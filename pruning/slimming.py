@@ -1,0 +1,179 @@
+"""Network slimming (Liu et al. 2017): L1 on BN scales, global channel threshold, surgery.
+
+Stages:
+
+1. ``train``: the loss gets s * sum |gamma| over the scales of the prunable BNs
+   (``surgery.prunable_bns``), whose subgradient is s * sign(gamma) (s = 1e-4 for VGG,
+   1e-5 for ResNet and DenseNet). Only prunable BNs are penalised: the others (e.g. the
+   BNs writing into a residual stream) keep every channel, and shrinking them would
+   only cost accuracy.
+2. ``finetune``: channels are ranked by |gamma| over all prunable BNs together and the
+   ``round(channel_ratio * C)`` smallest are removed (ties by position); a layer left
+   with fewer than ``min_channels`` keeps its ``min_channels`` largest, so no layer
+   ever has zero width. During fine-tuning the model stays *masked*: BN weight and bias
+   of a removed channel and its producing convolution's filter are held at 0.
+3. ``export`` removes the channels physically (``surgery.shrink``): a smaller model
+   computing, in eval mode, exactly what the masked one computes.
+
+``metrics`` reports the physical size (parameters, FLOPs) of the pruned and the dense
+architecture, the channels kept per layer, and the latency of both on the CPU (and on
+CUDA when available) at the configured batch sizes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruning import surgery
+from pruning.base import Method, MethodConfig, Schedule, Stage, epochs_field
+from pruning.latency import measure_latency
+from pruning.masks import ParamMasks
+
+
+@dataclass
+class SlimmingConfig(MethodConfig):
+    name: str = "slimming"
+    l1: float = 1e-4  # s: 1e-4 for VGG, 1e-5 for ResNet / DenseNet
+    channel_ratio: float = 0.5  # fraction of the prunable BNs' channels removed
+    min_channels: int = 1  # never fewer channels in a layer
+    finetune_epochs: int = epochs_field(160)
+    finetune_lr: float | None = 0.1  # None: the optimizer's lr
+    finetune_schedule: Schedule = field(default_factory=lambda: Schedule(name="multistep", milestones=[80, 120]))
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])  # for FLOPs and latency
+    latency_batch_sizes: list[int] = field(default_factory=lambda: [1, 128])
+    latency_warmup: int = 2
+    latency_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.channel_ratio < 1.0:
+            raise ValueError(f"channel_ratio must lie in [0, 1), got {self.channel_ratio}")
+        if self.min_channels < 1:
+            raise ValueError(f"min_channels must be at least 1, got {self.min_channels}")
+        if self.l1 < 0:
+            raise ValueError(f"l1 must be >= 0, got {self.l1}")
+
+
+def channel_keep(gammas: dict[str, torch.Tensor], ratio: float, min_channels: int = 1) -> dict[str, torch.Tensor]:
+    """Boolean keep masks: the ``round(ratio * C)`` smallest |gamma| of all C channels go.
+
+    Afterwards every layer keeps at least ``min(min_channels, width)`` channels, its
+    largest |gamma|, so the achieved ratio can fall below ``ratio``.
+    """
+    names = list(gammas)
+    scores = torch.cat([gammas[n].detach().abs().flatten().float() for n in names])
+    order = torch.argsort(scores, stable=True)
+    kept = torch.ones_like(scores, dtype=torch.bool)
+    kept[order[:round(ratio * scores.numel())]] = False
+    keep = {n: k.clone() for n, k in zip(names, kept.split([gammas[n].numel() for n in names]))}
+    for n in names:
+        floor = min(min_channels, keep[n].numel())
+        if int(keep[n].sum()) < floor:
+            keep[n][torch.topk(gammas[n].detach().abs(), floor).indices] = True
+    return keep
+
+
+def producers(model: nn.Module, bns: list[str]) -> dict[str, str]:
+    """BN name -> the Conv2d registered just before it (its input), checked by width."""
+    result, last_conv = {}, None
+    wanted = set(bns)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            last_conv = name
+        elif name in wanted:
+            if last_conv is None or model.get_submodule(last_conv).out_channels != m.num_features:
+                raise ValueError(f"no convolution producing the channels of {name!r}")
+            result[name] = last_conv
+    return result
+
+
+class Slimming(Method):
+    Config = SlimmingConfig
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.bns = surgery.prunable_bns(model)
+        self.producers = producers(model, self.bns)
+        self.gammas = [model.get_submodule(n).weight for n in self.bns]
+        self.masker = ParamMasks(model)
+        self.keep: dict[str, torch.Tensor] | None = None
+        self.masked: nn.Module | None = None
+        return model
+
+    def stages(self, train_epochs: int) -> list[Stage]:
+        c = self.cfg
+        return [Stage("train", train_epochs),
+                Stage("finetune", c.finetune_epochs, lr=c.finetune_lr, schedule=c.finetune_schedule, penalty=False)]
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        if self.cfg.l1 == 0:
+            return None
+        return self.cfg.l1 * torch.stack([g.abs().sum() for g in self.gammas]).sum()
+
+    def _set_keep(self, keep: dict[str, torch.Tensor]) -> None:
+        """Masks of removed channels: BN weight and bias, and the producing conv's filter."""
+        masks = {}
+        for bn, k in keep.items():
+            k = k.to(self.masker.params[f"{bn}.weight"].device)
+            masks[f"{bn}.weight"] = k
+            masks[f"{bn}.bias"] = k
+            conv_weight = f"{self.producers[bn]}.weight"
+            masks[conv_weight] = k.view(-1, 1, 1, 1).expand_as(self.masker.params[conv_weight]).clone()
+        self.keep = keep
+        self.masker.set(masks)
+
+    def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
+        if stage.name == "finetune":
+            gammas = {n: g for n, g in zip(self.bns, self.gammas)}
+            self._set_keep(channel_keep(gammas, self.cfg.channel_ratio, self.cfg.min_channels))
+        return model
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        self.masker.apply()
+
+    def export(self, model: nn.Module) -> nn.Module:
+        if self.keep is None:
+            return model
+        self.masked = model
+        return surgery.shrink(model, self.keep)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"keep": self.keep}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["keep"] is not None:
+            self._set_keep(state["keep"])
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        out: dict[str, Any] = {"channel_ratio": self.cfg.channel_ratio}
+        if self.keep is None:
+            return out
+        kept = {n: int(k.sum()) for n, k in self.keep.items()}
+        total = sum(k.numel() for k in self.keep.values())
+        shape = tuple(self.cfg.input_shape)
+        masked = self.masked if self.masked is not None else model  # the dense architecture, masked
+        dense = surgery.physical_report(masked, shape)
+        out |= {
+            "channel_ratio_achieved": 1.0 - sum(kept.values()) / total,
+            "kept_channels": {n: [kept[n], self.keep[n].numel()] for n in self.bns},
+            **surgery.physical_report(model, shape),
+            "params_physical_dense": dense["params_physical"],
+            "flops_physical_dense": dense["flops_physical"],
+            "latency": self.latency(model, masked, shape),
+        }
+        return out
+
+    def latency(self, pruned: nn.Module, dense: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Per device and batch size: the pruned and dense architectures' latency, and the speed-up."""
+        c = self.cfg
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        result: dict[str, Any] = {}
+        for device in devices:
+            for batch in c.latency_batch_sizes:
+                timing = {kind: measure_latency(net, shape, batch, device, warmup=c.latency_warmup,
+                                                repeats=c.latency_repeats)
+                          for kind, net in (("pruned", pruned), ("dense", dense))}
+                timing["speedup"] = timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"]
+                result[f"{device}_batch{batch}"] = timing
+        return result

@@ -1,0 +1,60 @@
+"""A tiny net and the real training loop, shared by the tests of the masked methods."""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from experiments import config as C
+from experiments.run import optimizer_factory
+from experiments.train import LoopSettings, Trainer
+from pruning import METHODS
+from pruning.base import Schedule
+
+
+class Batches:
+    """A few fixed random batches of 3x8x8 images, 3 classes."""
+
+    def __init__(self, n: int = 2, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.data = [(torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 3, (16,), generator=gen))
+                     for _ in range(n)]
+
+    def epoch(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+
+def train(method_cfg: Any, epochs: int = 1, resume: dict[str, Any] | None = None,
+          checkpoints: list[dict[str, Any]] | None = None,
+          build: Callable[[], nn.Module] = tiny_net) -> tuple[nn.Module, Any, Trainer]:
+    """Run the real training loop on a tiny net; every checkpoint goes through torch.save/load."""
+    exp = C.ExperimentConfig(name="t", model="resnet20", data=C.DataConfig(dataset="cifar10"),
+                             train=C.TrainConfig(epochs=epochs, schedule=Schedule(milestones=[1])),
+                             optimizer=C.SGDConfig(name="sgd", lr=0.05), method=method_cfg)
+    method = METHODS[method_cfg.name](method_cfg)
+    model = method.prepare(build())
+
+    def on_epoch(state: dict[str, Any]) -> None:
+        if checkpoints is not None:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            buf.seek(0)
+            checkpoints.append(torch.load(buf, weights_only=True))
+
+    trainer = Trainer(model, method, method.stages(epochs), Batches(), Batches(1, seed=1),
+                      optimizer_factory(exp, method), LoopSettings(seed=0, device=torch.device("cpu"), progress=False),
+                      on_epoch, log=lambda s: None)
+    return trainer.run(resume), method, trainer

@@ -1,0 +1,109 @@
+"""The baselines' YAMLs: they load and resolve, spell out every value, follow the recipes, cover the points."""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments import config as C
+from experiments.run import CONFIG_DIR, collect
+from pruning import METHODS
+
+FAMILIES = ("magnitude", "lottery", "random", "slimming")
+FILES = sorted(p for family in FAMILIES for p in (CONFIG_DIR / family).rglob("*.yaml"))
+
+
+def family_of(path: Path) -> str:
+    return path.relative_to(CONFIG_DIR).parts[0]
+
+
+def total_epochs(cfg: C.ExperimentConfig) -> int:
+    method = METHODS[cfg.method.name](cfg.method)
+    return sum(s.epochs for s in method.stages(cfg.train.epochs))
+
+
+def point(cfg: C.ExperimentConfig) -> float:
+    return cfg.method.channel_ratio if cfg.method.name == "slimming" else cfg.method.sparsity
+
+
+def test_there_are_configs() -> None:
+    assert {family_of(p) for p in FILES} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_loads_resolves_and_spells_out_every_value(path: Path) -> None:
+    cfg = C.load_config(path)
+    assert cfg.name == path.stem
+    assert cfg.method.name == family_of(path)
+    for profile in ["full", *cfg.profiles]:
+        resolved = C.resolve(cfg, profile)
+        assert total_epochs(resolved) >= 1
+        METHODS[cfg.method.name](resolved.method).stages(resolved.train.epochs)
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw["method"]) == {f.name for f in dataclasses.fields(type(cfg.method))}
+    assert set(raw["optimizer"]) == {f.name for f in dataclasses.fields(type(cfg.optimizer))}
+    assert {"epochs", "schedule"} <= set(raw["train"]) and {"dataset", "batch_size"} <= set(raw["data"])
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_recipe_of_liu_et_al_and_open_lth(path: Path) -> None:
+    cfg = C.load_config(path)
+    assert cfg.train.epochs == 160
+    assert (cfg.train.schedule.name, cfg.train.schedule.milestones, cfg.train.schedule.gamma) == ("multistep", [80, 120], 0.1)
+    opt = cfg.optimizer
+    assert (opt.name, opt.lr, opt.momentum, opt.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert cfg.data.batch_size in (64, 128)
+    m = cfg.method
+    if m.name in ("magnitude", "random"):
+        assert (m.retrain_epochs, m.retrain_lr, m.retrain_schedule.name) == (40, 0.001, "constant")
+    if m.name == "lottery":
+        assert m.prune_fraction == 0.2
+    if m.name == "slimming":
+        assert m.l1 == (1e-4 if cfg.model.startswith("vgg") else 1e-5)
+        assert (m.finetune_epochs, m.finetune_lr, m.finetune_schedule.milestones) == (160, 0.1, [80, 120])
+
+
+def test_five_operating_points_per_method_model_and_dataset() -> None:
+    points: dict[tuple[str, str, str], set[float]] = defaultdict(set)
+    for path in FILES:
+        cfg = C.load_config(path)
+        if not getattr(cfg.method, "reinit", False):
+            points[(cfg.method.name, cfg.model, cfg.data.dataset)].add(point(cfg))
+    for family in FAMILIES:
+        for model in ("vgg16", "resnet56"):
+            for dataset in ("cifar10", "cifar100"):
+                assert len(points[(family, model, dataset)]) >= 5, (family, model, dataset)
+    assert points[("slimming", "vgg16", "cifar10")] == {0.3, 0.4, 0.5, 0.6, 0.7}
+
+
+def test_subset_evidence_configs() -> None:
+    per_method: dict[str, set[float]] = defaultdict(set)
+    smoke = set()
+    for path in FILES:
+        cfg = C.load_config(path)
+        if "subset" not in cfg.profiles:
+            continue
+        assert (cfg.model, cfg.data.dataset) == ("resnet20", "cifar10")
+        assert cfg.profiles["subset"].epochs is not None
+        resolved = C.resolve(cfg, "subset")
+        assert resolved.seeds == 1 and 20 <= total_epochs(resolved) <= 40, path.name
+        per_method[cfg.method.name].add(point(cfg))
+        if "smoke" in cfg.profiles:
+            smoke.add(cfg.method.name)
+            assert total_epochs(C.resolve(cfg, "smoke")) <= 10
+    assert all(len(per_method[f]) >= 2 for f in FAMILIES), per_method
+    assert smoke == set(FAMILIES)
+
+
+def test_subset_scaling_of_a_two_stage_run() -> None:
+    cfg = C.resolve(C.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
+    assert (cfg.train.epochs, cfg.method.finetune_epochs) == (15, 15)
+    assert cfg.train.schedule.milestones == cfg.method.finetune_schedule.milestones == [8, 11]
+
+
+@pytest.mark.parametrize("profile", list(C.PROFILES))
+def test_names_are_unique_over_all_configs(profile: str) -> None:
+    collect([CONFIG_DIR], profile, [], None)  # raises on a duplicate name
