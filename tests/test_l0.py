@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-import experiments.train as train_module
 from experiments.run import main
 from models import build_model
 from models.resnet import BasicBlock, Bottleneck, ResNet
@@ -21,6 +20,7 @@ from pruning.accounting import sparsity_report
 from pruning.l0 import (GATES, L0HC, L0HCConfig, deterministic_gates, gate_placement, prob_nonzero,
                         sample_gates)
 from pruning.surgery import prunable_bns
+from tests.helpers import die_in_epoch, randomize_bns
 
 LOG11 = math.log(11.0)  # -log(-gamma / zeta) for gamma = -0.1, zeta = 1.1
 
@@ -35,16 +35,6 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
-
-def randomize_bns(model: nn.Module, generator: torch.Generator) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
 def gated(case: str, seed: int = 0, lam: float = 1e-3) -> tuple[nn.Module, L0HC, tuple[int, int, int]]:
@@ -311,21 +301,12 @@ def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path,
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    real_epoch = train_module.Trainer._epoch
-    calls = {"n": 0}
-
-    def dies_in_finetuning(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_epoch(self, *args, **kwargs)
-
-    monkeypatch.setattr(train_module.Trainer, "_epoch", dies_in_finetuning)
+    die_in_epoch(monkeypatch, 3)  # in the fine-tuning stage
     with pytest.raises(KeyboardInterrupt):
         run(killed, tiny_cifar)
     ckpt = killed / "results" / "tiny" / "seed0" / "checkpoint.pt"
     gates_before = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items() if k.startswith(GATES)}
-    monkeypatch.setattr(train_module.Trainer, "_epoch", real_epoch)
+    monkeypatch.undo()
     assert run(killed, tiny_cifar) == 0
     final_state = torch.load(ckpt, weights_only=True)
     for k, v in gates_before.items():  # the fine-tuning stage leaves the gates alone

@@ -9,7 +9,7 @@ from torch import nn
 
 from pruning.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
 from pruning.masks import PruneStage, prunable_weights
-from tests.loop_helpers import tiny_net, train
+from tests.helpers import tiny_net, train
 
 
 def test_imp_targets_twenty_percent_of_the_remaining() -> None:

@@ -10,7 +10,7 @@ from torch import nn
 from experiments.schema import ConfigError, validate
 from pruning.magnitude import Magnitude, MagnitudeConfig, round_targets
 from pruning.masks import PruneStage, prunable_weights
-from tests.loop_helpers import train
+from tests.helpers import train
 
 
 

@@ -6,7 +6,7 @@ import torch
 from pruning.magnitude import Magnitude, MagnitudeConfig
 from pruning.masks import densities
 from pruning.random_prune import RandomPrune, RandomPruneConfig
-from tests.loop_helpers import tiny_net, train
+from tests.helpers import tiny_net, train
 
 
 def masks_at(method_cls: type, cfg, seed: int = 0, round_index: int = 1) -> dict[str, torch.Tensor]:

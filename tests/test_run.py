@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-import experiments.train as train_module
 from experiments.run import main
+from tests.helpers import die_in_epoch
 
 CONFIG = """\
 model: resnet20
@@ -78,20 +78,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, tiny_cifar: Path,
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    real_epoch = train_module.Trainer._epoch
-    calls = {"n": 0}
-
-    def dies_in_third_epoch(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # the process is killed after two checkpoints
-        return real_epoch(self, *args, **kwargs)
-
-    monkeypatch.setattr(train_module.Trainer, "_epoch", dies_in_third_epoch)
+    die_in_epoch(monkeypatch, 3)  # killed after two checkpoints
     with pytest.raises(KeyboardInterrupt):
         run(killed, tiny_cifar)
     assert not (killed / "results" / "tiny" / "seed0" / "metrics.json").exists()
-    monkeypatch.setattr(train_module.Trainer, "_epoch", real_epoch)
+    monkeypatch.undo()
     assert run(killed, tiny_cifar) == 0
 
     a, b = read_metrics(straight), read_metrics(killed)

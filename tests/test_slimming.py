@@ -13,7 +13,7 @@ from models.resnet_cifar import CifarResNet
 from models.vgg import VGG
 from pruning.base import Schedule
 from pruning.slimming import Slimming, SlimmingConfig, channel_keep, producers
-from tests.loop_helpers import train
+from tests.helpers import train
 
 TINY_VGG = [8, "M", 8, 16, "M", 16]  # 8x8 input -> 2x2 -> 1x1 after the AvgPool2d(2)
 

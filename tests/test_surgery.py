@@ -12,6 +12,7 @@ from models.densenet import DenseNet
 from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.vgg import VGG
 from pruning.surgery import physical_report, prunable_bns, shrink, zero_channels
+from tests.helpers import randomize_bns
 
 TINY_VGG = [8, 8, "M", 16, "M", 16, "M", 16]  # 16x16 input -> 2x2 after three pools -> 1x1 after AvgPool2d(2)
 
@@ -22,17 +23,6 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "resnet50_like": (lambda: ResNet(Bottleneck, (1, 1, 1, 1), 10, cifar_stem=False), (3, 32, 32)),
 }
 
-
-def randomize_bns(model: nn.Module, generator: torch.Generator) -> None:
-    """Non-trivial affine parameters and running statistics in every BN."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
 def random_keep(model: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:

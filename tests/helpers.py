@@ -1,12 +1,16 @@
-"""A tiny net and the real training loop, shared by the tests of the masked methods."""
+"""Helpers shared by several test files: a tiny net and the real training loop, BN randomising,
+and killing a run mid-way."""
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
+
+import experiments.train as train_module
 
 from experiments import config as C
 from experiments.run import optimizer_factory
@@ -58,3 +62,30 @@ def train(method_cfg: Any, epochs: int = 1, resume: dict[str, Any] | None = None
                       optimizer_factory(exp, method), LoopSettings(seed=0, device=torch.device("cpu"), progress=False),
                       on_epoch, log=lambda s: None)
     return trainer.run(resume), method, trainer
+
+
+def randomize_bns(model: nn.Module, generator: torch.Generator) -> None:
+    """Non-trivial affine parameters and running statistics in every BN."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+
+
+def die_in_epoch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Make the n-th epoch of the training loop raise KeyboardInterrupt, as if the process were
+    killed after n - 1 checkpoints; ``monkeypatch.undo()`` restores the loop."""
+    real_epoch = train_module.Trainer._epoch
+    calls = {"n": 0}
+
+    def dying_epoch(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        real_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Trainer, "_epoch", dying_epoch)
