@@ -4,10 +4,13 @@
 #   ./run_all.sh --profile subset       the committed results (real CIFAR-10 subset, reduced budget)
 #   ./run_all.sh                        the full reproduction (GPU)
 # Options: --only PATTERN, --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
-#          --seeds N, --force. Finished runs are skipped; interrupted ones resume.
+#          --seeds N, --force, --jobs N (N runner processes side by side, each taking every N-th
+#          (experiment, seed) pair; their output lines are prefixed [k/N]). Finished runs are
+#          skipped; interrupted ones resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 profile=full
+jobs=1
 run_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -15,14 +18,32 @@ while [ $# -gt 0 ]; do
     --profile=*) profile="${1#*=}"; shift ;;
     --only|--data-root|--device|--seeds) run_args+=("$1" "$2"); shift 2 ;;
     --force) run_args+=("$1"); shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --jobs=*) jobs="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see ./run_all.sh --help)" >&2; exit 2 ;;
   esac
 done
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then echo "error: --jobs expects a positive integer, got '$jobs'" >&2; exit 2; fi
 source scripts/env.sh
 start=$(date +%s)
 status=0
-python -m experiments.run experiments/configs --profile "$profile" ${run_args[@]+"${run_args[@]}"} || status=$?
+if [ "$jobs" -eq 1 ]; then
+  python -m experiments.run experiments/configs --profile "$profile" ${run_args[@]+"${run_args[@]}"} || status=$?
+else
+  # N processes on the same device(s), disjoint shards of the (experiment, seed) pairs.
+  pids=()
+  for ((k = 0; k < jobs; k++)); do
+    ( python -m experiments.run experiments/configs --profile "$profile" --shard "$k/$jobs" --no-progress \
+        ${run_args[@]+"${run_args[@]}"} 2>&1 | sed -u "s|^|[$k/$jobs] |" ) &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do  # wait for every job: 2 if one had a config error, else 1 if one failed
+    job_status=0
+    wait "$pid" || job_status=$?
+    if [ "$job_status" -eq 2 ]; then status=2; elif [ "$job_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi
+  done
+fi
 if [ "$status" -eq 2 ]; then exit 2; fi  # a config error: nothing ran
 python -m experiments.notebooks --profile "$profile" || status=1
 echo

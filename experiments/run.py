@@ -5,10 +5,15 @@ and schedulers are built here and handed to the one training loop. Each (experim
 seed) writes ``RESULTS/<name>/seed<k>/``: config.yaml (resolved), env.json,
 history.csv, checkpoint.pt (every epoch) and, when it finishes, metrics.json. A
 finished run is skipped; an unfinished one resumes from its checkpoint.
+
+Under ``torchrun --nproc_per_node N -m experiments.run ...`` every run is data-parallel over
+the N processes (``experiments.distributed``); only rank 0 writes and prints. ``--shard K/N``
+runs every N-th (experiment, seed) pair, for N runner processes side by side.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fnmatch
 import os
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from experiments import config as C
+from experiments import distributed as D
 from experiments.data import CIFAR, DataError, DeviceBatches, describe, load_cifar
 from experiments.records import (atomic_torch_save, atomic_write_json, atomic_write_text, environment,
                                  history_csv)
@@ -51,7 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="rerun finished runs, replacing their results")
     p.add_argument("--list", action="store_true", help="list the selected experiments and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="run only every N-th (experiment, seed) pair, starting at pair K (0 <= K < N)")
     return p.parse_args(argv)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return D.parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def collect(paths: list[Path], profile: str, overrides: list[str], only: str | None) -> list[C.ExperimentConfig]:
@@ -92,10 +107,13 @@ def build_data(cfg: C.ExperimentConfig, data_root: Path, device: torch.device, s
                cuda_fast: bool) -> tuple[Any, Any, dict[str, Any]]:
     """Training and test batches, plus what metrics.json records about the data."""
     d = cfg.data
+    rank, world = D.rank(), D.world_size()  # several processes: each takes its share of every batch
     if d.dataset == "imagenet":
         from experiments.imagenet import imagenet_batches
 
-        return imagenet_batches(cfg, data_root, device, seed)
+        if problem := D.uneven_split(0, d.batch_size, world):
+            raise DataError(f"{cfg.name}: {problem}")
+        return imagenet_batches(cfg, data_root, device, seed, rank, world)
     spec = CIFAR[d.dataset]
     train, test = load_cifar(data_root, d.dataset)
     full_sizes = (len(train.labels), len(test.labels))
@@ -103,7 +121,10 @@ def build_data(cfg: C.ExperimentConfig, data_root: Path, device: torch.device, s
         train = dataclasses.replace(train, images=train.images[:d.max_train], labels=train.labels[:d.max_train])
     if d.max_test is not None:
         test = dataclasses.replace(test, images=test.images[:d.max_test], labels=test.labels[:d.max_test])
-    common = dict(device=device, mean=spec.mean, std=spec.std, channels_last=cuda_fast and cfg.train.channels_last)
+    if problem := D.uneven_split(len(train.labels), d.batch_size, world):
+        raise DataError(f"{cfg.name}: {problem}")
+    common = dict(device=device, mean=spec.mean, std=spec.std, channels_last=cuda_fast and cfg.train.channels_last,
+                  rank=rank, world_size=world)
     train_b = DeviceBatches(train, d.batch_size, train=True, augment=d.augment, seed=seed, **common)
     test_b = DeviceBatches(test, 500, train=False, augment=False, **common)
     info = {"dataset": d.dataset, "num_classes": spec.num_classes, "input_shape": [3, 32, 32],
@@ -161,12 +182,15 @@ def run_one(cfg: C.ExperimentConfig, seed: int, out: Path, data_root: Path, devi
     run_dir = out / cfg.name / f"seed{seed}"
     resolved = C.dump_config(dataclasses.replace(cfg, seeds=1)) + f"seed: {seed}\n"
     metrics_path, ckpt_path, config_path = run_dir / "metrics.json", run_dir / "checkpoint.pt", run_dir / "config.yaml"
-    if force and run_dir.exists():
+    main_rank = D.is_main()  # with several processes only rank 0 writes; what it finds decides for all
+    if force and run_dir.exists() and main_rank:
         for f in ("metrics.json", "checkpoint.pt", "history.csv", "env.json", "config.yaml"):
             (run_dir / f).unlink(missing_ok=True)
-    if config_path.exists() and config_path.read_text() != resolved:
+    conflict, finished, resuming = D.broadcast_object(
+        (config_path.exists() and config_path.read_text() != resolved, metrics_path.exists(), ckpt_path.exists()))
+    if conflict:
         raise RunConflict(f"{run_dir}: holds results of a different config; rerun with --force to replace them")
-    if metrics_path.exists():
+    if finished:
         print(f"[skip] {cfg.name} seed {seed}: finished ({metrics_path})")
         return None
 
@@ -181,29 +205,35 @@ def run_one(cfg: C.ExperimentConfig, seed: int, out: Path, data_root: Path, devi
     stages = method.stages(cfg.train.epochs)
 
     resume = None
-    if ckpt_path.exists():
-        resume = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if resuming:
+        resume = D.load_from_main(ckpt_path, device)
         print(f"[resume] {cfg.name} seed {seed}: from epoch {len(resume['history'])}")
-    else:
+    elif main_rank:
         atomic_write_text(config_path, resolved)
     env = environment(device) | {"bf16": cuda_fast and cfg.train.bf16,
                                  "channels_last": cuda_fast and cfg.train.channels_last,
-                                 "compile": cuda_fast and cfg.train.compile}
-    atomic_write_json(run_dir / "env.json", env)
+                                 "compile": cuda_fast and cfg.train.compile, "processes": D.world_size()}
+    if main_rank:
+        atomic_write_json(run_dir / "env.json", env)
     print(f"[run] {cfg.name} seed {seed}: {cfg.model} / {cfg.method.name} on {data_info['data_label']}, "
           f"{sum(s.epochs for s in stages)} epochs, {device}")
 
     def on_epoch(state: dict[str, Any]) -> None:
+        if not main_rank:
+            return
         atomic_write_text(run_dir / "history.csv", history_csv(state["history"]))
         atomic_torch_save(ckpt_path, state)
 
+    distributed = D.active()  # DDP for forward and backward; methods keep the model itself
     settings = LoopSettings(seed=seed, device=device, label_smoothing=cfg.train.label_smoothing,
-                            bf16=env["bf16"], compile=env["compile"], progress=progress)
+                            bf16=env["bf16"], compile=env["compile"], progress=progress and main_rank,
+                            wrap=(lambda m: D.wrap_ddp(m, device)) if distributed else None,
+                            reduce=D.all_reduce_sum if distributed else None)
     trainer = Trainer(model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch)
     model = trainer.run(resume)
 
     final = method.export(model)
-    test_loss, test_acc = evaluate(final, test_b, device, settings.bf16)
+    test_loss, test_acc = evaluate(final, test_b, device, settings.bf16, settings.reduce)
     dense = build_model(cfg.model, data_info["num_classes"]).to(device)
     report = sparsity_report(final, dense, tuple(data_info["input_shape"]))
     last = trainer.history[-1]
@@ -219,7 +249,8 @@ def run_one(cfg: C.ExperimentConfig, seed: int, out: Path, data_root: Path, devi
         **method.metrics(final),
         "layers": report["layers"],
     }
-    atomic_write_json(metrics_path, metrics)
+    if main_rank:
+        atomic_write_json(metrics_path, metrics)
     print(f"[done] {cfg.name} seed {seed}: test acc {test_acc:.4f}, sparsity {report['sparsity']:.4f}, "
           f"{trainer.elapsed:.0f}s -> {run_dir}")
     return metrics
@@ -232,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    runs = [(c, seed) for c in configs for seed in range(args.seeds if args.seeds is not None else c.seeds)]
+    if args.shard is not None:  # one of several processes side by side (run_all.sh --jobs)
+        runs = D.take_shard(runs, *args.shard)
     if args.list:
         total = 0
         for c in configs:
@@ -240,15 +274,21 @@ def main(argv: list[str] | None = None) -> int:
             total += seeds * epochs
             print(f"{c.name:50s} {c.model:10s} {c.method.name:10s} {seeds} seed(s) x {epochs} epochs")
         print(f"{len(configs)} experiment(s), {total} training epochs in all (profile {args.profile})")
+        if args.shard is not None:
+            print(f"shard {args.shard[0]}/{args.shard[1]} runs {len(runs)} of them:")
+            for c, seed in runs:
+                print(f"  {c.name} seed {seed}")
         return 0
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
     out = args.results or Path("results") / args.profile
     failures = []
     start = time.perf_counter()
     try:
-        device = pick_device(args.device)
-        for cfg in configs:
-            for seed in range(args.seeds if args.seeds is not None else cfg.seeds):
+        device = D.setup(pick_device(args.device))  # joins the process group under torchrun
+        # Every process runs the same code; only rank 0 prints (errors still go to stderr).
+        quiet = contextlib.nullcontext() if D.is_main() else contextlib.redirect_stdout(open(os.devnull, "w"))
+        with quiet:
+            for cfg, seed in runs:
                 try:
                     run_one(cfg, seed, out, data_root, device, args.force, progress=not args.no_progress)
                 except TrainingDiverged as exc:
@@ -257,11 +297,14 @@ def main(argv: list[str] | None = None) -> int:
                 except RunConflict as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     failures.append(f"{cfg.name}/seed{seed}")
+            print(f"{len(configs)} experiment(s)"
+                  + (f", shard {args.shard[0]}/{args.shard[1]}: {len(runs)} run(s)" if args.shard else "")
+                  + f", {time.perf_counter() - start:.0f}s" + (f"; failed: {', '.join(failures)}" if failures else ""))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(configs)} experiment(s), {time.perf_counter() - start:.0f}s"
-          + (f"; failed: {', '.join(failures)}" if failures else ""))
+    finally:
+        D.teardown()
     return 1 if failures else 0
 
 

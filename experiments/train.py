@@ -44,6 +44,10 @@ class LoopSettings:
     bf16: bool = False  # autocast to bfloat16 (CUDA only)
     compile: bool = False
     progress: bool = True
+    # Several processes (set by the runner): ``wrap`` puts the model in DistributedDataParallel for
+    # forward and backward; ``reduce`` sums a tensor over the processes (epoch totals, evaluation).
+    wrap: Callable[[nn.Module], nn.Module] | None = None
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -52,9 +56,25 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
+def totals(loss_sum: torch.Tensor, correct: torch.Tensor, count: int,
+           reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int, int]:
+    """(loss sum, correct, count) as numbers, summed over the processes by ``reduce`` if given."""
+    if reduce is None:
+        return loss_sum.item(), correct.item(), count
+    count_t = loss_sum.new_tensor(count, dtype=torch.float64)
+    summed = reduce(torch.stack([loss_sum.double(), correct.double(), count_t]))
+    loss, right, n = summed.tolist()
+    return loss, round(right), round(n)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, device: torch.device, bf16: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) over ``batches``, one host sync."""
+def evaluate(model: nn.Module, batches: Batches, device: torch.device, bf16: bool = False,
+             reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) over ``batches``, one host sync.
+
+    With ``reduce`` (several processes, each holding a shard of the test set) the sums are
+    taken over every process's shard, so every process gets the same numbers.
+    """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -67,7 +87,8 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device, bf16: boo
         correct += (out.argmax(1) == y).sum()
         count += len(y)
     model.train(was_training)
-    return loss_sum.item() / max(count, 1), correct.item() / max(count, 1)
+    loss, right, count = totals(loss_sum, correct, count, reduce)
+    return loss / max(count, 1), right / max(count, 1)
 
 
 class Trainer:
@@ -91,7 +112,8 @@ class Trainer:
         self.elapsed = 0.0
 
     def _forward_model(self) -> nn.Module:
-        return torch.compile(self.model) if self.s.compile else self.model
+        model = self.s.wrap(self.model) if self.s.wrap is not None else self.model
+        return torch.compile(model) if self.s.compile else model
 
     def run(self, resume: dict[str, Any] | None = None) -> nn.Module:
         """Train every stage (from ``resume``, a checkpoint, if given); returns the model."""
@@ -158,15 +180,16 @@ class Trainer:
         for sched in schedulers:
             sched.step()
         self.method.end_epoch(self.model, stage)
-        train_loss = loss_sum.item() / max(count, 1)
+        loss_total, correct_total, count = totals(loss_sum, correct, count, self.s.reduce)
+        train_loss = loss_total / max(count, 1)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss is {train_loss} in epoch {epoch} ({stage.name}); "
                                    "lower the learning rate or the penalty")
-        test_loss, test_acc = evaluate(self.model, self.test_batches, device, self.s.bf16)
+        test_loss, test_acc = evaluate(self.model, self.test_batches, device, self.s.bf16, self.s.reduce)
         seconds = time.perf_counter() - start
         self.elapsed += seconds
         row = {"epoch": epoch, "stage": stage.name, "stage_epoch": e + 1, "lr": lr, "train_loss": train_loss,
-               "train_acc": correct.item() / max(count, 1), "test_loss": test_loss, "test_acc": test_acc,
+               "train_acc": correct_total / max(count, 1), "test_loss": test_loss, "test_acc": test_acc,
                "sparsity": float(self.method.sparsity(self.model)), "seconds": seconds}
         self.history.append(row)
         self.log(f"epoch {epoch:4d} {stage.name} {e + 1}/{stage.epochs} lr {lr:.4g} "

@@ -36,4 +36,4 @@ def test_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.Captu
 
 def test_cli_refuses_an_unknown_subcommand() -> None:
     with pytest.raises(SystemExit):
-        main(["train"])
+        main(["inference"])
