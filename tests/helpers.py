@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 import experiments.train as train_module
 
 from experiments import config as C
-from experiments.run import optimizer_factory
+from experiments.run import main, optimizer_factory
 from experiments.train import LoopSettings, Trainer
 from pruning import METHODS
 from pruning.base import Schedule
@@ -89,3 +90,12 @@ def die_in_epoch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
         real_epoch(self, *args, **kwargs)
 
     monkeypatch.setattr(train_module.Trainer, "_epoch", dying_epoch)
+
+
+def run_config(folder: Path, data_root: Path, text: str, *extra: str) -> int:
+    """Write ``text`` as folder/tiny.yaml and run it through the runner's command line into
+    folder/results; returns the exit code."""
+    path = folder / "tiny.yaml"
+    path.write_text(text)
+    return main([str(path), "--data-root", str(data_root), "--results", str(folder / "results"),
+                 "--no-progress", *extra])

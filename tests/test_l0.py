@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.run import main
 from models import build_model
 from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.resnet_cifar import CifarResNet
@@ -20,7 +19,7 @@ from pruning.accounting import sparsity_report
 from pruning.l0 import (GATES, L0HC, L0HCConfig, deterministic_gates, gate_placement, prob_nonzero,
                         sample_gates)
 from pruning.surgery import prunable_bns
-from tests.helpers import die_in_epoch, randomize_bns
+from tests.helpers import die_in_epoch, randomize_bns, run_config
 
 LOG11 = math.log(11.0)  # -log(-gamma / zeta) for gamma = -0.1, zeta = 1.1
 
@@ -288,9 +287,7 @@ method: {name: l0hc, lam: 1.0e-4, gate_lr: 0.05, finetune_epochs: 1, finetune_lr
 
 
 def run(folder: Path, data_root: Path) -> int:
-    path = folder / "tiny.yaml"
-    path.write_text(CONFIG)
-    return main([str(path), "--data-root", str(data_root), "--results", str(folder / "results"), "--no-progress"])
+    return run_config(folder, data_root, CONFIG)
 
 
 def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path,

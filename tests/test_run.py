@@ -6,8 +6,7 @@ import pytest
 import torch
 import yaml
 
-from experiments.run import main
-from tests.helpers import die_in_epoch
+from tests.helpers import die_in_epoch, run_config
 
 CONFIG = """\
 model: resnet20
@@ -19,11 +18,8 @@ optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
 """
 
 
-def run(tmp_path: Path, data_root: Path, *extra: str, text: str = CONFIG) -> int:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(text)
-    return main([str(path), "--data-root", str(data_root), "--results", str(tmp_path / "results"),
-                 "--no-progress", *extra])
+def run(tmp_path: Path, data_root: Path, *extra: str) -> int:
+    return run_config(tmp_path, data_root, CONFIG, *extra)
 
 
 def read_metrics(tmp_path: Path) -> dict:
