@@ -300,7 +300,9 @@ class ChannelGates(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.cfg.lam == 0:
             return None
-        return self.cfg.lam * self.expected_size(self.gates.log_alphas())
+        # The log alphas of the forward just run (with their graph): Dep-L0's generator runs once a step.
+        log_alphas = self._current if self._current else self.gates.log_alphas()
+        return self.cfg.lam * self.expected_size(log_alphas)
 
     @torch.no_grad()
     def sparsity(self, model: nn.Module) -> torch.Tensor:

@@ -113,3 +113,20 @@ def test_config_is_registered_and_validated(tmp_path) -> None:  # noqa: ANN001
     path.write_text(text.replace("sideways", "backward"))
     cfg = load_config(path)
     assert cfg.method.direction == "backward" and cfg.method.lam == 1e-6 and cfg.method.gate_lr == 1e-3
+
+
+def test_penalty_reuses_the_log_alphas_of_the_training_forward() -> None:
+    torch.manual_seed(0)
+    method = DepL0(DepL0Config(lam=1e-3, direction="forward"))
+    model = method.prepare(CifarResNet(8, 5, widths=(4, 6, 8))).train()
+    for shift in (0.0, -2.0):  # the second forward sees changed generator weights
+        with torch.no_grad():
+            for b in method.gates.bias:
+                b += shift
+        model(torch.randn(2, 3, 8, 8))
+        penalty = method.penalty(model)
+        fresh = 1e-3 * method.expected_size(method.gates.log_alphas())
+        assert penalty.item() == pytest.approx(fresh.item(), rel=1e-6)
+        method.gates.zero_grad()
+        penalty.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.gates.parameters())
