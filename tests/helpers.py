@@ -3,6 +3,7 @@ and killing a run mid-way."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,38 @@ def run_config(folder: Path, data_root: Path, text: str, *extra: str) -> int:
     path.write_text(text)
     return main([str(path), "--data-root", str(data_root), "--results", str(folder / "results"),
                  "--no-progress", *extra])
+
+
+def straight_and_interrupted(tmp_path: Path, data_root: Path, text: str, monkeypatch: pytest.MonkeyPatch,
+                             dies_in: int) -> tuple[Path, Path]:
+    """Run the config ``text`` to the end in tmp_path/straight, and in tmp_path/killed until it is
+    killed in epoch ``dies_in`` (no metrics written); returns both folders. ``run_config`` on the
+    killed one resumes it."""
+    dirs = []
+    for name, dies in (("straight", None), ("killed", dies_in)):
+        folder = tmp_path / name
+        folder.mkdir()
+        if dies is None:
+            assert run_config(folder, data_root, text) == 0
+        else:
+            die_in_epoch(monkeypatch, dies)
+            with pytest.raises(KeyboardInterrupt):
+                run_config(folder, data_root, text)
+            monkeypatch.undo()
+        dirs.append(folder)
+    assert not (run_dir(dirs[1]) / "metrics.json").exists()
+    return dirs[0], dirs[1]
+
+
+def run_dir(folder: Path) -> Path:
+    """Where ``run_config(folder, ...)`` writes seed 0's records."""
+    return folder / "results" / "tiny" / "seed0"
+
+
+def comparable_metrics(folder: Path) -> dict[str, Any]:
+    """metrics.json of ``run_config(folder, ...)`` without what legitimately differs between two
+    runs (wall time, code revision)."""
+    metrics = json.loads((run_dir(folder) / "metrics.json").read_text())
+    for key in ("wall_time_s", "git_revision"):
+        metrics.pop(key)
+    return metrics

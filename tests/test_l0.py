@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pruning.accounting import sparsity_report
 from pruning.l0 import (GATES, L0HC, L0HCConfig, deterministic_gates, gate_placement, prob_nonzero,
                         sample_gates)
 from pruning.surgery import prunable_bns
-from tests.helpers import die_in_epoch, randomize_bns, run_config
+from tests.helpers import comparable_metrics, randomize_bns, run_config, run_dir, straight_and_interrupted
 
 LOG11 = math.log(11.0)  # -log(-gamma / zeta) for gamma = -0.1, zeta = 1.1
 
@@ -292,27 +291,16 @@ def run(folder: Path, data_root: Path) -> int:
 
 def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    assert run(straight, tiny_cifar) == 0
-
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    die_in_epoch(monkeypatch, 3)  # in the fine-tuning stage
-    with pytest.raises(KeyboardInterrupt):
-        run(killed, tiny_cifar)
-    ckpt = killed / "results" / "tiny" / "seed0" / "checkpoint.pt"
+    straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)  # fine-tuning
+    ckpt = run_dir(killed) / "checkpoint.pt"
     gates_before = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items() if k.startswith(GATES)}
-    monkeypatch.undo()
     assert run(killed, tiny_cifar) == 0
     final_state = torch.load(ckpt, weights_only=True)
     for k, v in gates_before.items():  # the fine-tuning stage leaves the gates alone
         assert torch.equal(final_state["model"][k], v)
     assert [r["stage"] for r in final_state["history"]] == ["train", "train", "finetune"]
 
-    a, b = [json.loads((d / "results" / "tiny" / "seed0" / "metrics.json").read_text()) for d in (straight, killed)]
-    for key in ("wall_time_s", "git_revision"):
-        a.pop(key), b.pop(key)
+    a, b = comparable_metrics(straight), comparable_metrics(killed)
     assert a == b
     assert a["method"] == "l0hc" and a["epochs"] == 3
     assert {"params_physical", "flops_physical", "channels_open", "channels_physical"} <= set(a)

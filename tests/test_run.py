@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import die_in_epoch, run_config
+from tests.helpers import comparable_metrics, run_config, straight_and_interrupted
 
 CONFIG = """\
 model: resnet20
@@ -68,23 +68,9 @@ def test_changed_config_is_not_mixed_with_old_results(tmp_path: Path, tiny_cifar
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, tiny_cifar: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    assert run(straight, tiny_cifar) == 0
-
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    die_in_epoch(monkeypatch, 3)  # killed after two checkpoints
-    with pytest.raises(KeyboardInterrupt):
-        run(killed, tiny_cifar)
-    assert not (killed / "results" / "tiny" / "seed0" / "metrics.json").exists()
-    monkeypatch.undo()
-    assert run(killed, tiny_cifar) == 0
-
-    a, b = read_metrics(straight), read_metrics(killed)
-    for key in ("wall_time_s", "git_revision"):
-        a.pop(key), b.pop(key)
-    assert a == b
+    straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
+    assert run_config(killed, tiny_cifar, CONFIG) == 0  # resumes after two checkpoints
+    assert comparable_metrics(straight) == comparable_metrics(killed)
 
 
 def test_nan_loss_stops_without_metrics(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
