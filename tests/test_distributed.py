@@ -82,9 +82,13 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> N
     for name, w in single["model"].items():
         torch.testing.assert_close(ddp["model"][name], w, rtol=1e-4, atol=5e-5)
     for a, b in zip(ddp["optimizers"][0]["state"].values(), single["optimizers"][0]["state"].values()):
-        for key in b:  # xRDA's z, v, r, beta: the same on the ranks as in one process (omega = M / (1 +
-            # (M - 1) r / max r), M = 500, is steep for small r: beta amplifies rounding up to M times)
-            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=5e-5)
+        for key in b:  # xRDA's z, v, r, beta: the same on the ranks as in one process, up to rounding
+            # amplified by training. omega = M / (1 + (M - 1) r / max r), M = 500, is steep for small r, so
+            # beta amplifies rounding up to M times. v averages gradients, and 1e-5 weight differences move
+            # its small entries (observed: up to 1.6% of max |v| after 6 steps on an AMD EPYC), so v is
+            # compared at 5% of its scale; a gradient summed instead of averaged would be off by 100%.
+            atol = max(5e-5, 5e-2 * float(b[key].abs().max())) if key == "v" else 5e-5
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=atol)
     for key in ("train_loss", "test_loss", "sparsity"):
         assert ddp_metrics[key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-6), key
     # Accuracies are counts over the whole test set (shards summed), not over rank 0's half.
