@@ -11,7 +11,9 @@ Stages:
    ``round(channel_ratio * C)`` smallest are removed (ties by position); a layer left
    with fewer than ``min_channels`` keeps its ``min_channels`` largest, so no layer
    ever has zero width. During fine-tuning the model stays *masked*: BN weight and bias
-   of a removed channel and its producing convolution's filter are held at 0.
+   of a removed channel, its producing convolution's filter (none in a DenseNet, whose BNs
+   read a concatenation) and its consumer's input weights are held at 0, so the masked
+   model has exactly the nonzero weights of the physically pruned one.
 3. ``export`` removes the channels physically (``surgery.shrink``): a smaller model
    computing, in eval mode, exactly what the masked one computes.
 
@@ -75,26 +77,12 @@ def channel_keep(gammas: dict[str, torch.Tensor], ratio: float, min_channels: in
     return keep
 
 
-def producers(model: nn.Module, bns: list[str]) -> dict[str, str]:
-    """BN name -> the Conv2d registered just before it (its input), checked by width."""
-    result, last_conv = {}, None
-    wanted = set(bns)
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            last_conv = name
-        elif name in wanted:
-            if last_conv is None or model.get_submodule(last_conv).out_channels != m.num_features:
-                raise ValueError(f"no convolution producing the channels of {name!r}")
-            result[name] = last_conv
-    return result
-
-
 class Slimming(Method):
     Config = SlimmingConfig
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        self.bns = surgery.prunable_bns(model)
-        self.producers = producers(model, self.bns)
+        self.links = surgery.channel_links(model)
+        self.bns = list(self.links)
         self.gammas = [model.get_submodule(n).weight for n in self.bns]
         self.masker = ParamMasks(model)
         self.keep: dict[str, torch.Tensor] | None = None
@@ -112,14 +100,23 @@ class Slimming(Method):
         return self.cfg.l1 * torch.stack([g.abs().sum() for g in self.gammas]).sum()
 
     def _set_keep(self, keep: dict[str, torch.Tensor]) -> None:
-        """Masks of removed channels: BN weight and bias, and the producing conv's filter."""
-        masks = {}
+        """Masks of removed channels: BN weight and bias, the producing conv's filters and the
+        consumer's input weights (a layer may be both a producer and a consumer: masks multiply)."""
+        masks: dict[str, torch.Tensor] = {}
+
+        def mask(name: str, m: torch.Tensor) -> None:
+            m = m.expand_as(self.masker.params[name])
+            masks[name] = masks[name] & m if name in masks else m.clone()
+
         for bn, k in keep.items():
             k = k.to(self.masker.params[f"{bn}.weight"].device)
-            masks[f"{bn}.weight"] = k
-            masks[f"{bn}.bias"] = k
-            conv_weight = f"{self.producers[bn]}.weight"
-            masks[conv_weight] = k.view(-1, 1, 1, 1).expand_as(self.masker.params[conv_weight]).clone()
+            mask(f"{bn}.weight", k)
+            mask(f"{bn}.bias", k)
+            link = self.links[bn]
+            if link.producer is not None:
+                mask(f"{link.producer}.weight", k.view(-1, 1, 1, 1))
+            consumer = f"{link.consumer}.weight"
+            mask(consumer, k.view(1, -1, *[1] * (self.masker.params[consumer].dim() - 2)))
         self.keep = keep
         self.masker.set(masks)
 

@@ -11,7 +11,11 @@ statistics, and its consuming layer's input channels are sliced together.
   (BasicBlock: ``bn1``; Bottleneck: ``bn1`` and ``bn2``). The BNs that write into the
   residual stream (stem, last BN of each block, projection shortcuts) keep their width,
   since every block reads and adds to that stream.
-- DenseNet: unsupported (every layer reads the concatenation of all earlier outputs).
+- DenseNet (models/densenet.py): every BN (each layer's and each transition's pre-activation
+  BN, and the final one). They have no single producer: a BN reads the concatenation of all
+  earlier outputs, which later layers read too, so the concatenation keeps its width. As in
+  Liu et al.'s channel selection, the shrunk BN (``SelectBatchNorm2d``) picks its kept channels
+  from its input, and only the BN and its consumer's input channels are sliced.
 
 Exactness contract: if every removed channel's BN output is exactly zero (BN weight and
 bias both 0, see ``zero_channels``), the shrunk model computes the same function as the
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 
 from models import resnet, resnet_cifar
-from models.densenet import DenseNet
+from models.densenet import DenseLayer, DenseNet, Transition
 from models.vgg import VGG
 from pruning.accounting import layer_flops
 
@@ -39,21 +43,28 @@ _BASIC_BLOCKS = (resnet_cifar.BasicBlock, resnet.BasicBlock)
 
 
 @dataclass(frozen=True)
-class _Link:
+class Link:
     """The layers a prunable BN's channels pass between (qualified module names)."""
 
-    producer: str  # Conv2d whose output channels are the BN's channels
+    producer: str | None  # Conv2d whose output channels are the BN's channels; None: the BN reads a
+    # concatenation that stays whole (DenseNet), and selects its channels from it
     consumer: str  # Conv2d or Linear whose input channels are the BN's channels
 
 
-def _links(model: nn.Module) -> dict[str, _Link]:
+class SelectBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d over the channels ``index`` of its input (the shrunk pre-activation BN of a DenseNet)."""
+
+    def __init__(self, index: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        super().__init__(index.numel(), *args, **kwargs)
+        self.register_buffer("index", index.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.index_select(1, self.index))
+
+
+def channel_links(model: nn.Module) -> dict[str, Link]:
     """Prunable BN name -> its producer and consumer, for every supported sub-network."""
-    for name, m in model.named_modules():
-        if isinstance(m, DenseNet):
-            where = f" (at {name!r})" if name else ""
-            raise ValueError(f"channel surgery does not support DenseNet{where}: every layer reads the "
-                             "concatenation of all earlier layers, so no channel has a single consumer")
-    links: dict[str, _Link] = {}
+    links: dict[str, Link] = {}
     for prefix, m in model.named_modules():
         p = f"{prefix}." if prefix else ""
         if isinstance(m, VGG):
@@ -62,24 +73,28 @@ def _links(model: nn.Module) -> dict[str, _Link]:
                 if not isinstance(m.features[i + 1], nn.BatchNorm2d):
                     raise ValueError(f"expected a BatchNorm2d after {p}features.{i}")
                 consumer = f"{p}features.{convs[j + 1]}" if j + 1 < len(convs) else f"{p}classifier"
-                links[f"{p}features.{i + 1}"] = _Link(f"{p}features.{i}", consumer)
+                links[f"{p}features.{i + 1}"] = Link(f"{p}features.{i}", consumer)
         elif isinstance(m, _BASIC_BLOCKS):
-            links[f"{p}bn1"] = _Link(f"{p}conv1", f"{p}conv2")
+            links[f"{p}bn1"] = Link(f"{p}conv1", f"{p}conv2")
         elif isinstance(m, resnet.Bottleneck):
-            links[f"{p}bn1"] = _Link(f"{p}conv1", f"{p}conv2")
-            links[f"{p}bn2"] = _Link(f"{p}conv2", f"{p}conv3")
+            links[f"{p}bn1"] = Link(f"{p}conv1", f"{p}conv2")
+            links[f"{p}bn2"] = Link(f"{p}conv2", f"{p}conv3")
+        elif isinstance(m, (DenseLayer, Transition)):
+            links[f"{p}bn"] = Link(None, f"{p}conv")
+        elif isinstance(m, DenseNet):  # its layers and transitions come next in named_modules order
+            links[f"{p}bn"] = Link(None, f"{p}fc")
     if not links:
         raise ValueError(f"channel surgery does not support {type(model).__name__}: "
-                         "expected a VGG or a ResNet from models/")
-    return links
+                         "expected a VGG, a ResNet or a DenseNet from models/")
+    return {name: links[name] for name in sorted(links, key=list(dict(model.named_modules())).index)}
 
 
 def prunable_bns(model: nn.Module) -> list[str]:
-    """Qualified names of the BatchNorm2d modules whose channels ``shrink`` can remove."""
-    return list(_links(model))
+    """Qualified names of the BatchNorm2d modules whose channels ``shrink`` can remove, in model order."""
+    return list(channel_links(model))
 
 
-def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], links: dict[str, _Link]) -> None:
+def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], links: dict[str, Link]) -> None:
     for name, mask in keep.items():
         if name not in links:
             raise ValueError(f"{name!r} is not a prunable BatchNorm2d of this model; "
@@ -95,7 +110,7 @@ def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], links: dict[str
 
 def zero_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
     """Set BN weight and bias of every removed channel to 0, in place (a masked model)."""
-    _check_keep(model, keep, _links(model))
+    _check_keep(model, keep, channel_links(model))
     with torch.no_grad():
         for name, mask in keep.items():
             bn = model.get_submodule(name)
@@ -134,11 +149,17 @@ def _sliced_linear(linear: nn.Linear, in_idx: torch.Tensor) -> nn.Linear:
     return new
 
 
-def _sliced_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+def _sliced_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, select: bool) -> nn.BatchNorm2d:
+    """The BN's channels ``idx``; with ``select`` a SelectBatchNorm2d that also picks them from its input."""
     ref = bn.weight if bn.affine else bn.running_mean
     idx = idx.to(ref.device)
-    new = nn.BatchNorm2d(idx.numel(), bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                         device=ref.device, dtype=ref.dtype)
+    if isinstance(bn, SelectBatchNorm2d):  # shrinking again: index into the original input
+        select, index = True, bn.index.index_select(0, idx)
+    else:
+        index = idx
+    args = (bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    new = (SelectBatchNorm2d(index, *args, device=ref.device, dtype=ref.dtype) if select else
+           nn.BatchNorm2d(idx.numel(), *args, device=ref.device, dtype=ref.dtype))
     with torch.no_grad():
         if bn.affine:
             new.weight.copy_(bn.weight.detach().index_select(0, idx))
@@ -169,7 +190,7 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     the same names. ``model`` itself is not modified. See the module docstring for when
     the outputs are exactly preserved.
     """
-    links = _links(model)
+    links = channel_links(model)
     _check_keep(model, keep, links)
     out_idx: dict[str, torch.Tensor] = {}
     in_idx: dict[str, torch.Tensor] = {}
@@ -177,7 +198,8 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     for name, mask in keep.items():
         idx = mask.nonzero().flatten()
         bn_idx[name] = idx
-        out_idx[links[name].producer] = idx
+        if links[name].producer is not None:
+            out_idx[links[name].producer] = idx
         in_idx[links[name].consumer] = idx
     new_model = copy.deepcopy(model)
     for name in dict.fromkeys([*out_idx, *in_idx]):  # each layer once, in a fixed order
@@ -191,7 +213,7 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
         _replace(new_model, name, layer, sliced)
     for name, idx in bn_idx.items():
         bn = new_model.get_submodule(name)
-        _replace(new_model, name, bn, _sliced_bn(bn, idx))
+        _replace(new_model, name, bn, _sliced_bn(bn, idx, select=links[name].producer is None))
     return new_model
 
 

@@ -11,8 +11,9 @@ from torch import nn
 from models.densenet import DenseNet
 from models.resnet_cifar import CifarResNet
 from models.vgg import VGG
+from pruning.accounting import prunable_layers, sparsity_report
 from pruning.base import Schedule
-from pruning.slimming import Slimming, SlimmingConfig, channel_keep, producers
+from pruning.slimming import Slimming, SlimmingConfig, channel_keep
 from tests.helpers import train
 
 TINY_VGG = [8, "M", 8, 16, "M", 16]  # 8x8 input -> 2x2 -> 1x1 after the AvgPool2d(2)
@@ -62,14 +63,16 @@ def test_l1_subgradient_on_prunable_bn_scales_only() -> None:
     assert method.bns == ["layers.0.bn1", "layers.1.bn1", "layers.2.bn1"]
 
 
-def test_producers() -> None:
-    assert producers(tiny_vgg(), ["features.1", "features.5"]) == {"features.1": "features.0", "features.5": "features.4"}
-    assert producers(tiny_resnet(), ["layers.1.bn1"]) == {"layers.1.bn1": "layers.1.conv1"}
+def tiny_densenet() -> nn.Module:
+    torch.manual_seed(0)
+    return DenseNet(10, 4, 3)
 
 
-def test_densenet_is_refused() -> None:
-    with pytest.raises(ValueError, match="DenseNet"):
-        Slimming(quick()).prepare(DenseNet(10, 4, 3))
+def test_densenet_penalises_every_bn() -> None:  # as Liu et al. do: all pre-activation BNs and the last one
+    model = tiny_densenet()
+    method = Slimming(quick())
+    method.prepare(model)
+    assert method.bns == [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 def test_stages() -> None:
@@ -88,7 +91,7 @@ def randomize_bns(model: nn.Module) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
 
 
-@pytest.mark.parametrize("build", [tiny_vgg, tiny_resnet])
+@pytest.mark.parametrize("build", [tiny_vgg, tiny_resnet, tiny_densenet])
 def test_masks_hold_and_physical_model_equals_masked(build) -> None:
     model = build()
     randomize_bns(model)
@@ -105,11 +108,16 @@ def test_masks_hold_and_physical_model_equals_masked(build) -> None:
         opt.step()
         method.after_step(model, step)
     for bn, keep in method.keep.items():
-        m, conv = model.get_submodule(bn), model.get_submodule(method.producers[bn])
+        m, link = model.get_submodule(bn), method.links[bn]
         assert torch.count_nonzero(m.weight[~keep]) == 0 and torch.count_nonzero(m.bias[~keep]) == 0
-        assert torch.count_nonzero(conv.weight[~keep]) == 0
-        assert keep.any()
+        if link.producer is not None:
+            assert torch.count_nonzero(model.get_submodule(link.producer).weight[~keep]) == 0
+        assert torch.count_nonzero(model.get_submodule(link.consumer).weight[:, ~keep]) == 0
+        assert keep.any() and not keep.all()
+    masked_nonzero = sum(int(torch.count_nonzero(m.weight)) for m in prunable_layers(model).values())
     small = method.export(model)
+    # The masked model's zeros are exactly the weights the physically pruned one no longer has.
+    assert sparsity_report(small, model, (3, 8, 8))["prunable_weights_nonzero"] == masked_nonzero
     for bn, keep in method.keep.items():
         assert small.get_submodule(bn).num_features == int(keep.sum()) >= 1
     x = torch.randn(5, 3, 8, 8, generator=gen)
@@ -120,17 +128,18 @@ def test_masks_hold_and_physical_model_equals_masked(build) -> None:
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
 
 
-def test_through_the_loop_metrics_and_exact_state() -> None:
+@pytest.mark.parametrize("build, first_bn", [(tiny_vgg, "features.1"), (tiny_densenet, "features.0.bn")])
+def test_through_the_loop_metrics_and_exact_state(build, first_bn: str) -> None:
     checkpoints: list[dict[str, Any]] = []
     cfg = quick(channel_ratio=0.5)
-    model, method, trainer = train(cfg, checkpoints=checkpoints, build=tiny_vgg)
+    model, method, trainer = train(cfg, checkpoints=checkpoints, build=build)
     assert [h["stage"] for h in trainer.history] == ["train", "finetune"]
     final = method.export(model)
     metrics = method.metrics(final)
     total = sum(k.numel() for k in method.keep.values())
     assert metrics["channel_ratio_achieved"] == pytest.approx(1 - sum(int(k.sum()) for k in method.keep.values()) / total)
-    assert metrics["channel_ratio_achieved"] == pytest.approx(0.5)  # no layer hit the minimum width here
-    assert metrics["kept_channels"]["features.1"][1] == 8
+    assert metrics["channel_ratio_achieved"] == pytest.approx(0.5, abs=1 / total)  # no layer hit the minimum width
+    assert metrics["kept_channels"][first_bn][1] == 8
     assert metrics["params_physical"] == sum(p.numel() for p in final.parameters())
     assert metrics["params_physical"] < metrics["params_physical_dense"]
     assert metrics["flops_physical"] < metrics["flops_physical_dense"]
@@ -138,7 +147,8 @@ def test_through_the_loop_metrics_and_exact_state() -> None:
     assert timing["pruned"]["batch_size"] == 4 and timing["speedup"] > 0
     # Resume: the masks come back from the method state alone.
     other = Slimming(cfg)
-    other.prepare(tiny_vgg())
+    other.prepare(build())
     other.load_state_dict(checkpoints[-1]["method"])
     assert all(torch.equal(other.keep[n], method.keep[n]) for n in method.keep)
-    assert torch.equal(other.masker.masks["features.0.weight"], method.masker.masks["features.0.weight"])
+    assert other.masker.masks.keys() == method.masker.masks.keys()
+    assert all(torch.equal(other.masker.masks[n], m) for n, m in method.masker.masks.items())

@@ -11,7 +11,7 @@ from models import build_model
 from models.densenet import DenseNet
 from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.vgg import VGG
-from pruning.surgery import physical_report, prunable_bns, shrink, zero_channels
+from pruning.surgery import Link, SelectBatchNorm2d, channel_links, physical_report, prunable_bns, shrink, zero_channels
 from tests.helpers import randomize_bns
 
 TINY_VGG = [8, 8, "M", 16, "M", 16, "M", 16]  # 16x16 input -> 2x2 after three pools -> 1x1 after AvgPool2d(2)
@@ -21,7 +21,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "resnet20": (lambda: build_model("resnet20", 10), (3, 16, 16)),
     "resnet18_like": (lambda: ResNet(BasicBlock, (1, 1, 1, 1), 10, cifar_stem=True), (3, 16, 16)),
     "resnet50_like": (lambda: ResNet(Bottleneck, (1, 1, 1, 1), 10, cifar_stem=False), (3, 32, 32)),
+    "densenet": (lambda: DenseNet(depth=10, growth=4, num_classes=10), (3, 16, 16)),
 }
+SLICED_ONE_TO_ONE = [c for c in CASES if c != "densenet"]  # VGG and ResNets: names and state_dict keys kept
 
 
 
@@ -51,6 +53,11 @@ def test_prunable_bns_lists_only_internal_block_bns() -> None:
     assert prunable_bns(build_model("resnet20", 10)) == [f"layers.{i}.bn1" for i in range(9)]
     assert prunable_bns(CASES["resnet18_like"][0]()) == [f"layers.{i}.bn1" for i in range(4)]
     assert prunable_bns(CASES["resnet50_like"][0]()) == [f"layers.{i}.bn{j}" for i in range(4) for j in (1, 2)]
+    # DenseNet-10: two layers per block, transitions after the first two blocks, then the final BN.
+    assert prunable_bns(CASES["densenet"][0]()) == [f"features.{i}.bn" for i in range(8)] + ["bn"]
+    links = channel_links(CASES["densenet"][0]())
+    assert links["features.2.bn"] == Link(None, "features.2.conv") and links["bn"] == Link(None, "fc")
+    assert channel_links(build_model("resnet20", 10))["layers.3.bn1"] == Link("layers.3.conv1", "layers.3.conv2")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -84,7 +91,7 @@ def expected_slicing(case: str, keep: dict[str, torch.Tensor]) -> dict[str, tupl
     return {k: tuple(v) for k, v in layers.items()}
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", SLICED_ONE_TO_ONE)
 def test_shrink_slices_every_linked_tensor_and_keeps_names(case: str) -> None:
     model, keep, _ = model_and_keep(case, seed=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -150,6 +157,46 @@ def test_resnet20_hand_computed_size() -> None:
     assert small.layers[1].conv1.weight.shape == (16, 16, 3, 3)
 
 
+def test_densenet_bns_select_their_channels_and_the_concatenation_keeps_its_width() -> None:
+    model, keep, shape = model_and_keep("densenet", seed=3)
+    small = shrink(model, keep)
+    assert [n for n, _ in small.named_modules()] == [n for n, _ in model.named_modules()]
+    for name, mask in keep.items():
+        bn, old_bn = small.get_submodule(name), model.get_submodule(name)
+        assert isinstance(bn, SelectBatchNorm2d) and bn.num_features == int(mask.sum())
+        assert torch.equal(bn.index, mask.nonzero().flatten())
+        for attr in ("weight", "bias", "running_mean", "running_var"):
+            assert torch.equal(getattr(bn, attr), getattr(old_bn, attr)[mask])
+        consumer = "fc" if name == "bn" else name.replace(".bn", ".conv")
+        assert torch.equal(small.get_submodule(consumer).weight, model.get_submodule(consumer).weight[:, mask])
+    assert torch.equal(small.conv1.weight, model.conv1.weight)  # every producer keeps its outputs
+    for i in (0, 1, 3, 4, 6, 7):
+        assert small.features[i].conv.out_channels == 4
+    # Shrinking again selects from the original input channels.
+    again = {name: torch.arange(int(m.sum())) % 2 == 0 for name, m in keep.items()}
+    twice = shrink(small, again)
+    for name, mask in keep.items():
+        assert torch.equal(twice.get_submodule(name).index, mask.nonzero().flatten()[again[name]])
+    zero_channels(model, keep)
+    zero_channels(small, again)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(shrink(model, keep).eval()(x), model(x), atol=1e-5)
+        assert torch.allclose(twice.eval()(x), small.eval()(x), atol=1e-5)
+
+
+def test_densenet_hand_computed_size() -> None:
+    model = DenseNet(depth=10, growth=4, num_classes=10)  # widths 8 -> 12 -> 16 (transition) -> 20 -> 24 ...
+    keep = {name: torch.ones(model.get_submodule(name).num_features, dtype=torch.bool) for name in prunable_bns(model)}
+    keep["features.1.bn"][[0, 5, 11]] = False  # a 3x3 conv reading 12 channels: 3 x 4 x 9 weights go
+    keep["bn"][:10] = False  # the final BN of 32 channels, read by fc (10 x 32): 10 x 10 weights go
+    small = shrink(model, keep)
+    dense = physical_report(model, (3, 16, 16))["params_physical"]
+    assert physical_report(small, (3, 16, 16))["params_physical"] == dense - (3 * 4 * 9 + 2 * 3) - (10 * 10 + 2 * 10)
+    flops = physical_report(model, (3, 16, 16))["flops_physical"] - physical_report(small, (3, 16, 16))["flops_physical"]
+    assert flops == 2 * (3 * 4 * 9 * 16 * 16 + 10 * 10)  # the first block runs at 16x16
+
+
 def test_zero_channels_zeroes_only_removed_affine_entries() -> None:
     model, keep, _ = model_and_keep("resnet20")
     before = {name: (model.get_submodule(name).weight.clone(), model.get_submodule(name).bias.clone()) for name in keep}
@@ -199,10 +246,5 @@ def test_shrink_refuses_bad_masks_and_unsupported_models() -> None:
             shrink(model, {name: ok})
     with pytest.raises(ValueError, match="zero channels"):
         zero_channels(model, {"layers.0.bn1": torch.zeros(16, dtype=torch.bool)})
-    densenet = DenseNet(depth=10, growth=4, num_classes=10)
-    with pytest.raises(ValueError, match="DenseNet"):
-        prunable_bns(densenet)
-    with pytest.raises(ValueError, match="DenseNet"):
-        shrink(densenet, {})
     with pytest.raises(ValueError, match="does not support"):
         prunable_bns(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
