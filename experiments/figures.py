@@ -102,11 +102,12 @@ def grouped_bars(ax: plt.Axes, points: pd.DataFrame, y: str, group: str = "match
 
 
 def dense_band(ax: plt.Axes, dense: pd.DataFrame, y: str = "test_acc", scale: float = 100.0) -> None:
-    """The dense control as a horizontal line (mean) and band (± std) across the panel."""
+    """The dense control as a horizontal line (mean) and band (± std; none for one seed) across the panel."""
     for _, row in dense.iterrows():
         mean, std = row[y] * scale, row[f"{y}_std"] * scale
         ax.axhline(mean, color=DENSE_COLOR, lw=1, ls="--", label="dense")
-        ax.axhspan(mean - std, mean + std, color=DENSE_COLOR, alpha=0.12, lw=0)
+        if np.isfinite(std):
+            ax.axhspan(mean - std, mean + std, color=DENSE_COLOR, alpha=0.12, lw=0)
 
 
 def compression_axis(ax: plt.Axes) -> None:

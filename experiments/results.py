@@ -34,10 +34,10 @@ def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation (NaN for a single value: one seed says nothing of the spread)."""
     n = len(values)
     mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
     return mean, std
 
 
@@ -68,7 +68,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
              f"{'test acc (%)':>15s} {'sparsity (%)':>13s} {'FLOPs kept':>10s}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        acc = f"{100 * r['test_acc']:.2f} +- {100 * r['test_acc_std']:.2f}"
+        acc = f"{100 * r['test_acc']:.2f}" + ("" if math.isnan(r["test_acc_std"]) else f" +- {100 * r['test_acc_std']:.2f}")
         lines.append(f"{r['name'][:42]:42s} {r['method'][:10]:10s} {r['model'][:10]:10s} {r['dataset'][:8]:8s} "
                      f"{r['seeds']:5d} {r['epochs']:6d} {acc:>15s} {100 * r['sparsity']:13.2f} "
                      f"{100 * r['flops_kept']:9.1f}%")
@@ -236,7 +236,7 @@ def aggregate(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> pd.Data
     """One row per group of ``keys`` (default: per experiment, i.e. over its seeds).
 
     Each metric of METRICS becomes its mean and ``<metric>_std``, the sample standard deviation
-    (n - 1 in the denominator; 0 for a single seed, as ``mean_std``); ``seeds`` counts the runs;
+    (n - 1 in the denominator; NaN for a single seed, as ``mean_std``); ``seeds`` counts the runs;
     every other column keeps the group's first value.
     """
     metrics = [m for m in METRICS if m in frame and m not in keys]
@@ -246,7 +246,7 @@ def aggregate(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> pd.Data
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce")
             row[m] = values.mean()
-            row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else 0.0
+            row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else math.nan
         row["seeds"] = len(group)
         rows.append(row)
     columns = [c for c in frame.columns if c not in ("seed", "run_dir")] + [f"{m}_std" for m in metrics] + ["seeds"]
@@ -271,9 +271,10 @@ def title_line(frame: pd.DataFrame) -> str:
         counts = frame.groupby("name")["seed"].nunique()
     lo, hi = int(counts.min()), int(counts.max())
     seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+    spread = " (mean ± std)" if hi > 1 else " (no spread from one seed)"
     data = "; ".join(sorted(set(frame["data_label"].astype(str))))
     profiles = ", ".join(sorted(set(frame["profile"].astype(str))))
-    return f"{data} | profile {profiles} | {seeds} per point (mean ± std)"
+    return f"{data} | profile {profiles} | {seeds} per point{spread}"
 
 
 def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -295,7 +296,7 @@ def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def epoch_mean(history: pd.DataFrame, columns: tuple[str, ...] = ("test_acc", "train_acc", "sparsity")
                ) -> pd.DataFrame:
-    """Per experiment and epoch: mean and sample std over seeds of ``columns`` (``<c>_std``; 0 for one
+    """Per experiment and epoch: mean and sample std over seeds of ``columns`` (``<c>_std``; NaN for one
     seed), with the experiment's descriptive columns and ``seeds``."""
     info = [c for c in ("method", "variant", "family", "label", "lam", "model", "dataset", "data_label", "profile")
             if c in history]
@@ -303,7 +304,7 @@ def epoch_mean(history: pd.DataFrame, columns: tuple[str, ...] = ("test_acc", "t
         return pd.DataFrame(columns=["name", "epoch", *info, *columns, *(f"{c}_std" for c in columns), "seeds"])
     grouped = history.groupby(["name", "epoch"], sort=True)
     out = grouped[list(columns)].mean()
-    std = grouped[list(columns)].std(ddof=1).fillna(0.0).add_suffix("_std")
+    std = grouped[list(columns)].std(ddof=1).add_suffix("_std")
     out = out.join(std).join(grouped[info].first()).join(grouped["seed"].nunique().rename("seeds"))
     return out.reset_index()
 
@@ -323,7 +324,7 @@ def layers_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def layer_density(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment and layer: density mean and sample std over seeds (``density_std``; 0 for one
+    """Per experiment and layer: density mean and sample std over seeds (``density_std``; NaN for one
     seed), the run-level sparsity averaged likewise, and ``seeds``."""
     columns = ["name", "variant", "point", "model", "dataset", "layer_index", "layer", "type", "weights",
                "density", "density_std", "sparsity", "seeds"]
@@ -332,7 +333,7 @@ def layer_density(layers: pd.DataFrame) -> pd.DataFrame:
     grouped = layers.groupby(["name", "layer_index"], sort=True)
     out = grouped[["variant", "point", "model", "dataset", "layer", "type", "weights"]].first()
     out["density"] = grouped["density"].mean()
-    out["density_std"] = grouped["density"].std(ddof=1).fillna(0.0)
+    out["density_std"] = grouped["density"].std(ddof=1)
     out["sparsity"] = grouped["sparsity"].mean()
     out["seeds"] = grouped["seed"].nunique()
     return out.reset_index()[columns]
@@ -420,9 +421,14 @@ def _cell(value: Any, digits: int) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _mean_pm_std(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
 def summary_markdown(table: pd.DataFrame) -> str:
-    """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std" (%), the
-    paper columns blank where no figure is cited; the data labels follow as a footnote."""
+    """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std" (%; the mean
+    alone for one seed), the paper columns blank where no figure is cited; the data labels follow
+    as a footnote."""
     header = ["experiment", "method", "model", "dataset", "seeds", "epochs", "test acc (%)", "sparsity (%)",
               "compression", "FLOPs kept (%)", "nonzero params", "paper test acc (%)", "paper sparsity (%)",
               "paper source"]
@@ -430,8 +436,8 @@ def summary_markdown(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         cells = [_cell(r["experiment"], 0), _cell(r["variant"], 0), _cell(r["model"], 0), _cell(r["dataset"], 0),
                  str(int(r["seeds"])), str(int(r["epochs"])),
-                 f"{r['test_acc_pct']:.2f} ± {r['test_acc_std_pct']:.2f}",
-                 f"{r['sparsity_pct']:.2f} ± {r['sparsity_std_pct']:.2f}", _cell(float(r["compression"]), 1),
+                 _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+                 _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]), _cell(float(r["compression"]), 1),
                  _cell(float(r["flops_kept_pct"]), 1), f"{int(round(r['params_nonzero'])):,}",
                  _cell(float(r["paper_test_acc_pct"]), 2), _cell(float(r["paper_sparsity_pct"]), 2),
                  _cell(r["paper_source"], 0)]

@@ -83,7 +83,8 @@ def test_aggregate_mean_and_sample_std_over_seeds(tree: Path) -> None:
     assert rda.sparsity == pytest.approx((s0 + s1) / 2)
     assert rda.sparsity_std == pytest.approx(hand_std(s0, s1))
     single = points.loc["random_r20_s50"]
-    assert single.seeds == 1 and single.test_acc == pytest.approx(0.73) and single.test_acc_std == 0.0
+    assert single.seeds == 1 and single.test_acc == pytest.approx(0.73)
+    assert math.isnan(single.test_acc_std)  # one seed: no spread, not a spread of zero
 
 
 def test_summarise_agrees_with_aggregate(tree: Path) -> None:
@@ -95,6 +96,9 @@ def test_summarise_agrees_with_aggregate(tree: Path) -> None:
     assert rows["dense_r20"]["seeds"] == 2 and rows["dense_r20"]["data"] == SYNTHETIC_LABEL
     assert "dense_r20" in R.format_table(list(rows.values()))
     assert R.mean_std([0.80, 0.82]) == pytest.approx((0.81, hand_std(0.80, 0.82)))
+    assert R.mean_std([0.7])[0] == 0.7 and math.isnan(R.mean_std([0.7])[1])
+    table = R.format_table(list(rows.values()))
+    assert "81.00 +- 1.41" in table and " 73.00 " in table and "73.00 +-" not in table
 
 
 def test_title_line_names_data_profile_and_seeds(tree: Path) -> None:
@@ -103,7 +107,8 @@ def test_title_line_names_data_profile_and_seeds(tree: Path) -> None:
     assert SYNTHETIC_LABEL in line and "profile subset" in line and "1-2 seeds per point" in line
     two = runs[runs.name == "dense_r20"]
     assert "| 2 seeds per point" in R.title_line(two) and "| 2 seeds" in R.title_line(R.aggregate(two))
-    assert "| 1 seed per point" in R.title_line(runs[runs.name == "l0hc_r20"])
+    assert "| 1 seed per point (no spread" in R.title_line(runs[runs.name == "l0hc_r20"])
+    assert "(mean ± std)" in R.title_line(two)
 
 
 def test_matched_finds_controlled_comparisons(tree: Path) -> None:
@@ -150,6 +155,8 @@ def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
     dense_line = ("| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 | 0.00 ± 0.00 | 1.0 | 100.0 "
                   "| 4,000 |  |  |  |")
     assert dense_line in markdown
+    single = table.set_index("experiment").loc["random_r20_s50"]
+    assert f"| 1 | 3 | 73.00 | {single.sparsity_pct:.2f} |" in markdown  # the mean alone for one seed
     assert SYNTHETIC_LABEL in markdown and "Profile: subset" in markdown
     reported = {"dense_r20": {"test_acc": 0.5, "sparsity": 0.25, "source": "Paper, Table 9"}}
     cited = R.summary_frame(runs, reported=reported)
