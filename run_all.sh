@@ -5,8 +5,8 @@
 #   ./run_all.sh                        the full reproduction (GPU)
 # Options: --only PATTERN, --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
 #          --seeds N, --force, --jobs N (N runner processes side by side, each taking every N-th
-#          (experiment, seed) pair; their output lines are prefixed [k/N]). Finished runs are
-#          skipped; interrupted ones resume.
+#          (experiment, seed) pair and nproc/N CPU threads unless OMP_NUM_THREADS is set; their
+#          output lines are prefixed [k/N]). Finished runs are skipped; interrupted ones resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 profile=full
@@ -31,7 +31,12 @@ status=0
 if [ "$jobs" -eq 1 ]; then
   python -m experiments.run experiments/configs --profile "$profile" ${run_args[@]+"${run_args[@]}"} || status=$?
 else
-  # N processes on the same device(s), disjoint shards of the (experiment, seed) pairs.
+  # N processes on the same device(s), disjoint shards of the (experiment, seed) pairs. Unless
+  # OMP_NUM_THREADS says otherwise, they share the CPU cores instead of each taking all of them.
+  if [ -z "${OMP_NUM_THREADS:-}" ]; then
+    cores=$(nproc)
+    export OMP_NUM_THREADS=$(( cores / jobs > 0 ? cores / jobs : 1 ))
+  fi
   pids=()
   for ((k = 0; k < jobs; k++)); do
     ( python -m experiments.run experiments/configs --profile "$profile" --shard "$k/$jobs" --no-progress \
