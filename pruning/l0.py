@@ -48,13 +48,14 @@ removed with ``pruning.surgery.shrink`` (exact, since their BN weight and bias a
 every gate of a removable layer is closed, the layer's output is exactly zero: the channel with
 the largest log alpha is kept physically (with zero BN weight and bias, so outputs are
 unchanged), since a layer cannot have zero channels. The exported model has no gates and no
-hooks and computes, in eval mode, what the gated model computed.
+hooks and computes, in eval mode, what the gated model computed. Its latency is measured against
+the unshrunk model (``pruning.latency.pruned_vs_dense``) at ``latency_batch_sizes``.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -64,6 +65,7 @@ from models import resnet, resnet_cifar
 from models.vgg import VGG
 from pruning.accounting import prunable_layers
 from pruning.base import Method, MethodConfig, Schedule, Stage, epochs_field
+from pruning.latency import pruned_vs_dense
 from pruning.surgery import physical_report, shrink
 
 BETA = 2.0 / 3.0  # temperature
@@ -169,6 +171,9 @@ class GateConfig(MethodConfig):
     gate_lr: float = 1e-3  # Adam learning rate of the gate parameters (no weight decay)
     finetune_epochs: int = epochs_field(0)  # last stage: frozen deterministic gates, no penalty
     finetune_lr: float | None = None  # constant learning rate of that stage; required with it
+    latency_batch_sizes: list[int] = field(default_factory=lambda: [1, 128])  # exported against dense
+    latency_warmup: int = 2
+    latency_repeats: int = 5
 
     def __post_init__(self) -> None:
         if self.lam < 0:
@@ -203,6 +208,7 @@ class ChannelGates(Method):
         self.gates: GateParameters | None = None
         self.frozen = False
         self.input_shape: list[int] | None = None  # (C, H, W) seen by the first forward
+        self.unshrunk: nn.Module | None = None  # set by export
         self.channels_open: dict[str, int] = {}  # filled by export
         self._handles: list[Any] = []
         self._current: list[torch.Tensor] = []  # log alphas of the forward in progress
@@ -352,6 +358,7 @@ class ChannelGates(Method):
                     conv.bias[closed] = 0
                 for name in layer.readers:
                     final.get_submodule(name).weight[:, closed] = 0
+        self.unshrunk = final  # the dense architecture, gates folded in: the latency reference
         return shrink(final, keep) if keep else final
 
     def metrics(self, model: nn.Module) -> dict[str, Any]:
@@ -363,7 +370,11 @@ class ChannelGates(Method):
             "channels_physical": {layer.bn: model.get_submodule(layer.bn).num_features for layer in self.layers},
         }
         if self.input_shape is not None:
-            out.update(physical_report(model, tuple(self.input_shape)))
+            shape = tuple(self.input_shape)
+            out.update(physical_report(model, shape))
+            if self.unshrunk is not None:
+                out["latency"] = pruned_vs_dense(model, self.unshrunk, shape, self.cfg.latency_batch_sizes,
+                                                 self.cfg.latency_warmup, self.cfg.latency_repeats)
         return out
 
     def state_dict(self) -> dict[str, Any]:

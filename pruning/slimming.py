@@ -31,7 +31,7 @@ from torch import nn
 
 from pruning import surgery
 from pruning.base import Method, MethodConfig, Schedule, Stage, epochs_field
-from pruning.latency import measure_latency
+from pruning.latency import pruned_vs_dense
 from pruning.masks import ParamMasks
 
 
@@ -157,20 +157,7 @@ class Slimming(Method):
             **surgery.physical_report(model, shape),
             "params_physical_dense": dense["params_physical"],
             "flops_physical_dense": dense["flops_physical"],
-            "latency": self.latency(model, masked, shape),
+            "latency": pruned_vs_dense(model, masked, shape, self.cfg.latency_batch_sizes, self.cfg.latency_warmup,
+                                       self.cfg.latency_repeats),
         }
         return out
-
-    def latency(self, pruned: nn.Module, dense: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
-        """Per device and batch size: the pruned and dense architectures' latency, and the speed-up."""
-        c = self.cfg
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        result: dict[str, Any] = {}
-        for device in devices:
-            for batch in c.latency_batch_sizes:
-                timing = {kind: measure_latency(net, shape, batch, device, warmup=c.latency_warmup,
-                                                repeats=c.latency_repeats)
-                          for kind, net in (("pruned", pruned), ("dense", dense))}
-                timing["speedup"] = timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"]
-                result[f"{device}_batch{batch}"] = timing
-        return result

@@ -130,8 +130,9 @@ def run_dir(folder: Path) -> Path:
 
 def comparable_metrics(folder: Path) -> dict[str, Any]:
     """metrics.json of ``run_config(folder, ...)`` without what legitimately differs between two
-    runs (wall time, code revision)."""
+    runs (wall time, code revision, measured latencies)."""
     metrics = json.loads((run_dir(folder) / "metrics.json").read_text())
     for key in ("wall_time_s", "git_revision"):
         metrics.pop(key)
+    metrics.pop("latency", None)
     return metrics

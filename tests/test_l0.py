@@ -245,6 +245,8 @@ def test_export_equals_gated_model_in_eval(case: str) -> None:
                                             for layer in method.layers}
     assert metrics["params_physical"] == sum(p.numel() for p in final.parameters())
     assert metrics["flops_physical"] > 0 and metrics["channels_open"] == method.channels_open
+    assert set(metrics["latency"]) >= {"cpu_batch1", "cpu_batch128"}  # exported against the unshrunk model
+    assert metrics["latency"]["cpu_batch1"]["speedup"] > 0
 
 
 @pytest.mark.parametrize("case", ["vgg", "cifar_resnet", "resnet50_like"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.latency import measure_latency
+from pruning.latency import compare_latency, measure_latency, pruned_vs_dense
 
 
 def tiny_model() -> nn.Module:
@@ -36,3 +36,33 @@ def test_measure_latency_single_repeat_and_bad_arguments() -> None:
     assert result["latency_iqr_ms"] == 0 and result["latency_median_ms"] > 0
     with pytest.raises(ValueError):
         measure_latency(tiny_model(), (3, 8, 8), batch_size=1, device="cpu", repeats=0)
+
+
+def test_compare_latency_times_every_model_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+
+    class Tagged(nn.Module):
+        def __init__(self, tag: str, width: int) -> None:
+            super().__init__()
+            self.tag, self.net = tag, nn.Conv2d(3, width, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            order.append(self.tag)
+            return self.net(x)
+
+    result = compare_latency({"a": Tagged("a", 2), "b": Tagged("b", 64)}, (3, 8, 8), batch_size=2, device="cpu",
+                             warmup=2, repeats=3)
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up per model, then one timed pass of each per round
+    assert set(result) == {"a", "b"}
+    assert all(r["repeats"] == 3 and r["latency_median_ms"] > 0 for r in result.values())
+
+
+def test_pruned_vs_dense_reports_each_batch_size_and_the_speedup() -> None:
+    small = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())
+    big = nn.Sequential(nn.Conv2d(3, 32, 3), nn.Flatten())
+    result = pruned_vs_dense(small, big, (3, 8, 8), [1, 4], warmup=0, repeats=2)
+    expected = {f"{d}_batch{b}" for d in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) for b in (1, 4)}
+    assert set(result) == expected
+    timing = result["cpu_batch4"]
+    assert timing["pruned"]["batch_size"] == timing["dense"]["batch_size"] == 4
+    assert timing["speedup"] == pytest.approx(timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"])
