@@ -25,6 +25,12 @@ done per image in Python, fp32, contiguous memory, the loss read back every step
 shows the median epoch's images/s, the ratio to dense SGD, and the speed-up of dense SGD over
 the reference loop.
 
+``latency``: inference latency of channel-pruned runs (network slimming, L0-HC, Dep-L0), again
+and on a quiet machine: each finished run's exported model is rebuilt from its checkpoint
+(``experiments.run.load_exported``) and timed in turns against the dense architecture it was
+shrunk from (``pruning.latency.pruned_vs_dense``), with more repeats than the measurement at the
+end of a run, which may have shared the machine with other runs.
+
 ``jobs``: training throughput with N runs side by side on one device: for each N of
 ``--jobs``, N processes each time dense SGD (``train --variants "dense sgd"``) at once; the
 total is the sum of their images/s, with the overlap of their timed windows (intersection over
@@ -52,7 +58,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from experiments import config as C
 from experiments.data import CIFAR, DeviceBatches, Split
-from experiments.run import optimizer_factory
+from experiments.run import load_exported, optimizer_factory
 from experiments.train import LoopSettings, Trainer
 from models import build_model
 from optim.rda import RDA
@@ -60,6 +66,7 @@ from pruning import METHODS
 from pruning.base import MethodConfig, Schedule
 from pruning.dense import DenseConfig
 from pruning.dep_l0 import DepL0Config
+from pruning.latency import pruned_vs_dense
 from pruning.l0 import L0HCConfig
 from pruning.magnitude import MagnitudeConfig
 from pruning.rda import RDAMethod, RDAMethodConfig
@@ -365,6 +372,57 @@ def format_jobs_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bench_latency(run_dirs: list[Path], batch_sizes: list[int], warmup: int, repeats: int) -> dict[str, Any]:
+    """``pruned_vs_dense`` of every channel-pruned run among ``run_dirs`` (others are listed as skipped)."""
+    runs, skipped = [], []
+    for run_dir in run_dirs:
+        final, method, metrics = load_exported(run_dir, torch.device("cpu"))
+        reference = getattr(method, "reference", None)
+        if reference is None:  # not a channel-pruning run: nothing physically smaller to time
+            skipped.append(str(run_dir))
+            continue
+        shape = tuple(metrics["input_shape"])
+        runs.append({"run": str(run_dir), "name": metrics["name"], "test_acc": metrics["test_acc"],
+                     "params_physical": metrics["params_physical"],
+                     "params_physical_dense": sum(p.numel() for p in reference.parameters()),
+                     "flops_physical": metrics["flops_physical"],
+                     "latency": pruned_vs_dense(final, reference, shape, batch_sizes, warmup, repeats)})
+    return {"device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "warmup": warmup, "repeats": repeats, "runs": runs, "skipped": skipped}
+
+
+def latency_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run folders as given, and below a results folder every finished run whose metrics have a latency."""
+    dirs = []
+    for path in paths:
+        if (path / "metrics.json").exists():
+            dirs.append(path)
+            continue
+        for metrics in sorted(path.glob("*/seed*/metrics.json")):
+            if "latency" in json.loads(metrics.read_text()):
+                dirs.append(metrics.parent)
+    return dirs
+
+
+def format_latency_table(result: dict[str, Any]) -> str:
+    keys = sorted({k for run in result["runs"] for k in run["latency"] if k != "load_average"},
+                  key=lambda k: (k.split("_batch")[0], int(k.split("_batch")[1])))
+    lines = [f"latency: pruned against dense architecture, median of {result['repeats']} passes in turns; "
+             f"{result['device']}",
+             f"{'run':48s} {'params':>8s} " + " ".join(f"{k + ' ms (x)':>24s}" for k in keys)]
+    for run in result["runs"]:
+        cells = []
+        for k in keys:
+            t = run["latency"][k]
+            cells.append(f"{t['pruned']['latency_median_ms']:.2f}/{t['dense']['latency_median_ms']:.2f} "
+                         f"({t['speedup']:.2f}x)")
+        share = run["params_physical"] / run["params_physical_dense"]
+        lines.append(f"{run['name'][:48]:48s} {100 * share:7.1f}% " + " ".join(f"{c:>24s}" for c in cells))
+    if result["skipped"]:
+        lines.append(f"skipped (not channel-pruned): {len(result['skipped'])} run(s)")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -392,6 +450,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tr.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference loop")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
+    lt = sub.add_parser("latency", help="CPU latency of channel-pruned runs' exported models against dense")
+    lt.add_argument("runs", nargs="+", type=Path, help="run folders (<results>/<experiment>/seed<k>) or results "
+                    "folders (every finished run below that has a latency entry)")
+    lt.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 128])
+    lt.add_argument("--warmup", type=int, default=10, help="untimed passes of each model first")
+    lt.add_argument("--repeats", type=int, default=50, help="timed passes of each model, in turns")
+    lt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    lt.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     jb = sub.add_parser("jobs", help="total training images/s of N runs side by side on one device")
     jb.add_argument("--device", required=True, choices=["cpu", "cuda"])
     jb.add_argument("--jobs", type=int, nargs="+", default=[1, 2, 4], help="numbers of processes to try")
@@ -407,7 +473,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device is available", file=sys.stderr)
         return 1
     if args.threads is not None:
@@ -415,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "optimizer":
         result = bench_optimizer(torch.device(args.device), args.repeats, args.warmup, args.model)
         print(format_table(result))
+    elif args.command == "latency":
+        result = bench_latency(latency_run_dirs(args.runs), args.batch_sizes, args.warmup, args.repeats)
+        print(format_latency_table(result))
     elif args.command == "train":
         result = bench_train(torch.device(args.device), tuple(args.models), args.batch, args.steps, args.epochs,
                              args.warmup, args.channels_last, args.bf16, args.compile, args.workers,

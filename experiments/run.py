@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import fnmatch
+import json
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from experiments import config as C
@@ -30,7 +32,7 @@ from experiments import distributed as D
 from experiments.data import CIFAR, DataError, DeviceBatches, describe, load_cifar
 from experiments.records import (atomic_torch_save, atomic_write_json, atomic_write_text, environment,
                                  history_csv)
-from experiments.schema import ConfigError
+from experiments.schema import ConfigError, validate
 from experiments.train import LoopSettings, Optimizers, Trainer, TrainingDiverged, evaluate
 from models import build_model
 from optim.rda import RDA
@@ -254,6 +256,29 @@ def run_one(cfg: C.ExperimentConfig, seed: int, out: Path, data_root: Path, devi
     print(f"[done] {cfg.name} seed {seed}: test acc {test_acc:.4f}, sparsity {report['sparsity']:.4f}, "
           f"{trainer.elapsed:.0f}s -> {run_dir}")
     return metrics
+
+
+def load_exported(run_dir: Path, device: torch.device) -> tuple[nn.Module, Method, dict[str, Any]]:
+    """A finished run's exported (final) model, rebuilt from its config.yaml, checkpoint.pt and
+    metrics.json; with the method that exported it (channel methods keep the dense architecture
+    they shrank as ``method.reference``) and the metrics."""
+    files = {name: run_dir / name for name in ("config.yaml", "checkpoint.pt", "metrics.json")}
+    missing = [str(path) for path in files.values() if not path.exists()]
+    if missing:
+        raise DataError(f"{run_dir}: not a finished run with its checkpoint (missing {', '.join(missing)})")
+    raw = yaml.safe_load(files["config.yaml"].read_text())
+    raw.pop("seed", None)  # the resolved config records its seed beside the experiment's keys
+    try:
+        cfg = validate(C.ExperimentConfig, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{files['config.yaml']}: {exc}") from None
+    metrics = json.loads(files["metrics.json"].read_text())
+    state = torch.load(files["checkpoint.pt"], map_location=device, weights_only=True)
+    method = METHODS[cfg.method.name](cfg.method)
+    model = method.prepare(build_model(cfg.model, metrics["num_classes"]).to(device))
+    model.load_state_dict(state["model"])  # as the loop resumes: the model, then the method
+    method.load_state_dict(state["method"])
+    return method.export(model), method, metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,7 +208,7 @@ class ChannelGates(Method):
         self.gates: GateParameters | None = None
         self.frozen = False
         self.input_shape: list[int] | None = None  # (C, H, W) seen by the first forward
-        self.unshrunk: nn.Module | None = None  # set by export
+        self.reference: nn.Module | None = None  # set by export: the unshrunk model, gates folded in
         self.channels_open: dict[str, int] = {}  # filled by export
         self._handles: list[Any] = []
         self._current: list[torch.Tensor] = []  # log alphas of the forward in progress
@@ -358,7 +358,7 @@ class ChannelGates(Method):
                     conv.bias[closed] = 0
                 for name in layer.readers:
                     final.get_submodule(name).weight[:, closed] = 0
-        self.unshrunk = final  # the dense architecture, gates folded in: the latency reference
+        self.reference = final  # the dense architecture, gates folded in: the latency reference
         return shrink(final, keep) if keep else final
 
     def metrics(self, model: nn.Module) -> dict[str, Any]:
@@ -372,8 +372,8 @@ class ChannelGates(Method):
         if self.input_shape is not None:
             shape = tuple(self.input_shape)
             out.update(physical_report(model, shape))
-            if self.unshrunk is not None:
-                out["latency"] = pruned_vs_dense(model, self.unshrunk, shape, self.cfg.latency_batch_sizes,
+            if self.reference is not None:
+                out["latency"] = pruned_vs_dense(model, self.reference, shape, self.cfg.latency_batch_sizes,
                                                  self.cfg.latency_warmup, self.cfg.latency_repeats)
         return out
 

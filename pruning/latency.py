@@ -14,6 +14,7 @@ plus what the pass allocated), in bytes.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Any
 
@@ -92,9 +93,11 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: 
 def pruned_vs_dense(pruned: nn.Module, dense: nn.Module, input_shape: tuple[int, ...], batch_sizes: list[int],
                     warmup: int, repeats: int) -> dict[str, Any]:
     """Per device (the CPU, and CUDA when available) and batch size, ``"<device>_batch<b>"``: the
-    pruned and the dense architecture timed in turns, and ``speedup`` = dense / pruned median."""
+    pruned and the dense architecture timed in turns, and ``speedup`` = dense / pruned median.
+    ``load_average`` is the machine's 1-minute load average just before (None where the OS has
+    none): CPU timings taken beside other busy processes are only rough."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     for device in devices:
         for batch in batch_sizes:
             timing: dict[str, Any] = compare_latency({"pruned": pruned, "dense": dense}, input_shape, batch,

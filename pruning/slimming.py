@@ -86,7 +86,7 @@ class Slimming(Method):
         self.gammas = [model.get_submodule(n).weight for n in self.bns]
         self.masker = ParamMasks(model)
         self.keep: dict[str, torch.Tensor] | None = None
-        self.masked: nn.Module | None = None
+        self.reference: nn.Module | None = None  # set by export: the masked dense architecture
         return model
 
     def stages(self, train_epochs: int) -> list[Stage]:
@@ -132,7 +132,7 @@ class Slimming(Method):
     def export(self, model: nn.Module) -> nn.Module:
         if self.keep is None:
             return model
-        self.masked = model
+        self.reference = model
         return surgery.shrink(model, self.keep)
 
     def state_dict(self) -> dict[str, Any]:
@@ -149,7 +149,7 @@ class Slimming(Method):
         kept = {n: int(k.sum()) for n, k in self.keep.items()}
         total = sum(k.numel() for k in self.keep.values())
         shape = tuple(self.cfg.input_shape)
-        masked = self.masked if self.masked is not None else model  # the dense architecture, masked
+        masked = self.reference if self.reference is not None else model  # the dense architecture, masked
         dense = surgery.physical_report(masked, shape)
         out |= {
             "channel_ratio_achieved": 1.0 - sum(kept.values()) / total,

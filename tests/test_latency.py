@@ -62,7 +62,8 @@ def test_pruned_vs_dense_reports_each_batch_size_and_the_speedup() -> None:
     big = nn.Sequential(nn.Conv2d(3, 32, 3), nn.Flatten())
     result = pruned_vs_dense(small, big, (3, 8, 8), [1, 4], warmup=0, repeats=2)
     expected = {f"{d}_batch{b}" for d in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) for b in (1, 4)}
-    assert set(result) == expected
+    assert set(result) == expected | {"load_average"}
+    assert result["load_average"] is None or result["load_average"] >= 0
     timing = result["cpu_batch4"]
     assert timing["pruned"]["batch_size"] == timing["dense"]["batch_size"] == 4
     assert timing["speedup"] == pytest.approx(timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"])

@@ -6,7 +6,11 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import comparable_metrics, run_config, straight_and_interrupted
+from experiments.data import DataError
+from experiments.run import load_exported
+from models import build_model
+from pruning.accounting import sparsity_report
+from tests.helpers import comparable_metrics, run_config, run_dir, straight_and_interrupted
 
 CONFIG = """\
 model: resnet20
@@ -77,3 +81,29 @@ def test_nan_loss_stops_without_metrics(tmp_path: Path, tiny_cifar: Path, capsys
     assert run(tmp_path, tiny_cifar, "--set", "optimizer.lr=1e12", "--set", "train.epochs=2") == 1
     assert "training loss is nan" in capsys.readouterr().err
     assert not (tmp_path / "results" / "tiny" / "seed0" / "metrics.json").exists()
+
+
+SLIMMING = """\
+model: resnet20
+data: {dataset: cifar10, batch_size: 32}
+train: {epochs: 1, schedule: {name: constant}}
+optimizer: {name: sgd, lr: 0.05}
+method: {name: slimming, l1: 1.0e-4, channel_ratio: 0.5, finetune_epochs: 1, finetune_lr: 0.05,
+         finetune_schedule: {name: constant}, latency_batch_sizes: [2], latency_warmup: 0, latency_repeats: 1}
+"""
+
+
+def test_load_exported_rebuilds_the_measured_model(tmp_path: Path, tiny_cifar: Path) -> None:
+    assert run_config(tmp_path, tiny_cifar, SLIMMING) == 0
+    folder = run_dir(tmp_path)
+    final, method, metrics = load_exported(folder, torch.device("cpu"))
+    assert metrics == json.loads((folder / "metrics.json").read_text())
+    report = sparsity_report(final, build_model("resnet20", 10), (3, 32, 32))
+    assert report["sparsity"] == metrics["sparsity"] and report["params_total"] == metrics["params_physical"]
+    assert sum(p.numel() for p in method.reference.parameters()) == metrics["params_physical_dense"]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():  # the physically smaller model computes what the masked one did
+        assert torch.allclose(final.eval()(x), method.reference.eval()(x), atol=1e-5)
+    (folder / "checkpoint.pt").unlink()
+    with pytest.raises(DataError, match="checkpoint.pt"):
+        load_exported(folder, torch.device("cpu"))
