@@ -91,7 +91,8 @@ VARIANT_ORDER = (
     "dense",
     "xRDA log-l1", "xRDA plain l1", "magnitude one-shot", "magnitude iterative", "lottery ticket",
     "lottery ticket (random reinit)", "random", "proximal SGD log-l1", "RDA (a=1) log-l1",
-    "xRDA log-l1 (kernel)", "xRDA log-l1 (channel)", "network slimming", "L0-HC", "Dep-L0 (forward)",
+    "xRDA log-l1 (kernel)", "xRDA log-l1 (channel)", "xRDA log-l1 (kernel), group prox",
+    "xRDA log-l1 (channel), group prox", "network slimming", "L0-HC", "Dep-L0 (forward)",
     "Dep-L0 (backward)", "xRDA plain l1 (kernel)", "xRDA plain l1 (channel)", "proximal SGD plain l1",
     "RDA (a=1) plain l1",
 )
