@@ -149,15 +149,15 @@ class Slimming(Method):
         kept = {n: int(k.sum()) for n, k in self.keep.items()}
         total = sum(k.numel() for k in self.keep.values())
         shape = tuple(self.cfg.input_shape)
-        masked = self.reference if self.reference is not None else model  # the dense architecture, masked
-        dense = surgery.physical_report(masked, shape)
+        reference = self.reference if self.reference is not None else model  # the dense architecture, masked
+        dense = surgery.physical_report(reference, shape)
         out |= {
             "channel_ratio_achieved": 1.0 - sum(kept.values()) / total,
             "kept_channels": {n: [kept[n], self.keep[n].numel()] for n in self.bns},
             **surgery.physical_report(model, shape),
             "params_physical_dense": dense["params_physical"],
             "flops_physical_dense": dense["flops_physical"],
-            "latency": pruned_vs_dense(model, masked, shape, self.cfg.latency_batch_sizes, self.cfg.latency_warmup,
-                                       self.cfg.latency_repeats),
+            "latency": pruned_vs_dense(model, reference, shape, self.cfg.latency_batch_sizes,
+                                       self.cfg.latency_warmup, self.cfg.latency_repeats),
         }
         return out
