@@ -148,9 +148,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate one experiment YAML; errors name the file and the key."""
-    path = Path(path)
+def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -159,6 +157,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_run_config(path: str | Path) -> ExperimentConfig:
+    """The resolved config a run wrote (its config.yaml: the experiment's keys and its seed)."""
+    path = Path(path)
+    data = _read_mapping(path)
+    data.pop("seed", None)
+    try:
+        return validate(ExperimentConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate one experiment YAML; errors name the file and the key."""
+    path = Path(path)
+    data = _read_mapping(path)
     data.setdefault("name", path.stem)
     try:
         for text in overrides or []:

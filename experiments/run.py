@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from experiments import config as C
@@ -32,7 +31,7 @@ from experiments import distributed as D
 from experiments.data import CIFAR, DataError, DeviceBatches, describe, load_cifar
 from experiments.records import (atomic_torch_save, atomic_write_json, atomic_write_text, environment,
                                  history_csv)
-from experiments.schema import ConfigError, validate
+from experiments.schema import ConfigError
 from experiments.train import LoopSettings, Optimizers, Trainer, TrainingDiverged, evaluate
 from models import build_model
 from optim.rda import RDA
@@ -171,6 +170,16 @@ def optimizer_factory(cfg: C.ExperimentConfig, method: Method) -> Any:
     return make
 
 
+def build_model_and_method(cfg: C.ExperimentConfig, num_classes: int, device: torch.device,
+                           channels_last: bool = False) -> tuple[nn.Module, Method]:
+    """The dense architecture on ``device``, prepared by the config's method (gates, masks)."""
+    model = build_model(cfg.model, num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    method = METHODS[cfg.method.name](cfg.method)
+    return method.prepare(model), method
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -199,11 +208,8 @@ def run_one(cfg: C.ExperimentConfig, seed: int, out: Path, data_root: Path, devi
     cuda_fast = device.type == "cuda"
     train_b, test_b, data_info = build_data(cfg, data_root, device, seed, cuda_fast)
     torch.manual_seed(seed)
-    model = build_model(cfg.model, data_info["num_classes"]).to(device)
-    if cuda_fast and cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    method = METHODS[cfg.method.name](cfg.method)
-    model = method.prepare(model)
+    model, method = build_model_and_method(cfg, data_info["num_classes"], device,
+                                           channels_last=cuda_fast and cfg.train.channels_last)
     stages = method.stages(cfg.train.epochs)
 
     resume = None
@@ -266,16 +272,10 @@ def load_exported(run_dir: Path, device: torch.device) -> tuple[nn.Module, Metho
     missing = [str(path) for path in files.values() if not path.exists()]
     if missing:
         raise DataError(f"{run_dir}: not a finished run with its checkpoint (missing {', '.join(missing)})")
-    raw = yaml.safe_load(files["config.yaml"].read_text())
-    raw.pop("seed", None)  # the resolved config records its seed beside the experiment's keys
-    try:
-        cfg = validate(C.ExperimentConfig, raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{files['config.yaml']}: {exc}") from None
+    cfg = C.load_run_config(files["config.yaml"])
     metrics = json.loads(files["metrics.json"].read_text())
     state = torch.load(files["checkpoint.pt"], map_location=device, weights_only=True)
-    method = METHODS[cfg.method.name](cfg.method)
-    model = method.prepare(build_model(cfg.model, metrics["num_classes"]).to(device))
+    model, method = build_model_and_method(cfg, metrics["num_classes"], device)
     model.load_state_dict(state["model"])  # as the loop resumes: the model, then the method
     method.load_state_dict(state["method"])
     return method.export(model), method, metrics
