@@ -30,8 +30,8 @@ def _synchronize(device: torch.device) -> None:
 def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], batch_size: int,
                     device: str | torch.device, warmup: int = 10, repeats: int = 50,
                     seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Time forward passes of a batch of ``batch_size`` inputs of ``input_shape`` (C, H, W) through
-    each model, in turns.
+    """Time forward passes of one batch of ``batch_size`` inputs of ``input_shape`` (C, H, W) through
+    each model (of one dtype), in turns.
 
     The models are copied onto ``device``, so the caller's models (device, training flag) are
     left as they were. Per model: ``latency_median_ms``, ``latency_iqr_ms`` (per batch),
@@ -42,16 +42,14 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], 
         raise ValueError("need batch_size >= 1, repeats >= 1 and warmup >= 0")
     device = torch.device(device)
     nets = {name: copy.deepcopy(model).to(device).eval() for name, model in models.items()}
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch_size, *input_shape)
-    inputs = {name: torch.randn(shape, generator=generator, dtype=next(net.parameters()).dtype).to(device)
-              for name, net in nets.items()}
+    dtype = next(next(iter(nets.values())).parameters()).dtype
+    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
     times_ms: dict[str, list[float]] = {name: [] for name in nets}
     peak: dict[str, int] = dict.fromkeys(nets, 0)
     with torch.no_grad():
         for name, net in nets.items():
             for _ in range(warmup):
-                net(inputs[name])
+                net(x)
         for _ in range(repeats):
             for name, net in nets.items():
                 _synchronize(device)
@@ -59,7 +57,7 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], 
                     before = torch.cuda.memory_allocated(device)
                     torch.cuda.reset_peak_memory_stats(device)
                 start = time.perf_counter()
-                net(inputs[name])
+                net(x)
                 _synchronize(device)
                 times_ms[name].append((time.perf_counter() - start) * 1e3)
                 if device.type == "cuda":
@@ -81,13 +79,6 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], 
             "device": str(device),
         }
     return result
-
-
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
-                    device: str | torch.device, warmup: int = 10, repeats: int = 50,
-                    seed: int = 0) -> dict[str, Any]:
-    """``compare_latency`` of one model."""
-    return compare_latency({"model": model}, input_shape, batch_size, device, warmup, repeats, seed)["model"]
 
 
 def pruned_vs_dense(pruned: nn.Module, dense: nn.Module, input_shape: tuple[int, ...], batch_sizes: list[int],

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.latency import compare_latency, measure_latency, pruned_vs_dense
+from pruning.latency import compare_latency, pruned_vs_dense
 
 
 def tiny_model() -> nn.Module:
@@ -14,10 +14,10 @@ def tiny_model() -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
 
 
-def test_measure_latency_reports_positive_figures_on_cpu() -> None:
+def test_compare_latency_reports_positive_figures_on_cpu() -> None:
     model = tiny_model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = measure_latency(model, (3, 8, 8), batch_size=4, device="cpu", warmup=1, repeats=5)
+    result = compare_latency({"m": model}, (3, 8, 8), batch_size=4, device="cpu", warmup=1, repeats=5)["m"]
     assert set(result) == {"latency_median_ms", "latency_iqr_ms", "images_per_s", "peak_memory",
                            "batch_size", "warmup", "repeats", "device"}
     assert result["latency_median_ms"] > 0
@@ -31,11 +31,12 @@ def test_measure_latency_reports_positive_figures_on_cpu() -> None:
         assert torch.equal(v, before[k])
 
 
-def test_measure_latency_single_repeat_and_bad_arguments() -> None:
-    result = measure_latency(tiny_model(), (3, 8, 8), batch_size=1, device=torch.device("cpu"), warmup=0, repeats=1)
+def test_compare_latency_single_repeat_and_bad_arguments() -> None:
+    result = compare_latency({"m": tiny_model()}, (3, 8, 8), batch_size=1, device=torch.device("cpu"), warmup=0,
+                             repeats=1)["m"]
     assert result["latency_iqr_ms"] == 0 and result["latency_median_ms"] > 0
     with pytest.raises(ValueError):
-        measure_latency(tiny_model(), (3, 8, 8), batch_size=1, device="cpu", repeats=0)
+        compare_latency({"m": tiny_model()}, (3, 8, 8), batch_size=1, device="cpu", repeats=0)
 
 
 def test_compare_latency_times_every_model_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
