@@ -148,6 +148,8 @@ def save(fig: plt.Figure, figures: str | Path, stem: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.{ext}" for ext in ("png", "pdf")]
     for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")  # keeps a caption wider than the panels
+        # bbox "tight" keeps a caption wider than the panels; no creation date, so that drawing
+        # unchanged results again gives the same bytes.
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     print("wrote " + ", ".join(str(p) for p in paths))
     return paths

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +25,23 @@ def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: in
 
     from experiments.records import atomic_write_text
 
+    from traitlets.config import Config
+
     nb = nbformat.read(notebook, as_version=4)
-    os.environ["RESULTS_DIR"] = str(results.resolve())
-    os.environ["FIGURES_DIR"] = str(figures.resolve())
+    for cell in nb.cells:  # timestamps of an earlier execution
+        cell.metadata.pop("execution", None)
+    # Paths relative to the notebook's folder (where the kernel runs): the outputs then hold no
+    # absolute path of this machine, and re-executing on unchanged results changes no byte.
+    os.environ["RESULTS_DIR"] = os.path.relpath(results.resolve(), notebook.parent.resolve())
+    os.environ["FIGURES_DIR"] = os.path.relpath(figures.resolve(), notebook.parent.resolve())
     os.environ.setdefault("MPLBACKEND", "Agg")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(notebook.parent)}})
-    client.execute()
+    # A local kernel over IPC sockets: no network port, and no warning about unencrypted TCP.
+    with tempfile.TemporaryDirectory() as sockets:
+        config = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                                coalesce_streams=True, config=config,
+                                resources={"metadata": {"path": str(notebook.parent)}})
+        client.execute()
     atomic_write_text(out, nbformat.writes(nb) + "\n")
 
 

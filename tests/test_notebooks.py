@@ -2,6 +2,7 @@
 an empty results folder. The executed copies go to tmp_path; the committed notebooks stay untouched."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -96,3 +97,23 @@ def test_caption_names_data_profile_and_seeds(tmp_path: Path) -> None:
     assert caption.startswith("What it shows\n") and SYNTHETIC_LABEL in caption
     assert "profile subset" in caption and "1-2 seeds per point" in caption
     assert [p.name for p in paths] == ["caption.png", "caption.pdf"] and all(p.exists() for p in paths)
+
+
+def test_reexecution_is_byte_identical_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """Executing a notebook again on unchanged results rewrites no byte (no timestamps, no absolute
+    paths of this machine), and the kernel says nothing on stderr (no TCP transport warning)."""
+    results = write_results_tree(tmp_path / "results")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = NOTEBOOKS / "fig1_accuracy_vs_sparsity.ipynb"
+    outputs = []
+    for k in range(2):
+        figures, out = tmp_path / f"figures{k}", tmp_path / f"executed{k}.ipynb"
+        execute(notebook, results, figures, out)
+        outputs.append((out.read_bytes(), (figures / "fig1_accuracy_vs_sparsity.pdf").read_bytes(),
+                        (figures / "fig1_accuracy_vs_sparsity.png").read_bytes()))
+    assert outputs[0][0].replace(b"figures0", b"figures1") == outputs[1][0]
+    assert outputs[0][1:] == outputs[1][1:]
+    relative = os.path.relpath(results, NOTEBOOKS)  # what the notebook is told and prints, not /tmp/...
+    assert f"under {relative}".encode() in outputs[0][0] and b"iopub.execute_input" not in outputs[0][0]
+    assert "WARNING" not in capfd.readouterr().err
