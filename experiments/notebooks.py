@@ -23,7 +23,7 @@ def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: in
     import nbformat
     from nbclient import NotebookClient
 
-    from experiments.records import atomic_write_text
+    from training.records import atomic_write_text
 
     from traitlets.config import Config
 

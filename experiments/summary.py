@@ -4,17 +4,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from experiments.results import format_table, load_runs, summarise
+from reporting.results import runs_frame
+from reporting.tables import summary_frame, summary_text
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
+    args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0]) if args else Path("results/full")
-    runs = load_runs(folder)
-    if not runs:
+    table = summary_frame(runs_frame(folder))
+    if table.empty:
         print(f"no finished runs under {folder}")
         return 0
-    print(format_table(summarise(runs)))
+    print(summary_text(table))
     return 0
 
 

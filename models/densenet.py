@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.topology import ChannelSite
+
+# Every BN of a DenseNet reads the concatenation of all earlier outputs, which later layers read
+# too: the concatenation keeps its width, and a shrunk BN selects its channels from it.
+_PRE_ACTIVATION = [ChannelSite("bn", None, ("conv",), gated=False)]
+
 
 class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, growth: int) -> None:
@@ -20,6 +26,9 @@ class DenseLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.conv(F.relu(self.bn(x)))], 1)
 
+    def channel_sites(self) -> list[ChannelSite]:
+        return _PRE_ACTIVATION
+
 
 class Transition(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -29,6 +38,9 @@ class Transition(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
+
+    def channel_sites(self) -> list[ChannelSite]:
+        return _PRE_ACTIVATION
 
 
 class DenseNet(nn.Module):
@@ -56,3 +68,6 @@ class DenseNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.features(self.conv1(x))))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def channel_sites(self) -> list[ChannelSite]:
+        return [ChannelSite("bn", None, ("fc",), gated=False)]

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.resnet import BasicBlock
+from models.topology import ChannelSite
+
 
 class PadShortcut(nn.Module):
     """Option-A shortcut: stride-2 subsampling and zero channels on both sides."""
@@ -25,22 +28,11 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, *self.pad))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut: nn.Module = PadShortcut(in_channels, out_channels, stride)
-        else:
-            self.shortcut = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+def pad_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """Option A: identity where the shape stays, else subsampling and zero channels."""
+    if stride != 1 or in_channels != out_channels:
+        return PadShortcut(in_channels, out_channels, stride)
+    return nn.Identity()
 
 
 class CifarResNet(nn.Module):
@@ -56,7 +48,7 @@ class CifarResNet(nn.Module):
         for i, width in enumerate(widths):
             for b in range(blocks):
                 stride = 2 if i > 0 and b == 0 else 1
-                layers.append(BasicBlock(in_channels, width, stride))
+                layers.append(BasicBlock(in_channels, width, stride, shortcut=pad_shortcut))
                 in_channels = width
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(in_channels, num_classes)
@@ -69,3 +61,8 @@ class CifarResNet(nn.Module):
         x = self.layers(x)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
+
+    def channel_sites(self) -> list[ChannelSite]:
+        """The stem's channels: gated, but not removable (they start the residual stream)."""
+        readers = tuple(f"layers.0.{name}" for name in self.layers[0].stream_readers())
+        return [ChannelSite("bn1", "conv1", readers, removable=False)]

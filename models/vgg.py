@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.topology import ChannelSite
+
 LAYOUTS: dict[int, list[int | str]] = {
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
@@ -39,3 +41,15 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
+
+    def channel_sites(self) -> list[ChannelSite]:
+        """Every convolution's BN: its channels are read by the next convolution, or by the
+        classifier after the last one (the 2x2 average pool leaves a 1x1 map)."""
+        convs = [i for i, layer in enumerate(self.features) if isinstance(layer, nn.Conv2d)]
+        sites = []
+        for j, i in enumerate(convs):
+            if not isinstance(self.features[i + 1], nn.BatchNorm2d):
+                raise ValueError(f"expected a BatchNorm2d after features.{i}")
+            consumer = f"features.{convs[j + 1]}" if j + 1 < len(convs) else "classifier"
+            sites.append(ChannelSite(f"features.{i + 1}", f"features.{i}", (consumer,)))
+        return sites

@@ -21,11 +21,11 @@ sys.path.insert(0, os.path.abspath(".."))  # the repository root; notebooks run 
 from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
-from experiments import figures as F, results as R
+from reporting import figures, results, tables
 
 RESULTS = Path(os.environ.get("RESULTS_DIR", "../results/subset"))
 FIGURES = Path(os.environ.get("FIGURES_DIR", "../figures/subset"))
-runs = R.runs_frame(RESULTS)
+runs = results.runs_frame(RESULTS)
 print(f"{len(runs)} finished run(s) of {runs['name'].nunique()} experiment(s) under {RESULTS}")'''
 
 CONVENTIONS = ("Every point is one experiment: the mean over its seeds of the **final-epoch** test accuracy, "
@@ -45,21 +45,21 @@ lottery tickets (and their random re-initialisation control) and random pruning;
 control is the dashed line, its band ± one std. {CONVENTIONS}
 
 Writes `fig1_accuracy_vs_sparsity.png` / `.pdf`.""", [SETUP, '''\
-sel = runs[runs.family.isin(["dense", "unstructured"]) & runs.optimizer_variant.isin(["", "xRDA"])]
-points = R.aggregate(sel)
+sel = runs[runs.family.isin(["dense", "unstructured"]) & runs.main]
+points = results.aggregate(sel)
 sparse = points[points.family == "unstructured"]
-if not F.missing(sparse, "unstructured runs (xRDA log-l1 / plain l1, magnitude, lottery ticket, random)"):
-    panels = F.pairs(sparse)
-    fig, axes = F.grid(len(panels))
+if not figures.missing(sparse, "unstructured runs (xRDA log-l1 / plain l1, magnitude, lottery ticket, random)"):
+    panels = figures.pairs(sparse)
+    fig, axes = figures.grid(len(panels))
     for ax, (model, dataset) in zip(axes, panels):
-        here = F.select(points, model, dataset)
-        if not F.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}"):
-            F.dense_band(ax, here[here.family == "dense"])
-        for variant, group in F.by_variant(here[here.family == "unstructured"]):
-            F.curve(ax, group, "compression", "test_acc", variant)
-        F.compression_axis(ax)
+        here = figures.select(points, model, dataset)
+        if not figures.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}"):
+            figures.dense_band(ax, here[here.family == "dense"])
+        for variant, group in figures.by_variant(here[here.family == "unstructured"]):
+            figures.curve(ax, group, "compression", "test_acc", variant)
+        figures.compression_axis(ax)
         ax.set(title=f"{model}, {dataset}", ylabel="final test accuracy (%)")
-    F.finish(fig, axes, "Accuracy against compression, unstructured methods (dense control: dashed, ± std band)",
+    figures.finish(fig, axes, "Accuracy against compression, unstructured methods (dense control: dashed, ± std band)",
              sel, FIGURES, "fig1_accuracy_vs_sparsity")
     plt.show()
     print(points[["name", "variant", "seeds", "test_acc", "test_acc_std", "sparsity", "compression"]].round(4))'''])
@@ -75,21 +75,21 @@ channel-grouped penalties, network slimming, L0-HC and Dep-L0; the dense control
 
 Writes `fig2_structured.png` / `.pdf`.""", [SETUP, '''\
 sel = runs[runs.family.isin(["dense", "structured"])]
-points = R.aggregate(sel)
+points = results.aggregate(sel)
 structured = points[points.family == "structured"]
-if not F.missing(structured, "structured runs (xRDA kernel / channel, network slimming, L0-HC, Dep-L0)"):
-    panels = F.pairs(structured)
-    fig, axes = F.grid(2 * len(panels), ncols=2)
+if not figures.missing(structured, "structured runs (xRDA kernel / channel, network slimming, L0-HC, Dep-L0)"):
+    panels = figures.pairs(structured)
+    fig, axes = figures.grid(2 * len(panels), ncols=2)
     for i, (model, dataset) in enumerate(panels):
-        here = F.select(points, model, dataset)
-        F.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}")
+        here = figures.select(points, model, dataset)
+        figures.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}")
         for ax, kept, what in zip(axes[2 * i:2 * i + 2], ("flops_kept", "params_kept"),
                                   ("FLOPs kept (% of dense)", "nonzero parameters kept (% of dense)")):
-            for variant, group in F.by_variant(here):
-                F.curve(ax, group, kept, "test_acc", variant, x_scale=100,
+            for variant, group in figures.by_variant(here):
+                figures.curve(ax, group, kept, "test_acc", variant, x_scale=100,
                         **({"marker": "*", "ms": 10} if variant == "dense" else {}))
             ax.set(title=f"{model}, {dataset}", xlabel=what, ylabel="final test accuracy (%)")
-    F.finish(fig, axes, "Structured sparsity: accuracy against FLOPs and parameters kept", sel, FIGURES,
+    figures.finish(fig, axes, "Structured sparsity: accuracy against FLOPs and parameters kept", sel, FIGURES,
              "fig2_structured")
     plt.show()
     print(points[["name", "variant", "seeds", "test_acc", "flops_kept", "params_kept"]].round(4))'''])
@@ -104,13 +104,13 @@ count as zeros. {CONVENTIONS}
 
 Writes `fig3_layer_density.png` / `.pdf` and the numbers as `fig3_layer_density.csv`.""", [SETUP, '''\
 sel = runs[runs.family.isin(["unstructured", "structured"])]
-density = R.layer_density(R.layers_frame(sel))
-if not F.missing(density, "per-layer tables of sparse runs"):
+density = results.layer_density(results.layers_frame(sel))
+if not figures.missing(density, "per-layer tables of sparse runs"):
     FIGURES.mkdir(parents=True, exist_ok=True)
     density.to_csv(FIGURES / "fig3_layer_density.csv", index=False)
     panels = sorted({(m, d, v) for m, d, v in zip(density.model, density.dataset, density.variant)},
-                    key=lambda p: (p[1], p[0], R.variant_key(p[2])))
-    fig, axes = F.grid(len(panels), ncols=3)
+                    key=lambda p: (p[1], p[0], figures.legend_order(runs).index(p[2])))
+    fig, axes = figures.grid(len(panels), ncols=3)
     for ax, (model, dataset, variant) in zip(axes, panels):
         here = density[(density.model == model) & (density.dataset == dataset) & (density.variant == variant)]
         for (name, point), g in here.groupby(["name", "point"]):
@@ -120,7 +120,7 @@ if not F.missing(density, "per-layer tables of sparse runs"):
         ax.set_xticks(ticks.layer_index, ticks.layer, rotation=90, fontsize=6)
         ax.set(title=f"{variant}: {model}, {dataset}", ylabel="layer density (% nonzero)", ylim=(-3, 103))
         ax.legend(fontsize=6)
-    F.finish(fig, axes, "Per-layer density of the sparse networks (conv + linear layers in network order)", sel,
+    figures.finish(fig, axes, "Per-layer density of the sparse networks (conv + linear layers in network order)", sel,
              FIGURES, "fig3_layer_density", legend=False)
     plt.show()'''])
 
@@ -135,25 +135,25 @@ epoch's. {CONVENTIONS}
 
 Writes `fig4_training_dynamics.png` / `.pdf`.""", [SETUP, '''\
 sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
-curves = R.epoch_mean(R.history_frame(sel))
-if not F.missing(curves[curves.method == "rda"], "per-epoch histories of xRDA log-l1 runs"):
-    panels = F.pairs(curves[curves.method == "rda"])
-    fig, axes = F.grid(2 * len(panels), ncols=2)
+curves = results.epoch_mean(results.history_frame(sel))
+if not figures.missing(curves[curves.method == "rda"], "per-epoch histories of xRDA log-l1 runs"):
+    panels = figures.pairs(curves[curves.method == "rda"])
+    fig, axes = figures.grid(2 * len(panels), ncols=2)
     for i, (model, dataset) in enumerate(panels):
-        here = F.select(curves, model, dataset)
-        F.missing(here[here.method == "dense"], f"dense control for {model}, {dataset}")
+        here = figures.select(curves, model, dataset)
+        figures.missing(here[here.method == "dense"], f"dense control for {model}, {dataset}")
         order = here.groupby("name")["lam"].first().sort_values(na_position="first")
         shades = plt.cm.viridis([0.85 * k / max(1, len(order) - 1) for k in range(len(order))])
         for name, shade in zip(order.index, shades):
             g = here[here.name == name]
-            color = F.DENSE_COLOR if g.method.iloc[0] == "dense" else shade
+            color = figures.DENSE_COLOR if g.method.iloc[0] == "dense" else shade
             for ax, column in zip(axes[2 * i:2 * i + 2], ("test_acc", "sparsity")):
-                F.band(ax, g.epoch, g[column], g[f"{column}_std"], g.label.iloc[0], color)
+                figures.band(ax, g.epoch, g[column], g[f"{column}_std"], g.label.iloc[0], color)
         axes[2 * i].set(title=f"{model}, {dataset}: test accuracy", xlabel="epoch", ylabel="test accuracy (%)")
         axes[2 * i + 1].set(title=f"{model}, {dataset}: weight sparsity", xlabel="epoch",
                             ylabel="zero conv + linear weights (%)")
         axes[2 * i + 1].legend(fontsize=7)
-    F.finish(fig, axes, "Training dynamics: xRDA log-l1 (one stage, from scratch) against dense", sel, FIGURES,
+    figures.finish(fig, axes, "Training dynamics: xRDA log-l1 (one stage, from scratch) against dense", sel, FIGURES,
              "fig4_training_dynamics", legend=False)
     plt.show()'''])
 
@@ -170,33 +170,33 @@ proximal SGD, a = 0; classic RDA, a = 1) and the reweighting (log-l1 vs plain l1
 Writes `fig5a_reweighting.png` / `.pdf` and `fig5b_matched_ablations.png` / `.pdf`.""", [SETUP, '''\
 rda = runs[runs.method == "rda"]
 sel = rda[rda.variant.isin(["xRDA log-l1", "xRDA plain l1"])]
-points, dense = R.aggregate(sel), R.aggregate(runs[runs.family == "dense"])
-if not F.missing(points[points.variant == "xRDA plain l1"], "xRDA plain-l1 runs for ablation (a)"):
-    panels = F.pairs(points)
-    fig, axes = F.grid(len(panels))
+points, dense = results.aggregate(sel), results.aggregate(runs[runs.family == "dense"])
+if not figures.missing(points[points.variant == "xRDA plain l1"], "xRDA plain-l1 runs for ablation (a)"):
+    panels = figures.pairs(points)
+    fig, axes = figures.grid(len(panels))
     for ax, (model, dataset) in zip(axes, panels):
-        F.dense_band(ax, F.select(dense, model, dataset))
-        for variant, group in F.by_variant(F.select(points, model, dataset)):
-            F.curve(ax, group, "compression", "test_acc", variant)
-        F.compression_axis(ax)
+        figures.dense_band(ax, figures.select(dense, model, dataset))
+        for variant, group in figures.by_variant(figures.select(points, model, dataset)):
+            figures.curve(ax, group, "compression", "test_acc", variant)
+        figures.compression_axis(ax)
         ax.set(title=f"{model}, {dataset}", ylabel="final test accuracy (%)")
-    F.finish(fig, axes, "Ablation (a): log-reweighted against plain l1 (xRDA; each point one lam)", sel, FIGURES,
+    figures.finish(fig, axes, "Ablation (a): log-reweighted against plain l1 (xRDA; each point one lam)", sel, FIGURES,
              "fig5a_reweighting")
     plt.show()''', '''\
 studies = {"optimizer.avg": "averaging: xRDA / proximal SGD / RDA", "method.reweight": "log-l1 vs plain l1"}
-found = {field: R.matched(rda, field) for field in studies}
-found = {field: m for field, m in found.items() if not F.missing(m, f"matched runs for {studies[field]}")}
+found = {field: results.matched(rda, field) for field in studies}
+found = {field: m for field, m in found.items() if not figures.missing(m, f"matched runs for {studies[field]}")}
 if found:
-    fig, axes = F.grid(2 * len(found), ncols=2)
+    fig, axes = figures.grid(2 * len(found), ncols=2)
     for i, (field, matched) in enumerate(found.items()):
-        points = R.aggregate(matched)
+        points = results.aggregate(matched)
         for ax, column, what in zip(axes[2 * i:2 * i + 2], ("test_acc", "sparsity"),
                                     ("final test accuracy (%)", "weight sparsity (%)")):
-            F.grouped_bars(ax, points, column)
+            figures.grouped_bars(ax, points, column)
             ax.set_title(f"{studies[field]} (only {field} differs)", fontsize=9)
             ax.set_ylabel(what)
         print(points[["name", "variant", "match", "seeds", "test_acc", "test_acc_std", "sparsity"]].round(4))
-    F.finish(fig, axes, "Ablation (b): controlled comparisons", pd.concat(list(found.values())), FIGURES,
+    figures.finish(fig, axes, "Ablation (b): controlled comparisons", pd.concat(list(found.values())), FIGURES,
              "fig5b_matched_ablations")
     plt.show()'''])
 
@@ -210,28 +210,28 @@ the dense control and of xRDA at the smallest `lam` (mean over seeds). {CONVENTI
 
 Writes `fig6_generalisation.png` / `.pdf`.""", [SETUP, '''\
 sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
-points = R.aggregate(sel)
-if not F.missing(points[points.method == "rda"], "xRDA log-l1 runs"):
-    curves = R.epoch_mean(R.history_frame(sel), columns=("train_acc", "test_acc"))
-    panels = F.pairs(points[points.method == "rda"])
-    fig, axes = F.grid(2 * len(panels), ncols=2)
+points = results.aggregate(sel)
+if not figures.missing(points[points.method == "rda"], "xRDA log-l1 runs"):
+    curves = results.epoch_mean(results.history_frame(sel), columns=("train_acc", "test_acc"))
+    panels = figures.pairs(points[points.method == "rda"])
+    fig, axes = figures.grid(2 * len(panels), ncols=2)
     for i, (model, dataset) in enumerate(panels):
-        here = F.select(points, model, dataset).sort_values("lam", na_position="first")
-        F.missing(here[here.method == "dense"], f"dense control for {model}, {dataset}")
+        here = figures.select(points, model, dataset).sort_values("lam", na_position="first")
+        figures.missing(here[here.method == "dense"], f"dense control for {model}, {dataset}")
         ax = axes[2 * i]
         ax.bar(range(len(here)), 100 * here.gap, yerr=100 * here.gap_std, capsize=2,
-               color=[F.color_for(v) for v in here.variant])
+               color=list(here.color))
         ax.set_xticks(range(len(here)), [p or v for p, v in zip(here.point, here.variant)], rotation=30, fontsize=7)
         ax.set(title=f"{model}, {dataset}: final gap", ylabel="train - test accuracy (pp)")
         shown = list(here[here.method == "dense"].name) + list(here[here.method == "rda"].name[:1])
         for name in shown:
             g = curves[curves.name == name]
             axes[2 * i + 1].plot(g.epoch, 100 * (g.train_acc - g.test_acc), label=g.label.iloc[0],
-                                 color=F.color_for(g.variant.iloc[0]))
+                                 color=g.color.iloc[0])
         axes[2 * i + 1].set(title=f"{model}, {dataset}: gap per epoch", xlabel="epoch",
                             ylabel="train - test accuracy (pp)")
         axes[2 * i + 1].legend(fontsize=7)
-    F.finish(fig, axes, "Generalisation: train-test gap, dense against xRDA log-l1", sel, FIGURES,
+    figures.finish(fig, axes, "Generalisation: train-test gap, dense against xRDA log-l1", sel, FIGURES,
              "fig6_generalisation", legend=False)
     plt.show()
     print(points[["name", "variant", "seeds", "train_acc", "test_acc", "gap", "gap_std", "sparsity"]].round(4))'''])
@@ -242,17 +242,17 @@ NOTEBOOKS["table7_summary"] = ("""\
 Every experiment (method, model, data set) with its seeds, epochs, final test accuracy and
 weight sparsity (mean ± sample std over seeds, %), compression ratio, FLOPs kept (nonzero
 multiply-adds / dense), nonzero parameters, and the figure the reproduced paper reports for
-the same setting where one is cited in `experiments.results.PAPER_REPORTED` (with its table);
+the same setting where one is cited in `reporting.tables.PAPER_REPORTED` (with its table);
 blank where none is cited. The data label and profile follow the table.
 
 Writes `table7_summary.md` and `table7_summary.csv` (numbers in percent, unrounded).""", [SETUP, '''\
 from IPython.display import Markdown, display
 
-table = R.summary_frame(runs)
-if not F.missing(table, "finished runs"):
+table = tables.summary_frame(runs)
+if not figures.missing(table, "finished runs"):
     FIGURES.mkdir(parents=True, exist_ok=True)
     table.to_csv(FIGURES / "table7_summary.csv", index=False)
-    markdown = R.summary_markdown(table)
+    markdown = tables.summary_markdown(table)
     (FIGURES / "table7_summary.md").write_text(markdown)
     print(f"wrote {FIGURES / 'table7_summary.md'}, {FIGURES / 'table7_summary.csv'}; "
           f"{table.paper_source.ne('').sum()} row(s) with a cited paper figure")

@@ -12,17 +12,32 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-PRUNABLE = (nn.Conv2d, nn.Linear)
+LayerScope = Literal["conv_linear", "conv"]
+_KINDS: dict[str, tuple[type[nn.Module], ...]] = {"conv_linear": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,)}
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Conv2d and Linear modules by qualified name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+def prunable_layers(model: nn.Module, scope: LayerScope = "conv_linear",
+                    exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
+    """The layers whose ``weight`` is prunable, by qualified name, in module order: every Conv2d and
+    Linear (``scope="conv"``: Conv2d only, as Liu et al. prune), except the modules named in
+    ``exclude`` (e.g. a classifier left dense); naming a module the model lacks is an error."""
+    skip = set(exclude)
+    unknown = skip - {name for name, _ in model.named_modules()}
+    if unknown:
+        raise ValueError(f"exclude: no module named {sorted(unknown)[0]!r} in the model")
+    return {name: m for name, m in model.named_modules() if isinstance(m, _KINDS[scope]) and name not in skip}
+
+
+def prunable_weights(model: nn.Module, scope: LayerScope = "conv_linear",
+                     exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
+    """The same layers' weights, keyed by parameter name (``"layers.0.conv1.weight"``)."""
+    return {f"{name}.weight": m.weight for name, m in prunable_layers(model, scope, exclude).items()}
 
 
 def _spatial_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:

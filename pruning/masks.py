@@ -17,16 +17,15 @@ Conventions:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from pruning.base import Method, Stage
-
-LayerScope = Literal["conv_linear", "conv"]
+from pruning.accounting import LayerScope, prunable_weights
+from pruning.base import Method, MethodConfig, RunContext, Stage, sparsity_point
 
 
 @dataclass
@@ -34,23 +33,6 @@ class PruneStage(Stage):
     """A (re)training stage that begins by pruning to ``target`` sparsity."""
 
     target: float = 0.0
-
-
-def prunable_weights(model: nn.Module, layers: LayerScope = "conv_linear",
-                     exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
-    """Weights subject to pruning, by parameter name: every Conv2d (and Linear) ``weight``.
-
-    ``layers="conv"`` leaves Linear layers dense (Liu et al.); ``exclude`` lists module
-    names left dense (e.g. the first convolution).
-    """
-    kinds = (nn.Conv2d, nn.Linear) if layers == "conv_linear" else (nn.Conv2d,)
-    skip = set(exclude)
-    known = {name for name, _ in model.named_modules()}
-    unknown = skip - known
-    if unknown:
-        raise ValueError(f"exclude: no module named {sorted(unknown)[0]!r} in the model")
-    return {f"{name}.weight": m.weight for name, m in model.named_modules()
-            if isinstance(m, kinds) and name not in skip}
 
 
 def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
@@ -144,6 +126,17 @@ class ParamMasks:
         for n, m in self.masks.items():
             self.params[n].mul_(m)
 
+    @torch.no_grad()
+    def zero_optimizer_state(self, optimizers: list[torch.optim.Optimizer], where: dict[str, torch.Tensor]) -> None:
+        """Set to 0 the optimizer state (momentum, Adam's moments) of the entries where ``where`` is True,
+        for masks changed in the middle of a stage: a pruned weight keeps no momentum, and a regrown
+        one starts from nothing."""
+        for optimizer in optimizers:
+            for name, entries in where.items():
+                for value in optimizer.state.get(self.params[name], {}).values():
+                    if torch.is_tensor(value) and value.shape == entries.shape:
+                        value.masked_fill_(entries.to(value.device), 0)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.masks)
 
@@ -151,14 +144,31 @@ class ParamMasks:
         self.set(masks)
 
 
-class MaskedMethod(Method):
-    """Base of the unstructured baselines: masks on conv/linear weights, held every step.
+@dataclass
+class MaskedConfig(MethodConfig):
+    """What every masked method's config has: the final sparsity and which weights are pruned."""
 
-    Subclasses decide in ``begin_stage`` which masks to set; the masks are part of the
-    method's state, so a resumed run continues with exactly the same ones.
+    sparsity: float = 0.9  # final fraction of the selected weights set to zero
+    layers: LayerScope = "conv_linear"  # conv + linear weights, or conv only (Liu et al.)
+    exclude: list[str] = field(default_factory=list)  # module names kept dense (e.g. "classifier")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+
+
+class MaskedMethod(Method):
+    """Base of the unstructured methods: masks on conv/linear weights, held every step.
+
+    Its config is a ``MaskedConfig`` (subclass it to add options). Subclasses decide in
+    ``begin_stage`` or ``after_step`` which masks to set (``self.masker.set``); the masks are part
+    of the method's state, so a resumed run continues with exactly the same ones.
     """
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    cfg: MaskedConfig
+
+    def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        model = super().prepare(model, ctx)
         self.masker = ParamMasks(model)
         return model
 
@@ -178,6 +188,10 @@ class MaskedMethod(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masker.load_state_dict(state["masks"])
+
+    @classmethod
+    def operating_point(cls, cfg: MethodConfig) -> str:
+        return sparsity_point(cfg.sparsity)
 
     def metrics(self, model: nn.Module) -> dict[str, Any]:
         masks = self.masker.masks

@@ -1,26 +1,19 @@
-"""Physical channel removal ("surgery") for VGG and ResNets, and the smaller model's size.
+"""Physical channel removal ("surgery") and the smaller model's size.
 
-A *prunable BN* is a BatchNorm2d whose channels can be removed without touching anything
-else: its producing Conv2d's output channels, the BN's own parameters and running
-statistics, and its consuming layer's input channels are sliced together.
-
-- VGG (models/vgg.py): every BN of ``features``; the consumer is the next Conv2d, or the
-  Linear classifier after the last one (the 2x2 average pool leaves a 1x1 map, so the
-  classifier's inputs are exactly the last conv's channels).
-- ResNets (models/resnet_cifar.py, models/resnet.py): only the BNs inside a block
-  (BasicBlock: ``bn1``; Bottleneck: ``bn1`` and ``bn2``). The BNs that write into the
-  residual stream (stem, last BN of each block, projection shortcuts) keep their width,
-  since every block reads and adds to that stream.
-- DenseNet (models/densenet.py): every BN (each layer's and each transition's pre-activation
-  BN, and the final one). They have no single producer: a BN reads the concatenation of all
-  earlier outputs, which later layers read too, so the concatenation keeps its width. As in
-  Liu et al.'s channel selection, the shrunk BN (``SelectBatchNorm2d``) picks its kept channels
-  from its input, and only the BN and its consumer's input channels are sliced.
+The channels that can be removed are the *removable channel sites* the architectures declare
+(``models.topology``): a BatchNorm2d whose channels are sliced together with its producing
+Conv2d's output channels, its own parameters and running statistics, and its consumers' input
+channels. VGG: every BN of ``features``. ResNets: only the BNs inside a block (BasicBlock ``bn1``;
+Bottleneck ``bn1`` and ``bn2``); the BNs writing into the residual stream keep their width, since
+every block reads and adds to that stream. DenseNet: every BN; they have no single producer: a BN
+reads the concatenation of all earlier outputs, which later layers read too, so the concatenation
+keeps its width. As in Liu et al.'s channel selection, the shrunk BN (``SelectBatchNorm2d``) picks
+its kept channels from its input, and only the BN and its consumer's input channels are sliced.
 
 Exactness contract: if every removed channel's BN output is exactly zero (BN weight and
 bias both 0, see ``zero_channels``), the shrunk model computes the same function as the
 original in eval mode. A zero BN output stays zero through ReLU and max-pooling (and the
-zero padding of the next conv), so the consumer's removed input channels contributed
+zero padding of the next conv), so the consumers' removed input channels contributed
 exactly nothing; the kept channels see the same weights and running statistics. Without
 zeroing, ``shrink`` still removes the channels; the outputs then differ by whatever the
 removed channels contributed.
@@ -28,27 +21,13 @@ removed channels contributed.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from models import resnet, resnet_cifar
-from models.densenet import DenseLayer, DenseNet, Transition
-from models.vgg import VGG
+from models.topology import ChannelSite, channel_sites
 from pruning.accounting import layer_flops
-
-_BASIC_BLOCKS = (resnet_cifar.BasicBlock, resnet.BasicBlock)
-
-
-@dataclass(frozen=True)
-class Link:
-    """The layers a prunable BN's channels pass between (qualified module names)."""
-
-    producer: str | None  # Conv2d whose output channels are the BN's channels; None: the BN reads a
-    # concatenation that stays whole (DenseNet), and selects its channels from it
-    consumer: str  # Conv2d or Linear whose input channels are the BN's channels
 
 
 class SelectBatchNorm2d(nn.BatchNorm2d):
@@ -62,43 +41,25 @@ class SelectBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x.index_select(1, self.index))
 
 
-def channel_links(model: nn.Module) -> dict[str, Link]:
-    """Prunable BN name -> its producer and consumer, for every supported sub-network."""
-    links: dict[str, Link] = {}
-    for prefix, m in model.named_modules():
-        p = f"{prefix}." if prefix else ""
-        if isinstance(m, VGG):
-            convs = [i for i, layer in enumerate(m.features) if isinstance(layer, nn.Conv2d)]
-            for j, i in enumerate(convs):
-                if not isinstance(m.features[i + 1], nn.BatchNorm2d):
-                    raise ValueError(f"expected a BatchNorm2d after {p}features.{i}")
-                consumer = f"{p}features.{convs[j + 1]}" if j + 1 < len(convs) else f"{p}classifier"
-                links[f"{p}features.{i + 1}"] = Link(f"{p}features.{i}", consumer)
-        elif isinstance(m, _BASIC_BLOCKS):
-            links[f"{p}bn1"] = Link(f"{p}conv1", f"{p}conv2")
-        elif isinstance(m, resnet.Bottleneck):
-            links[f"{p}bn1"] = Link(f"{p}conv1", f"{p}conv2")
-            links[f"{p}bn2"] = Link(f"{p}conv2", f"{p}conv3")
-        elif isinstance(m, (DenseLayer, Transition)):
-            links[f"{p}bn"] = Link(None, f"{p}conv")
-        elif isinstance(m, DenseNet):  # its layers and transitions come next in named_modules order
-            links[f"{p}bn"] = Link(None, f"{p}fc")
-    if not links:
+def removable_sites(model: nn.Module) -> dict[str, ChannelSite]:
+    """BN name -> its channel site, for every site whose channels ``shrink`` can remove."""
+    sites = {site.bn: site for site in channel_sites(model) if site.removable}
+    if not sites:
         raise ValueError(f"channel surgery does not support {type(model).__name__}: "
-                         "expected a VGG, a ResNet or a DenseNet from models/")
-    return {name: links[name] for name in sorted(links, key=list(dict(model.named_modules())).index)}
+                         "it declares no removable channels (models.topology)")
+    return sites
 
 
 def prunable_bns(model: nn.Module) -> list[str]:
     """Qualified names of the BatchNorm2d modules whose channels ``shrink`` can remove, in model order."""
-    return list(channel_links(model))
+    return list(removable_sites(model))
 
 
-def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], links: dict[str, Link]) -> None:
+def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], sites: dict[str, ChannelSite]) -> None:
     for name, mask in keep.items():
-        if name not in links:
+        if name not in sites:
             raise ValueError(f"{name!r} is not a prunable BatchNorm2d of this model; "
-                             f"prunable: {', '.join(links)}")
+                             f"prunable: {', '.join(sites)}")
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             raise ValueError(f"keep[{name!r}] must be a boolean tensor")
         channels = model.get_submodule(name).num_features
@@ -110,7 +71,7 @@ def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], links: dict[str
 
 def zero_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
     """Set BN weight and bias of every removed channel to 0, in place (a masked model)."""
-    _check_keep(model, keep, channel_links(model))
+    _check_keep(model, keep, removable_sites(model))
     with torch.no_grad():
         for name, mask in keep.items():
             bn = model.get_submodule(name)
@@ -185,22 +146,23 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
 
     ``keep`` maps names from ``prunable_bns(model)`` to boolean masks over that BN's
     channels (True = keep). For each entry, the producing conv's output channels (and
-    bias), the BN's weight, bias and running statistics, and the consumer's input
+    bias), the BN's weight, bias and running statistics, and the consumers' input
     channels are sliced; the modules are replaced by new ones of the smaller size under
     the same names. ``model`` itself is not modified. See the module docstring for when
     the outputs are exactly preserved.
     """
-    links = channel_links(model)
-    _check_keep(model, keep, links)
+    sites = removable_sites(model)
+    _check_keep(model, keep, sites)
     out_idx: dict[str, torch.Tensor] = {}
     in_idx: dict[str, torch.Tensor] = {}
     bn_idx: dict[str, torch.Tensor] = {}
     for name, mask in keep.items():
         idx = mask.nonzero().flatten()
         bn_idx[name] = idx
-        if links[name].producer is not None:
-            out_idx[links[name].producer] = idx
-        in_idx[links[name].consumer] = idx
+        if sites[name].producer is not None:
+            out_idx[sites[name].producer] = idx
+        for consumer in sites[name].consumers:
+            in_idx[consumer] = idx
     new_model = copy.deepcopy(model)
     for name in dict.fromkeys([*out_idx, *in_idx]):  # each layer once, in a fixed order
         layer = new_model.get_submodule(name)
@@ -213,7 +175,7 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
         _replace(new_model, name, layer, sliced)
     for name, idx in bn_idx.items():
         bn = new_model.get_submodule(name)
-        _replace(new_model, name, bn, _sliced_bn(bn, idx, select=links[name].producer is None))
+        _replace(new_model, name, bn, _sliced_bn(bn, idx, select=sites[name].producer is None))
     return new_model
 
 

@@ -12,13 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-import experiments.train as train_module
+import training.loop as loop_module
 
-from experiments import config as C
-from experiments.run import main, optimizer_factory
-from experiments.train import LoopSettings, Trainer
-from pruning import METHODS
-from pruning.base import Schedule
+from training import config
+from experiments.run import CONFIG_DIR, main
+from training.build import optimizer_factory, run_context
+from training.loop import LoopSettings, Trainer
+from pruning.registry import METHODS
+from pruning.base import RunContext, Schedule
 
 
 class Batches:
@@ -36,6 +37,13 @@ class Batches:
         return len(self.data)
 
 
+def context(batches: Any = None, input_shape: tuple[int, ...] = (3, 8, 8), num_classes: int = 3) -> RunContext:
+    """A one-process run context (the tiny ``Batches`` unless others are given)."""
+    batches = batches if batches is not None else Batches()
+    return RunContext(device=torch.device("cpu"), input_shape=input_shape, num_classes=num_classes,
+                      train_batches=batches, steps_per_epoch=len(batches))
+
+
 def tiny_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
@@ -47,11 +55,11 @@ def train(method_cfg: Any, epochs: int = 1, resume: dict[str, Any] | None = None
           checkpoints: list[dict[str, Any]] | None = None,
           build: Callable[[], nn.Module] = tiny_net) -> tuple[nn.Module, Any, Trainer]:
     """Run the real training loop on a tiny net; every checkpoint goes through torch.save/load."""
-    exp = C.ExperimentConfig(name="t", model="resnet20", data=C.DataConfig(dataset="cifar10"),
-                             train=C.TrainConfig(epochs=epochs, schedule=Schedule(milestones=[1])),
-                             optimizer=C.SGDConfig(name="sgd", lr=0.05), method=method_cfg)
+    exp = config.ExperimentConfig(name="t", model="resnet20", data=config.DataConfig(dataset="cifar10"),
+                             train=config.TrainConfig(epochs=epochs, schedule=Schedule(milestones=[1])),
+                             optimizer=config.SGDConfig(name="sgd", lr=0.05), method=method_cfg)
     method = METHODS[method_cfg.name](method_cfg)
-    model = method.prepare(build())
+    model = method.prepare(build(), context())
 
     def on_epoch(state: dict[str, Any]) -> None:
         if checkpoints is not None:
@@ -81,7 +89,7 @@ def randomize_bns(model: nn.Module, generator: torch.Generator) -> None:
 def die_in_epoch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     """Make the n-th epoch of the training loop raise KeyboardInterrupt, as if the process were
     killed after n - 1 checkpoints; ``monkeypatch.undo()`` restores the loop."""
-    real_epoch = train_module.Trainer._epoch
+    real_epoch = loop_module.Trainer._epoch
     calls = {"n": 0}
 
     def dying_epoch(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -90,7 +98,7 @@ def die_in_epoch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
             raise KeyboardInterrupt
         real_epoch(self, *args, **kwargs)
 
-    monkeypatch.setattr(train_module.Trainer, "_epoch", dying_epoch)
+    monkeypatch.setattr(loop_module.Trainer, "_epoch", dying_epoch)
 
 
 def run_config(folder: Path, data_root: Path, text: str, *extra: str) -> int:
@@ -136,3 +144,31 @@ def comparable_metrics(folder: Path) -> dict[str, Any]:
         metrics.pop(key)
     metrics.pop("latency", None)
     return metrics
+
+
+def method_configs(method: str) -> dict[Path, Any]:
+    """Every shipped YAML of ``method`` (experiments/configs/<method>/, subset/ included), loaded,
+    after checking that each spells out every option of its method and resolves at its profiles."""
+    import dataclasses
+
+    import yaml
+
+    configs = {}
+    for path in sorted((CONFIG_DIR / method).rglob("*.yaml")):
+        cfg = config.load_config(path)
+        assert cfg.method.name == method and cfg.name == path.stem, path
+        raw = yaml.safe_load(path.read_text())
+        assert set(raw["method"]) == {f.name for f in dataclasses.fields(type(cfg.method))}, path
+        for profile in ["full", *cfg.profiles]:
+            resolved = config.resolve(cfg, profile)
+            assert sum(s.epochs for s in METHODS[method](resolved.method).stages(resolved.train.epochs)) >= 1
+        configs[path] = cfg
+    return configs
+
+
+def operating_points(configs: dict[Path, Any]) -> dict[tuple[str, str], set[float]]:
+    """(model, dataset) -> the target sparsities of the configs."""
+    points: dict[tuple[str, str], set[float]] = {}
+    for cfg in configs.values():
+        points.setdefault((cfg.model, cfg.data.dataset), set()).add(cfg.method.sparsity)
+    return points

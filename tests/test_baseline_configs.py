@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import config as C
-from experiments.run import CONFIG_DIR, collect
-from pruning import METHODS
+from training import config
+from experiments.run import CONFIG_DIR
+from training.config import collect_configs
+from pruning.registry import METHODS
 
 FAMILIES = ("magnitude", "lottery", "random", "slimming")
 FILES = sorted(p for family in FAMILIES for p in (CONFIG_DIR / family).rglob("*.yaml"))
@@ -20,12 +21,12 @@ def family_of(path: Path) -> str:
     return path.relative_to(CONFIG_DIR).parts[0]
 
 
-def total_epochs(cfg: C.ExperimentConfig) -> int:
+def total_epochs(cfg: config.ExperimentConfig) -> int:
     method = METHODS[cfg.method.name](cfg.method)
     return sum(s.epochs for s in method.stages(cfg.train.epochs))
 
 
-def point(cfg: C.ExperimentConfig) -> float:
+def point(cfg: config.ExperimentConfig) -> float:
     return cfg.method.channel_ratio if cfg.method.name == "slimming" else cfg.method.sparsity
 
 
@@ -35,11 +36,11 @@ def test_there_are_configs() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_loads_resolves_and_spells_out_every_value(path: Path) -> None:
-    cfg = C.load_config(path)
+    cfg = config.load_config(path)
     assert cfg.name == path.stem
     assert cfg.method.name == family_of(path)
     for profile in ["full", *cfg.profiles]:
-        resolved = C.resolve(cfg, profile)
+        resolved = config.resolve(cfg, profile)
         assert total_epochs(resolved) >= 1
         METHODS[cfg.method.name](resolved.method).stages(resolved.train.epochs)
     raw = yaml.safe_load(path.read_text())
@@ -50,7 +51,7 @@ def test_loads_resolves_and_spells_out_every_value(path: Path) -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_recipe_of_liu_et_al_and_open_lth(path: Path) -> None:
-    cfg = C.load_config(path)
+    cfg = config.load_config(path)
     assert cfg.train.epochs == 160
     assert (cfg.train.schedule.name, cfg.train.schedule.milestones, cfg.train.schedule.gamma) == ("multistep", [80, 120], 0.1)
     opt = cfg.optimizer
@@ -69,7 +70,7 @@ def test_recipe_of_liu_et_al_and_open_lth(path: Path) -> None:
 def test_five_operating_points_per_method_model_and_dataset() -> None:
     points: dict[tuple[str, str, str], set[float]] = defaultdict(set)
     for path in FILES:
-        cfg = C.load_config(path)
+        cfg = config.load_config(path)
         if not getattr(cfg.method, "reinit", False):
             points[(cfg.method.name, cfg.model, cfg.data.dataset)].add(point(cfg))
     for family in FAMILIES:
@@ -83,27 +84,27 @@ def test_subset_evidence_configs() -> None:
     per_method: dict[str, set[float]] = defaultdict(set)
     smoke = set()
     for path in FILES:
-        cfg = C.load_config(path)
+        cfg = config.load_config(path)
         if "subset" not in cfg.profiles:
             continue
         assert (cfg.model, cfg.data.dataset) == ("resnet20", "cifar10")
         assert cfg.profiles["subset"].epochs is not None
-        resolved = C.resolve(cfg, "subset")
+        resolved = config.resolve(cfg, "subset")
         assert resolved.seeds == 1 and 20 <= total_epochs(resolved) <= 40, path.name
         per_method[cfg.method.name].add(point(cfg))
         if "smoke" in cfg.profiles:
             smoke.add(cfg.method.name)
-            assert total_epochs(C.resolve(cfg, "smoke")) <= 10
+            assert total_epochs(config.resolve(cfg, "smoke")) <= 10
     assert all(len(per_method[f]) >= 2 for f in FAMILIES), per_method
     assert smoke == set(FAMILIES)
 
 
 def test_subset_scaling_of_a_two_stage_run() -> None:
-    cfg = C.resolve(C.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
+    cfg = config.resolve(config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
     assert (cfg.train.epochs, cfg.method.finetune_epochs) == (15, 15)
     assert cfg.train.schedule.milestones == cfg.method.finetune_schedule.milestones == [8, 11]
 
 
-@pytest.mark.parametrize("profile", list(C.PROFILES))
+@pytest.mark.parametrize("profile", list(config.PROFILES))
 def test_names_are_unique_over_all_configs(profile: str) -> None:
-    collect([CONFIG_DIR], profile, [], None)  # raises on a duplicate name
+    collect_configs([CONFIG_DIR], profile, [], None)  # raises on a duplicate name

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.bench import REFERENCE, RDA_VARIANTS, SGD, bench_optimizer, format_table, main
+from experiments.bench.__main__ import main
+from experiments.bench.optimizer import REFERENCE, RDA_VARIANTS, SGD, bench_optimizer, format_table
 from tests.helpers import run_config, run_dir
 from tests.test_run import CONFIG as DENSE, SLIMMING
 from models import build_model

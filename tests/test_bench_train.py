@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.bench import (DENSE, REFERENCE_LOOP, TRAIN_VARIANTS, PerImageAugment, bench_train, combine_jobs,
-                               format_train_table, main, overlap, synthetic_cifar)
+from experiments.bench.__main__ import main
+from experiments.bench.jobs import combine_jobs, overlap
+from experiments.bench.train import (DENSE, REFERENCE_LOOP, TRAIN_VARIANTS, PerImageAugment, bench_train,
+                                     format_train_table, synthetic_cifar)
 
 
 def test_every_variant_and_the_reference_loop_report_positive_throughput() -> None:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments import config as C
-from experiments.config import load_config, resolve
+from training import config
+from training.config import load_config, resolve
 from experiments.run import CONFIG_DIR
 from experiments.run import main
-from experiments.schema import ConfigError
+from training.schema import ConfigError
 from tests.conftest import ROOT
 
 GOOD = """\
@@ -117,10 +117,10 @@ def test_every_shipped_config_loads_for_its_profiles() -> None:
 
 
 def test_load_run_config_reads_back_what_a_run_writes(tmp_path: Path) -> None:
-    resolved = C.resolve(C.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
+    resolved = config.resolve(config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
     path = tmp_path / "config.yaml"
-    path.write_text(C.dump_config(dataclasses.replace(resolved, seeds=1)) + "seed: 0\n")  # as run_one writes it
-    assert C.load_run_config(path) == dataclasses.replace(resolved, seeds=1)
+    path.write_text(config.dump_config(dataclasses.replace(resolved, seeds=1)) + "seed: 0\n")  # as run_one writes it
+    assert config.load_run_config(path) == dataclasses.replace(resolved, seeds=1)
     path.write_text("model: resnet20\nseed: 0\nbogus: 1\n")
     with pytest.raises(ConfigError, match=r"config.yaml: .*bogus"):
-        C.load_run_config(path)
+        config.load_run_config(path)

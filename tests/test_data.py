@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.data import CIFAR, DataError, DeviceBatches, augment_batch, describe, load_cifar
+from training.data import CIFAR, DataError, DeviceBatches, augment_batch, describe, load_cifar
 from tests.conftest import write_cifar10
 
 
@@ -32,7 +32,7 @@ def test_missing_folder_offline_names_it(tmp_path: Path) -> None:
 
 
 def test_failed_download_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import experiments.data as data
+    import training.data as data
 
     def offline(root: Path, dataset: str) -> None:
         raise DataError(f"{root / CIFAR[dataset].folder}: not found and the download failed (URLError)")

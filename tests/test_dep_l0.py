@@ -7,13 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.config import load_config
-from experiments.schema import ConfigError
+from training.config import load_config
+from training.schema import ConfigError
 from models import build_model
 from models.resnet_cifar import CifarResNet
-from pruning import METHODS
-from pruning.dep_l0 import DepL0, DepL0Config, GateGenerator
-from pruning.l0 import GATES, deterministic_gates, prob_nonzero
+from pruning.registry import METHODS
+from pruning.methods.dep_l0 import DepL0, DepL0Config, GateGenerator
+from pruning.gates import GATES, deterministic_gates, prob_nonzero
+from tests.helpers import context
 
 WIDTHS = [4, 6, 8]
 
@@ -62,7 +63,7 @@ def test_dependency_direction(direction: str) -> None:
 def test_initial_gates_are_mostly_open(model_name: str, direction: str) -> None:
     torch.manual_seed(0)
     method = DepL0(DepL0Config(direction=direction))
-    method.prepare(build_model(model_name, 10))
+    method.prepare(build_model(model_name, 10), context())
     log_alphas = method.gates.log_alphas()
     bound = math.log(100.0)
     flat = torch.cat(log_alphas).detach()
@@ -76,12 +77,12 @@ def test_initial_gates_are_mostly_open(model_name: str, direction: str) -> None:
 def test_method_uses_the_generator_for_gates_penalty_and_export() -> None:
     torch.manual_seed(0)
     method = DepL0(DepL0Config(lam=1e-3, direction="backward"))
-    model = method.prepare(CifarResNet(8, 5, widths=(4, 6, 8)))
+    model = method.prepare(CifarResNet(8, 5, widths=(4, 6, 8)), context())
     assert isinstance(getattr(model, GATES), GateGenerator)
     assert [k for k in model.state_dict() if k.startswith(GATES)] == [
         f"{GATES}.{kind}.{i}" for kind in ("weight", "bias") for i in range(4)]
-    weights, gates = method.param_groups(model)
-    assert gates["optimizer"] == "adam" and gates["params"] == list(method.gates.parameters())
+    (gates,) = method.extra_optimizers(model)
+    assert gates.kind == "adam" and gates.params == list(method.gates.parameters())
     # Penalty: 1e-3 x (k^2 E[C_in] E[C_out]) from the generated log alphas.
     e = [prob_nonzero(la).sum().item() for la in method.gates.log_alphas()]
     hand = 9 * 3 * e[0] + 9 * e[0] * e[1] + 9 * 4 * e[2] + 9 * 6 * e[3]
@@ -118,7 +119,7 @@ def test_config_is_registered_and_validated(tmp_path) -> None:  # noqa: ANN001
 def test_penalty_reuses_the_log_alphas_of_the_training_forward() -> None:
     torch.manual_seed(0)
     method = DepL0(DepL0Config(lam=1e-3, direction="forward"))
-    model = method.prepare(CifarResNet(8, 5, widths=(4, 6, 8))).train()
+    model = method.prepare(CifarResNet(8, 5, widths=(4, 6, 8)), context()).train()
     for shift in (0.0, -2.0):  # the second forward sees changed generator weights
         with torch.no_grad():
             for b in method.gates.bias:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments import distributed as D
+from training import distributed
 from experiments.run import main
 from tests.conftest import ROOT, write_cifar10
 
@@ -104,11 +104,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> N
 
 
 def test_batches_that_do_not_split_evenly_are_refused(tmp_path: Path) -> None:
-    assert D.uneven_split(100, 32, 1) is None
-    assert D.uneven_split(80, 32, 2) is None  # last batch 16
-    assert D.uneven_split(65, 32, 2) is None  # last batch of 1 image is dropped by the loop
-    assert "not a multiple of the 4 processes" in D.uneven_split(100, 30, 4)
-    assert "last batch of an epoch holds 3 images" in D.uneven_split(67, 32, 2)
+    assert distributed.uneven_split(100, 32, 1) is None
+    assert distributed.uneven_split(80, 32, 2) is None  # last batch 16
+    assert distributed.uneven_split(65, 32, 2) is None  # last batch of 1 image is dropped by the loop
+    assert "not a multiple of the 4 processes" in distributed.uneven_split(100, 30, 4)
+    assert "last batch of an epoch holds 3 images" in distributed.uneven_split(67, 32, 2)
 
 
 def test_sync_batch_norm_is_batch_norm_in_one_process() -> None:
@@ -116,8 +116,8 @@ def test_sync_batch_norm_is_batch_norm_in_one_process() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.BatchNorm2d(4, momentum=None))
     reference = copy.deepcopy(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    D.sync_batch_norm(model)
-    assert all(type(model[i]) is D.SyncBatchNorm2d and isinstance(model[i], nn.BatchNorm2d) for i in (1, 3))
+    distributed.sync_batch_norm(model)
+    assert all(type(model[i]) is distributed.SyncBatchNorm2d and isinstance(model[i], nn.BatchNorm2d) for i in (1, 3))
     assert model.state_dict().keys() == state.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())  # the same tensors
     x = torch.randn(5, 3, 6, 6)
@@ -129,10 +129,10 @@ def test_sync_batch_norm_is_batch_norm_in_one_process() -> None:
 
 def test_outside_a_launcher_there_is_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert not D.launched() and D.setup(torch.device("cpu")) == torch.device("cpu")
-    assert (D.rank(), D.world_size(), D.is_main(), D.active()) == (0, 1, True, False)
+    assert not distributed.launched() and distributed.setup(torch.device("cpu")) == torch.device("cpu")
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main(), distributed.active()) == (0, 1, True, False)
     t = torch.tensor([1.0, 2.0])
-    assert D.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
-    assert D.broadcast_object({"a": 1}) == {"a": 1}
-    moved = D.to_device({"x": [torch.ones(1), (torch.zeros(1), 3)]}, torch.device("meta"))
+    assert distributed.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    moved = distributed.to_device({"x": [torch.ones(1), (torch.zeros(1), 3)]}, torch.device("meta"))
     assert moved["x"][0].device.type == "meta" and moved["x"][1][0].device.type == "meta" and moved["x"][1][1] == 3

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import export as E
+from experiments import export as export_cli
+from training import export
 from models import build_model
 
 
@@ -27,38 +28,38 @@ def sparse_resnet20(sparsity: float, seed: int = 0) -> torch.nn.Module:
 
 def test_bits_pack_as_counted_by_hand() -> None:
     mask = torch.tensor([1, 0, 1, 0, 0, 0, 0, 0, 1], dtype=torch.bool)
-    packed = E.pack_bits(mask)
+    packed = export.pack_bits(mask)
     assert packed.dtype == torch.uint8 and packed.tolist() == [0b10100000, 0b10000000]
-    assert E.unpack_bits(packed, 9).tolist() == mask.tolist()
+    assert export.unpack_bits(packed, 9).tolist() == mask.tolist()
 
 
 def test_tiny_tensors_take_the_encoding_and_size_counted_by_hand() -> None:
     # 4 x 5 float32, 3 nonzeros: dense 80 bytes, bitmask ceil(20 / 8) + 3 * 4 = 15, index 3 * (4 + 4) = 24.
     t = torch.zeros(4, 5)
     t[0, 1], t[2, 3], t[3, 4] = 1.5, -2.0, 3.25
-    entry = E.encode_tensor(t)
-    assert entry["encoding"] == "bitmask" and E.payload_bytes(entry) == 15
-    assert E.encoding_sizes(20, 3, 4) == {"dense": 80, "bitmask": 15, "index": 24}
+    entry = export.encode_tensor(t)
+    assert entry["encoding"] == "bitmask" and export.payload_bytes(entry) == 15
+    assert export.encoding_sizes(20, 3, 4) == {"dense": 80, "bitmask": 15, "index": 24}
     assert entry["values"].tolist() == [1.5, -2.0, 3.25]  # row-major order
-    assert E.unpack_bits(entry["mask"], 20).nonzero().squeeze(1).tolist() == [1, 13, 19]
+    assert export.unpack_bits(entry["mask"], 20).nonzero().squeeze(1).tolist() == [1, 13, 19]
     # 1000 entries, 5 nonzeros: bitmask 125 + 20 = 145, index 5 * 8 = 40.
     u = torch.zeros(1000)
     u[[3, 10, 500, 501, 999]] = 1.0
-    entry = E.encode_tensor(u)
-    assert entry["encoding"] == "index" and E.payload_bytes(entry) == 40 and entry["index"].tolist() == [3, 10, 500,
+    entry = export.encode_tensor(u)
+    assert entry["encoding"] == "index" and export.payload_bytes(entry) == 40 and entry["index"].tolist() == [3, 10, 500,
                                                                                                         501, 999]
     # No zeros: dense, 10 * 4 bytes (a bitmask would add 2 bytes); integer tensors stay dense.
-    assert E.encode_tensor(torch.ones(10))["encoding"] == "dense"
-    assert E.encode_tensor(torch.zeros(10, dtype=torch.long))["encoding"] == "dense"
+    assert export.encode_tensor(torch.ones(10))["encoding"] == "dense"
+    assert export.encode_tensor(torch.zeros(10, dtype=torch.long))["encoding"] == "dense"
     for x in (t, u, torch.ones(10), torch.zeros(7), torch.zeros(0)):
-        assert torch.equal(E.decode_tensor(E.encode_tensor(x)), x)
+        assert torch.equal(export.decode_tensor(export.encode_tensor(x)), x)
 
 
 def test_round_trip_restores_the_model_exactly(tmp_path: Path) -> None:
     model = sparse_resnet20(0.9)
     path = tmp_path / "model.sparse.pt"
-    report = E.export_model(model, path)
-    state = E.load(path)
+    report = export.export_model(model, path)
+    state = export.load(path)
     expected = model.state_dict()
     assert state.keys() == expected.keys()
     for name, t in expected.items():
@@ -74,13 +75,13 @@ def test_round_trip_restores_the_model_exactly(tmp_path: Path) -> None:
 
 def test_a_90_percent_sparse_model_is_several_times_smaller() -> None:
     model = sparse_resnet20(0.9)
-    report = E.export_model(model)
+    report = export.export_model(model)
     state = model.state_dict()
     assert report["dense_bytes"] == sum(t.numel() * t.element_size() for t in state.values())
     # Conv / linear weights: 1/8 byte of mask + 4 bytes for each of about 10% survivors, about 0.53 of 4 bytes.
     assert 5.0 < report["ratio"] < 8.0
     assert report["file_bytes_export"] < report["file_bytes_dense"] / 4
-    dense_report = E.export_model(build_model("resnet20", 10))
+    dense_report = export.export_model(build_model("resnet20", 10))
     # Without pruning only the zero-initialised BN biases and running means shrink (to nothing: no positions).
     zero_bytes = sum(t.numel() * 4 for n, t in build_model("resnet20", 10).state_dict().items()
                      if n.endswith(("bn1.bias", "bn2.bias", "running_mean")))
@@ -91,8 +92,8 @@ def test_cli_reads_a_run_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixtur
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     torch.save({"model": sparse_resnet20(0.95).state_dict(), "history": []}, run_dir / "checkpoint.pt")
-    assert E.main([str(run_dir), "-o", str(tmp_path / "out.pt"), "--json", str(tmp_path / "r.json")]) == 0
+    assert export_cli.main([str(run_dir), "-o", str(tmp_path / "out.pt"), "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ratio"] > 5 and (tmp_path / "out.pt").is_file()
     assert "smaller" in capsys.readouterr().out
-    assert E.main([str(tmp_path / "missing")]) == 1
+    assert export_cli.main([str(tmp_path / "missing")]) == 1

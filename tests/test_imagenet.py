@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from experiments.data import DataError
-from experiments.imagenet import LoaderBatches, imagenet_batches
+from training.data import DataError
+from training.imagenet import LoaderBatches, imagenet_batches
 
 
 def dataset() -> TensorDataset:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.distributed import parse_shard, take_shard
+from training.distributed import parse_shard, take_shard
 from experiments.run import main
 from tests.conftest import ROOT
 

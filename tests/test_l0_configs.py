@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import load_config, resolve
+from training.config import load_config, resolve
 from experiments.run import main
-from pruning import METHODS
+from pruning.registry import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = [ROOT / "experiments" / "configs" / "l0hc", ROOT / "experiments" / "configs" / "dep_l0"]

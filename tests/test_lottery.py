@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
-from pruning.masks import PruneStage, prunable_weights
-from tests.helpers import tiny_net, train
+from pruning.methods.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
+from pruning.accounting import prunable_weights
+from pruning.masks import PruneStage
+from tests.helpers import context, tiny_net, train
 
 
 def test_imp_targets_twenty_percent_of_the_remaining() -> None:
@@ -46,7 +47,7 @@ def test_rewind_restores_the_saved_weights_exactly(rewind_step: int) -> None:
     model = tiny_net()
     init = snapshot(model)
     method = Lottery(LotteryConfig(sparsity=0.5, rewind_step=rewind_step))
-    method.prepare(model)
+    method.prepare(model, context())
     states = fake_training(method, model, 6)
     saved = init if rewind_step == 0 else states[rewind_step - 1]
     trained = snapshot(model)
@@ -71,7 +72,7 @@ def test_rewind_restores_the_saved_weights_exactly(rewind_step: int) -> None:
 def test_rewind_step_never_reached_is_an_error() -> None:
     model = tiny_net()
     method = Lottery(LotteryConfig(sparsity=0.2, rewind_step=100))
-    method.prepare(model)
+    method.prepare(model, context())
     fake_training(method, model, 2)
     with pytest.raises(RuntimeError, match="never reached"):
         method.begin_stage(method.stages(1)[1], model)
@@ -108,7 +109,7 @@ def test_reinit_start_is_the_masked_permuted_init() -> None:
     model = tiny_net()
     init = snapshot(model)
     method = Lottery(LotteryConfig(sparsity=0.2, reinit=True))
-    method.prepare(model)
+    method.prepare(model, context())
     fake_training(method, model, 2)
     stage = method.stages(1)[1]
     assert isinstance(stage, PruneStage) and stage.name == "round1_reinit"

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.schema import ConfigError, validate
-from pruning.magnitude import Magnitude, MagnitudeConfig, round_targets
-from pruning.masks import PruneStage, prunable_weights
+from training.schema import ConfigError, validate
+from pruning.methods.magnitude import Magnitude, MagnitudeConfig, round_targets
+from pruning.accounting import prunable_weights
+from pruning.masks import PruneStage
 from tests.helpers import train
 
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.masks import ParamMasks, densities, global_magnitude_masks, prunable_weights, random_masks
+from pruning.accounting import prunable_weights
+from pruning.masks import ParamMasks, densities, global_magnitude_masks, random_masks
 
 
 def tiny_net() -> nn.Module:

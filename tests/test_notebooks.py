@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments import figures as F  # noqa: E402
-from experiments import results as R  # noqa: E402
+from reporting import figures  # noqa: E402
+from reporting import results, tables  # noqa: E402
 from experiments.notebooks import NOTEBOOKS, execute  # noqa: E402
 from tests.fixtures.synthetic_results import SYNTHETIC_LABEL, write_results_tree  # noqa: E402
 
@@ -88,10 +88,10 @@ def test_notebooks_report_missing_results(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_caption_names_data_profile_and_seeds(tmp_path: Path) -> None:
-    runs = R.runs_frame(write_results_tree(tmp_path / "results"))
-    fig, axes = F.grid(1)
+    runs = results.runs_frame(write_results_tree(tmp_path / "results"))
+    fig, axes = figures.grid(1)
     axes[0].plot([0, 1], [0, 1], label="x")
-    paths = F.finish(fig, axes, "What it shows", runs, tmp_path / "figures", "caption")
+    paths = figures.finish(fig, axes, "What it shows", runs, tmp_path / "figures", "caption")
     caption = fig._suptitle.get_text()
     plt.close(fig)
     assert caption.startswith("What it shows\n") and SYNTHETIC_LABEL in caption

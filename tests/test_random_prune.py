@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from pruning.magnitude import Magnitude, MagnitudeConfig
+from pruning.methods.magnitude import Magnitude, MagnitudeConfig
 from pruning.masks import densities
-from pruning.random_prune import RandomPrune, RandomPruneConfig
-from tests.helpers import tiny_net, train
+from pruning.methods.random_prune import RandomPrune, RandomPruneConfig
+from tests.helpers import context, tiny_net, train
 
 
 def masks_at(method_cls: type, cfg, seed: int = 0, round_index: int = 1) -> dict[str, torch.Tensor]:
     model = tiny_net()
     method = method_cls(cfg)
-    method.prepare(model)
+    method.prepare(model, context())
     for stage in method.stages(1)[1:round_index + 1]:
         torch.manual_seed(seed)
         method.begin_stage(stage, model)

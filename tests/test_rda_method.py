@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from experiments import config as C
-from experiments.run import main, optimizer_factory
-from experiments.schema import ConfigError
+from training import config
+from experiments.run import main
+from training.build import optimizer_factory, run_context
+from training.schema import ConfigError
 from models import build_model
 from optim.rda import RDA
-from pruning import METHODS
+from pruning.registry import METHODS
 from pruning.base import Stage
-from pruning.rda import RDAMethod, RDAMethodConfig, zero_group_fractions
+from pruning.methods.rda import RDAMethod, RDAMethodConfig, zero_group_fractions
 from tests.conftest import ROOT
 
 RDA_YAML = """\
@@ -34,7 +35,7 @@ def write(tmp_path: Path, text: str, name: str = "tiny.yaml") -> Path:
 
 
 def test_registered_under_its_name() -> None:
-    assert METHODS["rda"] is RDAMethod and C.OPTIMIZERS["rda"] is C.RDAConfig
+    assert METHODS["rda"] is RDAMethod and config.OPTIMIZERS["rda"] is config.RDAConfig
 
 
 def test_conv_and_linear_weights_are_penalised_everything_else_not() -> None:
@@ -53,10 +54,10 @@ def test_conv_and_linear_weights_are_penalised_everything_else_not() -> None:
 
 
 def test_rda_config_loads_and_checks_its_values(tmp_path: Path) -> None:
-    cfg = C.load_config(write(tmp_path, RDA_YAML))
-    assert isinstance(cfg.optimizer, C.RDAConfig) and cfg.optimizer.avg == "coupled"
+    cfg = config.load_config(write(tmp_path, RDA_YAML))
+    assert isinstance(cfg.optimizer, config.RDAConfig) and cfg.optimizer.avg == "coupled"
     assert cfg.optimizer.magnitude_timescale is None and cfg.method.lam == 1e-4 and cfg.method.group == "none"
-    cfg = C.load_config(write(tmp_path, RDA_YAML.replace("lr: 0.5,", "lr: 0.5, avg: 0,")))
+    cfg = config.load_config(write(tmp_path, RDA_YAML.replace("lr: 0.5,", "lr: 0.5, avg: 0,")))
     assert cfg.optimizer.avg == 0.0
     for edit, message in [(("lr: 0.5,", "lr: 0.5, avg: 1.5,"), "avg: expected 'coupled' or a number in [0, 1]"),
                           (("lr: 0.5,", "lr: 0.5, avg: sometimes,"), "optimizer.avg: expected 'coupled' | float"),
@@ -64,22 +65,22 @@ def test_rda_config_loads_and_checks_its_values(tmp_path: Path) -> None:
                           (("max_factor: 500", "max_factor: 1"), "max_factor: expected > 1"),
                           (("{name: rda, lam", "{name: dense, lam"), "method.lam: unknown key")]:
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("|", r"\|")):
-            C.load_config(write(tmp_path, RDA_YAML.replace(*edit)))
+            config.load_config(write(tmp_path, RDA_YAML.replace(*edit)))
 
 
 def test_method_and_optimizer_rda_go_together(tmp_path: Path) -> None:
     sgd = RDA_YAML.replace("{name: rda, lr: 0.5, momentum_timescale: 5.0,", "{name: sgd, lr: 0.1,")
     dense = RDA_YAML.replace("method: {name: rda, lam: 1e-4, reweight: log, max_factor: 500}", "method: {name: dense}")
-    for text in (sgd, dense):
+    for text, message in ((sgd, "method rda needs optimizer rda, got sgd"),
+                          (dense, "optimizer rda is only for method rda")):
         path = write(tmp_path, text)
         with pytest.raises(ConfigError) as info:
-            C.load_config(path)
-        assert str(info.value) == f"{path}: config: method rda needs optimizer rda, and optimizer rda is only " \
-                                  "for method rda"
+            config.load_config(path)
+        assert str(info.value) == f"{path}: config: {message}"
 
 
 def test_runner_builds_rda_with_the_method_groups(tmp_path: Path) -> None:
-    cfg = C.load_config(write(tmp_path, RDA_YAML.replace("lr: 0.5,", "lr: 0.5, avg: 0.25,")))
+    cfg = config.load_config(write(tmp_path, RDA_YAML.replace("lr: 0.5,", "lr: 0.5, avg: 0.25,")))
     method = METHODS[cfg.method.name](cfg.method)
     model = build_model(cfg.model, 10)
     (opt,), (sched,) = optimizer_factory(cfg, method)(Stage("train", 3), model)
@@ -130,8 +131,8 @@ def test_there_are_rda_configs() -> None:
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(ROOT / "experiments" / "configs")))
 def test_every_rda_config_loads_and_resolves(path: Path) -> None:
-    cfg = C.load_config(path)
+    cfg = config.load_config(path)
     assert cfg.method.name == "rda" and cfg.optimizer.name == "rda"
     for profile in ["full", *cfg.profiles]:
-        resolved = C.resolve(cfg, profile)
+        resolved = config.resolve(cfg, profile)
         assert resolved.profile == profile and resolved.train.epochs >= 1

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import records
-from experiments.records import atomic_torch_save, atomic_write_json, history_csv
+from training import records
+from training.records import atomic_torch_save, atomic_write_json, history_csv
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:

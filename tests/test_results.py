@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import results as R
+from reporting import labels, results, tables
+from training.schema import ConfigError
 from tests.fixtures.synthetic_results import PARAMS_DENSE, SYNTHETIC_LABEL, write_results_tree
 
 WEIGHTS = 432 + 2304 + 640  # the fixture's prunable weights
@@ -23,9 +24,9 @@ def hand_std(a: float, b: float) -> float:
 
 
 def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
-    runs = R.runs_frame(tree)
+    runs = results.runs_frame(tree)
     assert len(runs) == 18 and runs["name"].nunique() == 15
-    assert set(R.FRAME_COLUMNS) <= set(runs.columns)
+    assert set(results.FRAME_COLUMNS) <= set(runs.columns)
     row = runs[(runs.name == "rda_r20_lam1e-5") & (runs.seed == 0)].iloc[0]
     # densities 0.5, 0.1, 0.2 of 432, 2304, 640 weights -> 216 + 230 + 128 nonzero
     assert row.sparsity == pytest.approx(1 - 574 / WEIGHTS)
@@ -56,22 +57,27 @@ def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
     assert labels["dense_r20"] == "dense"
 
 
-def test_variant_and_label_from_configs() -> None:
-    rda = {"optimizer": {"name": "rda", "avg": 0.5}, "method": {"name": "rda", "lam": 2e-6, "reweight": "none",
-                                                               "group": "kernel", "prox": "group"}}
-    assert R.variant_of("rda", rda) == "RDA (a=0.5) plain l1 (kernel), group prox"
-    assert R.family_of("rda", rda) == "structured"
-    assert R.optimizer_variant({"optimizer": {"name": "sgd"}}) == ""
-    assert R.optimizer_variant({"optimizer": {"name": "rda"}}) == "xRDA"  # the default averaging is coupled
-    magnitude = {"method": {"name": "magnitude", "sparsity": 0.95, "rounds": 3}}
-    assert R.variant_of("magnitude", magnitude) == "magnitude iterative"
-    assert R.label_for({"method": "magnitude", "config": magnitude}) == "magnitude iterative, target 95%"
-    assert R.variant_of("dep_l0", {"method": {"direction": "backward"}}) == "Dep-L0 (backward)"
-    assert R.variant_of("newmethod", {}) == "newmethod" and R.family_of("newmethod", {}) == "other"
+def test_variant_and_operating_point_come_from_the_method_classes() -> None:
+    rda = {"name": "x", "model": "resnet20", "data": {"dataset": "cifar10"}, "train": {"epochs": 1},
+           "optimizer": {"name": "rda", "avg": 0.5},
+           "method": {"name": "rda", "lam": 2e-6, "reweight": "none", "group": "kernel", "prox": "group"}}
+    variant, point = labels.describe(rda)
+    assert (variant.label, variant.family, variant.main, point) == (
+        "RDA (a=0.5) plain l1 (kernel), group prox", "structured", False, "lam 2e-06")
+    assert labels.color_of(variant) is not None  # undeclared colour: one derived from the label
+    coupled, _ = labels.describe({**rda, "optimizer": {"name": "rda"}, "method": {"name": "rda"}})
+    assert (coupled.label, coupled.main, coupled.color) == ("xRDA log-l1", True, "#1f77b4")  # default: coupled
+    magnitude = {**rda, "optimizer": {"name": "sgd"}, "method": {"name": "magnitude", "sparsity": 0.95, "rounds": 3}}
+    assert labels.describe(magnitude)[0].label == "magnitude iterative"
+    assert labels.describe(magnitude)[1] == "target 95%"
+    dep_l0 = {**magnitude, "method": {"name": "dep_l0", "direction": "backward"}}
+    assert labels.describe(dep_l0)[0].label == "Dep-L0 (backward)"
+    with pytest.raises(ConfigError, match="newmethod"):
+        labels.describe({**magnitude, "method": {"name": "newmethod"}})
 
 
 def test_aggregate_mean_and_sample_std_over_seeds(tree: Path) -> None:
-    points = R.aggregate(R.runs_frame(tree)).set_index("name")
+    points = results.aggregate(results.runs_frame(tree)).set_index("name")
     dense = points.loc["dense_r20"]
     assert dense.seeds == 2
     assert dense.test_acc == pytest.approx(0.81)
@@ -87,71 +93,68 @@ def test_aggregate_mean_and_sample_std_over_seeds(tree: Path) -> None:
     assert math.isnan(single.test_acc_std)  # one seed: no spread, not a spread of zero
 
 
-def test_summarise_agrees_with_aggregate(tree: Path) -> None:
-    rows = {r["name"]: r for r in R.summarise(R.load_runs(tree))}
-    assert len(rows) == 15
-    assert rows["dense_r20"]["test_acc"] == pytest.approx(0.81)
-    assert rows["dense_r20"]["test_acc_std"] == pytest.approx(hand_std(0.80, 0.82))
-    assert rows["rda_r20_lam1e-5"]["sparsity"] == pytest.approx(1 - (574 + 485) / (2 * WEIGHTS))
-    assert rows["dense_r20"]["seeds"] == 2 and rows["dense_r20"]["data"] == SYNTHETIC_LABEL
-    assert "dense_r20" in R.format_table(list(rows.values()))
-    assert R.mean_std([0.80, 0.82]) == pytest.approx((0.81, hand_std(0.80, 0.82)))
-    assert R.mean_std([0.7])[0] == 0.7 and math.isnan(R.mean_std([0.7])[1])
-    table = R.format_table(list(rows.values()))
-    assert "81.00 +- 1.41" in table and " 73.00 " in table and "73.00 +-" not in table
+def test_summary_text_is_the_summary_frame_without_cutting_names(tree: Path) -> None:
+    table = tables.summary_frame(results.runs_frame(tree))
+    text = tables.summary_text(table)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 15 + 1 and lines[-1] == f"data: {SYNTHETIC_LABEL}"
+    assert lines[2].split()[0] == "dense_r20" and "81.00 ± 1.41" in lines[2]  # dense first, two seeds
+    random_row = next(line for line in lines if line.startswith("random_r20_s50 "))
+    assert " 73.00 " in random_row and "73.00 ±" not in random_row  # one seed: the mean alone
+    assert "rda_r20_ablation_proximal_sgd " in text  # longer than any fixed width
 
 
 def test_title_line_names_data_profile_and_seeds(tree: Path) -> None:
-    runs = R.runs_frame(tree)
-    line = R.title_line(runs)
+    runs = results.runs_frame(tree)
+    line = results.title_line(runs)
     assert SYNTHETIC_LABEL in line and "profile subset" in line and "1-2 seeds per point" in line
     two = runs[runs.name == "dense_r20"]
-    assert "| 2 seeds per point" in R.title_line(two) and "| 2 seeds" in R.title_line(R.aggregate(two))
-    assert "| 1 seed per point (no spread" in R.title_line(runs[runs.name == "l0hc_r20"])
-    assert "(mean ± std)" in R.title_line(two)
+    assert "| 2 seeds per point" in results.title_line(two) and "| 2 seeds" in results.title_line(results.aggregate(two))
+    assert "| 1 seed per point (no spread" in results.title_line(runs[runs.name == "l0hc_r20"])
+    assert "(mean ± std)" in results.title_line(two)
 
 
 def test_matched_finds_controlled_comparisons(tree: Path) -> None:
-    rda = R.runs_frame(tree).query("method == 'rda'")
-    avg = R.matched(rda, "optimizer.avg")
+    rda = results.runs_frame(tree).query("method == 'rda'")
+    avg = results.matched(rda, "optimizer.avg")
     assert sorted(set(avg.name)) == ["rda_r20_ablation_proximal_sgd", "rda_r20_ablation_rda", "rda_r20_lam1e-5"]
     assert avg["match"].nunique() == 1
     assert dict(zip(avg.name, avg.value)) == {"rda_r20_ablation_proximal_sgd": "0.0", "rda_r20_ablation_rda": "1.0",
                                               "rda_r20_lam1e-5": "coupled"}
-    reweight = R.matched(rda, "method.reweight")
+    reweight = results.matched(rda, "method.reweight")
     assert sorted(set(reweight.name)) == ["rda_r20_ablation_plain_l1", "rda_r20_lam1e-5"]
-    group = R.matched(rda, "method.group")  # the channel run differs from rda_r20_lam1e-5 in the group only
+    group = results.matched(rda, "method.group")  # the channel run differs from rda_r20_lam1e-5 in the group only
     assert sorted(set(group.name)) == ["rda_r20_channel", "rda_r20_lam1e-5"]
-    assert R.matched(rda, "train.epochs").empty  # every run has the same epochs: nothing to compare
+    assert results.matched(rda, "train.epochs").empty  # every run has the same epochs: nothing to compare
 
 
 def test_history_and_layer_tables(tree: Path) -> None:
-    runs = R.runs_frame(tree)
-    history = R.history_frame(runs)
+    runs = results.runs_frame(tree)
+    history = results.history_frame(runs)
     assert len(history) == 18 * 3
-    curves = R.epoch_mean(history).set_index(["name", "epoch"])
+    curves = results.epoch_mean(history).set_index(["name", "epoch"])
     last = curves.loc[("dense_r20", 3)]
     assert last.test_acc == pytest.approx(0.81, abs=1e-4) and last.seeds == 2
     assert last.test_acc_std == pytest.approx(hand_std(0.80, 0.82), abs=1e-4)
-    layers = R.layers_frame(runs)
+    layers = results.layers_frame(runs)
     assert len(layers) == 18 * 3
     assert list(layers[layers.name == "dense_r20"].layer[:3]) == ["conv1", "layers.0.conv1", "fc"]
-    density = R.layer_density(layers).set_index(["name", "layer"])
+    density = results.layer_density(layers).set_index(["name", "layer"])
     conv1 = density.loc[("rda_r20_lam1e-5", "conv1")]
     assert conv1.density == pytest.approx((216 / 432 + 173 / 432) / 2)
     assert conv1.density_std == pytest.approx(hand_std(216 / 432, 173 / 432)) and conv1.seeds == 2
 
 
 def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
-    runs = R.runs_frame(tree)
-    table = R.summary_frame(runs, reported={})
-    assert list(table.columns) == list(R.SUMMARY_COLUMNS) and len(table) == 15
+    runs = results.runs_frame(tree)
+    table = tables.summary_frame(runs, reported={})
+    assert list(table.columns) == list(tables.SUMMARY_COLUMNS) and len(table) == 15
     assert table.paper_test_acc_pct.isna().all() and (table.paper_source == "").all()
     dense = table.set_index("experiment").loc["dense_r20"]
     assert dense.test_acc_pct == pytest.approx(81.0)
     assert dense.test_acc_std_pct == pytest.approx(100 * hand_std(0.8, 0.82))
-    assert table.experiment.iloc[0] == "dense_r20"  # dense first (VARIANT_ORDER)
-    markdown = R.summary_markdown(table)
+    assert table.experiment.iloc[0] == "dense_r20"  # dense first (its legend order)
+    markdown = tables.summary_markdown(table)
     dense_line = ("| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 | 0.00 ± 0.00 | 1.0 | 100.0 "
                   "| 4,000 |  |  |  |")
     assert dense_line in markdown
@@ -159,22 +162,22 @@ def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
     assert f"| 1 | 3 | 73.00 | {single.sparsity_pct:.2f} |" in markdown  # the mean alone for one seed
     assert SYNTHETIC_LABEL in markdown and "Profile: subset" in markdown
     reported = {"dense_r20": {"test_acc": 0.5, "sparsity": 0.25, "source": "Paper, Table 9"}}
-    cited = R.summary_frame(runs, reported=reported)
+    cited = tables.summary_frame(runs, reported=reported)
     row = cited.set_index("experiment").loc["dense_r20"]
     assert row.paper_test_acc_pct == pytest.approx(50.0) and row.paper_sparsity_pct == pytest.approx(25.0)
     assert row.paper_source == "Paper, Table 9"
-    assert "| 50.00 | 25.00 | Paper, Table 9 |" in R.summary_markdown(cited)
+    assert "| 50.00 | 25.00 | Paper, Table 9 |" in tables.summary_markdown(cited)
 
 
 def test_paper_reported_entries_are_sourced() -> None:
-    for name, entry in R.PAPER_REPORTED.items():
+    for name, entry in tables.PAPER_REPORTED.items():
         assert "Table" in entry["source"], name
         assert 0 <= entry["test_acc"] <= 1 and 0 <= entry.get("sparsity", 0) <= 1, name
 
 
 def test_empty_results_folder(tmp_path: Path) -> None:
-    runs = R.runs_frame(tmp_path)
-    assert runs.empty and set(R.FRAME_COLUMNS) <= set(runs.columns)
-    assert R.aggregate(runs).empty and R.summary_frame(runs).empty
-    assert R.history_frame(runs).empty and R.layer_density(R.layers_frame(runs)).empty
-    assert R.matched(runs, "optimizer.avg").empty and R.title_line(runs) == "no runs"
+    runs = results.runs_frame(tmp_path)
+    assert runs.empty and set(results.FRAME_COLUMNS) <= set(runs.columns)
+    assert results.aggregate(runs).empty and tables.summary_frame(runs).empty
+    assert results.history_frame(runs).empty and results.layer_density(results.layers_frame(runs)).empty
+    assert results.matched(runs, "optimizer.avg").empty and results.title_line(runs) == "no runs"

@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from experiments.data import DataError
-from experiments.run import load_exported
+from training.data import DataError
+from training.runner import load_exported
 from models import build_model
 from pruning.accounting import sparsity_report
 from tests.helpers import comparable_metrics, run_config, run_dir, straight_and_interrupted

@@ -13,8 +13,8 @@ from models.resnet_cifar import CifarResNet
 from models.vgg import VGG
 from pruning.accounting import prunable_layers, sparsity_report
 from pruning.base import Schedule
-from pruning.slimming import Slimming, SlimmingConfig, channel_keep
-from tests.helpers import train
+from pruning.methods.slimming import Slimming, SlimmingConfig, channel_keep
+from tests.helpers import context, train
 
 TINY_VGG = [8, "M", 8, 16, "M", 16]  # 8x8 input -> 2x2 -> 1x1 after the AvgPool2d(2)
 
@@ -54,7 +54,7 @@ def test_minimum_width_no_layer_left_empty(min_channels: int, expected: list[boo
 def test_l1_subgradient_on_prunable_bn_scales_only() -> None:
     model = tiny_resnet()
     method = Slimming(quick(l1=1e-3))
-    method.prepare(model)
+    method.prepare(model, context())
     with torch.no_grad():
         model.layers[0].bn1.weight.copy_(torch.tensor([0.5, -0.2, 0.0, 1.0]))
     method.penalty(model).backward()
@@ -71,7 +71,7 @@ def tiny_densenet() -> nn.Module:
 def test_densenet_penalises_every_bn() -> None:  # as Liu et al. do: all pre-activation BNs and the last one
     model = tiny_densenet()
     method = Slimming(quick())
-    method.prepare(model)
+    method.prepare(model, context())
     assert method.bns == [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
 
 
@@ -96,7 +96,7 @@ def test_masks_hold_and_physical_model_equals_masked(build) -> None:
     model = build()
     randomize_bns(model)
     method = Slimming(quick(channel_ratio=0.6))
-    method.prepare(model)
+    method.prepare(model, context())
     method.begin_stage(method.stages(1)[1], model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(0)
@@ -108,11 +108,12 @@ def test_masks_hold_and_physical_model_equals_masked(build) -> None:
         opt.step()
         method.after_step(model, step)
     for bn, keep in method.keep.items():
-        m, link = model.get_submodule(bn), method.links[bn]
+        m, site = model.get_submodule(bn), method.sites[bn]
         assert torch.count_nonzero(m.weight[~keep]) == 0 and torch.count_nonzero(m.bias[~keep]) == 0
-        if link.producer is not None:
-            assert torch.count_nonzero(model.get_submodule(link.producer).weight[~keep]) == 0
-        assert torch.count_nonzero(model.get_submodule(link.consumer).weight[:, ~keep]) == 0
+        if site.producer is not None:
+            assert torch.count_nonzero(model.get_submodule(site.producer).weight[~keep]) == 0
+        for consumer in site.consumers:
+            assert torch.count_nonzero(model.get_submodule(consumer).weight[:, ~keep]) == 0
         assert keep.any() and not keep.all()
     masked_nonzero = sum(int(torch.count_nonzero(m.weight)) for m in prunable_layers(model).values())
     small = method.export(model)
@@ -147,7 +148,7 @@ def test_through_the_loop_metrics_and_exact_state(build, first_bn: str) -> None:
     assert timing["pruned"]["batch_size"] == 4 and timing["speedup"] > 0
     # Resume: the masks come back from the method state alone.
     other = Slimming(cfg)
-    other.prepare(build())
+    other.prepare(build(), context())
     other.load_state_dict(checkpoints[-1]["method"])
     assert all(torch.equal(other.keep[n], method.keep[n]) for n in method.keep)
     assert other.masker.masks.keys() == method.masker.masks.keys()

@@ -11,7 +11,8 @@ from models import build_model
 from models.densenet import DenseNet
 from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.vgg import VGG
-from pruning.surgery import Link, SelectBatchNorm2d, channel_links, physical_report, prunable_bns, shrink, zero_channels
+from models.topology import ChannelSite
+from pruning.surgery import SelectBatchNorm2d, physical_report, prunable_bns, removable_sites, shrink, zero_channels
 from tests.helpers import randomize_bns
 
 TINY_VGG = [8, 8, "M", 16, "M", 16, "M", 16]  # 16x16 input -> 2x2 after three pools -> 1x1 after AvgPool2d(2)
@@ -55,9 +56,11 @@ def test_prunable_bns_lists_only_internal_block_bns() -> None:
     assert prunable_bns(CASES["resnet50_like"][0]()) == [f"layers.{i}.bn{j}" for i in range(4) for j in (1, 2)]
     # DenseNet-10: two layers per block, transitions after the first two blocks, then the final BN.
     assert prunable_bns(CASES["densenet"][0]()) == [f"features.{i}.bn" for i in range(8)] + ["bn"]
-    links = channel_links(CASES["densenet"][0]())
-    assert links["features.2.bn"] == Link(None, "features.2.conv") and links["bn"] == Link(None, "fc")
-    assert channel_links(build_model("resnet20", 10))["layers.3.bn1"] == Link("layers.3.conv1", "layers.3.conv2")
+    sites = removable_sites(CASES["densenet"][0]())
+    assert sites["features.2.bn"] == ChannelSite("features.2.bn", None, ("features.2.conv",), gated=False)
+    assert sites["bn"] == ChannelSite("bn", None, ("fc",), gated=False)
+    assert removable_sites(build_model("resnet20", 10))["layers.3.bn1"] == ChannelSite(
+        "layers.3.bn1", "layers.3.conv1", ("layers.3.conv2",))
 
 
 @pytest.mark.parametrize("case", list(CASES))

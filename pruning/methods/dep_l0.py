@@ -16,7 +16,7 @@ layers' pre-activations spread as 3 +- about 2.6, so about 7% of all gates start
 the first Linear's shape, and at initialisation W_1 1 has the same spread either way.
 
 Everything else (gate placement, penalty, Adam for the gate parameters, export) is that of
-``pruning.l0``; here the generator's weights and biases are the gate parameters.
+``pruning.gates``; here the generator's weights and biases are the gate parameters.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.l0 import ChannelGates, GateConfig, GateParameters
+from pruning.base import MethodConfig, Variant
+from pruning.gates import ChannelGates, GateConfig, GateParameters
 
 LOG_ALPHA_LIMIT = math.log(100.0)
 
@@ -72,7 +73,14 @@ class DepL0Config(GateConfig):
 class DepL0(ChannelGates):
     """Dep-L0: the log alphas of every gated layer come from one ``GateGenerator``."""
 
+    name = "dep_l0"
     Config = DepL0Config
+
+    @classmethod
+    def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
+        if cfg.direction == "backward":
+            return Variant("Dep-L0 (backward)", "structured", order=170, color="#a6761d")
+        return Variant("Dep-L0 (forward)", "structured", order=160, color="#e6ab02")
 
     def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
         return GateGenerator(widths, self.cfg.direction, self.cfg.init_bias, device=device)

@@ -1,6 +1,6 @@
 """The random-pruning control: magnitude pruning's schedule with random positions.
 
-Everything is as in ``pruning.magnitude`` (dense training, the same rounds, the same
+Everything is as in ``pruning.methods.magnitude`` (dense training, the same rounds, the same
 retraining) except which weights go: at each round the global magnitude mask of the
 trained model at that round's target fixes how many weights every layer keeps, and that
 many are kept per layer at uniformly random positions (among the weights still alive).
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning.magnitude import Magnitude, MagnitudeConfig
+from pruning.base import MethodConfig, Variant
 from pruning.masks import densities, random_masks
+from pruning.methods.magnitude import Magnitude, MagnitudeConfig
 
 
 @dataclass
@@ -26,7 +27,12 @@ class RandomPruneConfig(MagnitudeConfig):
 
 
 class RandomPrune(Magnitude):
+    name = "random"
     Config = RandomPruneConfig
+
+    @classmethod
+    def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
+        return Variant("random", "unstructured", order=70, color="#e377c2")
 
     def new_masks(self, model: nn.Module, target: float) -> dict[str, torch.Tensor]:
         magnitude = super().new_masks(model, target)

@@ -1,4 +1,5 @@
-"""L0 regularisation with hard-concrete channel gates (L0-HC: Louizos, Welling & Kingma, ICLR 2018).
+"""Hard-concrete channel gates and the L0 penalty (Louizos, Welling & Kingma, ICLR 2018), shared by
+the gate methods (``pruning/methods/l0hc.py``: a free log alpha per channel; ``dep_l0.py``: generated).
 
 **Gate.** One gate per output channel, multiplying the output of the BatchNorm2d that follows
 a convolution. With beta = 2/3, gamma = -0.1, zeta = 1.1 and u ~ U(eps, 1 - eps):
@@ -11,10 +12,10 @@ which is exactly 0 for log alpha <= log(-gamma / zeta) = -2.398. The probability
 sampled gate is nonzero is P(z != 0) = sigmoid(log alpha - beta log(-gamma / zeta)).
 Gating after BN is also gating after its ReLU (z >= 0), so it matches the reference code.
 
-**Placement** (``gate_placement``). VGG: the BN of every convolution. CIFAR ResNets and
-ResNet-18: the stem BN and ``bn1`` of every block. ResNet-50: the stem BN, ``bn1`` and ``bn2``
-of every bottleneck. The BNs that write into the residual stream keep their width. The stem
-gate is the exception: it is learned, but since the stem feeds the residual stream its closed
+**Placement** (``gate_placement``): the gated channel sites the architectures declare
+(``models.topology``). VGG: the BN of every convolution. CIFAR ResNets and ResNet-18: the stem BN
+and ``bn1`` of every block. ResNet-50: the stem BN, ``bn1`` and ``bn2`` of every bottleneck. The
+BNs that write into the residual stream keep their width. The stem gate is the exception: it is learned, but since the stem feeds the residual stream its closed
 channels cannot be removed physically; the export sets them to exact zeros instead (the stem
 convolution's filters and the input columns of the layers reading the stem output directly),
 so they count as zeros in the sparsity, not as a smaller model.
@@ -38,7 +39,7 @@ so they count as zeros in the sparsity, not as a smaller model.
   the cost per channel rather than per weight).
 
 **Optimisation.** Weights use the experiment's optimizer; gate parameters (the log alphas here,
-the generator of ``pruning.dep_l0``) form their own group with Adam (``gate_lr``, no weight
+the generator of ``pruning.methods.dep_l0``) form their own group with Adam (``gate_lr``, no weight
 decay), driven by the same learning-rate schedule. An optional last stage (``finetune_epochs``)
 trains the weights with the gates frozen at their deterministic values and no penalty.
 
@@ -61,10 +62,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from models import resnet, resnet_cifar
-from models.vgg import VGG
+from models.topology import ChannelSite, channel_sites
 from pruning.accounting import prunable_layers
-from pruning.base import Method, MethodConfig, Schedule, Stage, epochs_field
+from pruning.base import ExtraOptimizer, Method, MethodConfig, RunContext, Schedule, Stage, epochs_field, lam_point
 from pruning.latency import pruned_vs_dense
 from pruning.surgery import physical_report, shrink
 
@@ -99,41 +99,13 @@ def sample_gates(log_alpha: torch.Tensor, n: int) -> torch.Tensor:
 # ---------------------------------------------------------------- placement
 
 
-@dataclass(frozen=True)
-class GatedLayer:
-    """One gated BN and the layers around it (qualified module names)."""
-
-    bn: str  # the gated BatchNorm2d: its output is multiplied by the gates
-    conv: str  # the Conv2d producing the BN's input (its output channels are gated)
-    readers: tuple[str, ...]  # Conv2d/Linear layers reading the gated output directly
-    removable: bool  # False: feeds the residual stream (stem), zeroed instead of removed
-
-
-def _conv_names(prefix: str, module: nn.Module) -> tuple[str, ...]:
-    return tuple(f"{prefix}.{n}" for n, m in module.named_modules() if isinstance(m, nn.Conv2d))
-
-
-def gate_placement(model: nn.Module) -> list[GatedLayer]:
-    """The gated layers of a model from ``models/``, in forward order (see module docstring)."""
-    if isinstance(model, VGG):
-        convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
-        return [GatedLayer(f"features.{i + 1}", f"features.{i}",
-                           (f"features.{convs[j + 1]}" if j + 1 < len(convs) else "classifier",), True)
-                for j, i in enumerate(convs)]
-    if isinstance(model, (resnet_cifar.CifarResNet, resnet.ResNet)):
-        cifar = isinstance(model, resnet_cifar.CifarResNet)
-        stem_bn, stem_conv = ("bn1", "conv1") if cifar else ("stem.1", "stem.0")
-        first = model.layers[0]
-        layers = [GatedLayer(stem_bn, stem_conv, ("layers.0.conv1", *_conv_names("layers.0.shortcut", first.shortcut)),
-                             False)]
-        for i, block in enumerate(model.layers):
-            p = f"layers.{i}"
-            layers.append(GatedLayer(f"{p}.bn1", f"{p}.conv1", (f"{p}.conv2",), True))
-            if isinstance(block, resnet.Bottleneck):
-                layers.append(GatedLayer(f"{p}.bn2", f"{p}.conv2", (f"{p}.conv3",), True))
-        return layers
-    raise ValueError(f"L0 channel gates: no gate placement for {type(model).__name__} "
-                     "(supported: VGG, CIFAR ResNets, ResNet-18/50)")
+def gate_placement(model: nn.Module) -> list[ChannelSite]:
+    """The gated channel sites of a model, in forward order (see the module docstring)."""
+    sites = [site for site in channel_sites(model) if site.gated]
+    if not sites:
+        raise ValueError(f"L0 channel gates: {type(model).__name__} declares no gated channel sites "
+                         "(supported: VGG, CIFAR ResNets, ResNet-18/50)")
+    return sites
 
 
 # ---------------------------------------------------------------- gate parameters
@@ -144,19 +116,6 @@ class GateParameters(nn.Module):
 
     def log_alphas(self) -> list[torch.Tensor]:
         raise NotImplementedError
-
-
-class IndependentLogAlphas(GateParameters):
-    """L0-HC: a free log alpha per channel, initialised N(mean, std^2) (3 +- 0.01: open)."""
-
-    def __init__(self, widths: list[int], mean: float = 3.0, std: float = 0.01,
-                 device: torch.device | None = None) -> None:
-        super().__init__()
-        self.log_alpha = nn.ParameterList(
-            [nn.Parameter(torch.randn(w, device=device) * std + mean) for w in widths])
-
-    def log_alphas(self) -> list[torch.Tensor]:
-        return list(self.log_alpha)
 
 
 # ---------------------------------------------------------------- the method
@@ -184,12 +143,6 @@ class GateConfig(MethodConfig):
             raise ValueError("finetune_lr: required when finetune_epochs > 0")
 
 
-@dataclass
-class L0HCConfig(GateConfig):
-    name: str = "l0hc"
-    init_log_alpha: float = 3.0  # mean of the initial log alphas (std 0.01)
-
-
 class ChannelGates(Method):
     """Hard-concrete channel gates through the one training loop; subclasses pick the gate source.
 
@@ -204,7 +157,7 @@ class ChannelGates(Method):
     def __init__(self, cfg: GateConfig) -> None:
         super().__init__(cfg)
         self.cfg: GateConfig = cfg
-        self.layers: list[GatedLayer] = []
+        self.layers: list[ChannelSite] = []
         self.gates: GateParameters | None = None
         self.frozen = False
         self.input_shape: list[int] | None = None  # (C, H, W) seen by the first forward
@@ -223,12 +176,17 @@ class ChannelGates(Method):
 
     # ------------------------------------------------ wiring
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    @classmethod
+    def operating_point(cls, cfg: MethodConfig) -> str:
+        return lam_point(cfg.lam)
+
+    def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        model = super().prepare(model, ctx)
         self.layers = gate_placement(model)
-        reads = {r: i for i, layer in enumerate(self.layers) for r in layer.readers}
-        produces = {layer.conv: i for i, layer in enumerate(self.layers)}
-        convs = [model.get_submodule(layer.conv) for layer in self.layers]
-        self._source = [reads.get(layer.conv) for layer in self.layers]
+        reads = {r: i for i, layer in enumerate(self.layers) for r in layer.consumers}
+        produces = {layer.producer: i for i, layer in enumerate(self.layers)}
+        convs = [model.get_submodule(layer.producer) for layer in self.layers]
+        self._source = [reads.get(layer.producer) for layer in self.layers]
         self._kernel = [math.prod(c.kernel_size) for c in convs]
         self._in_width = [c.in_channels // c.groups for c in convs]
         self._weights = [(m.weight.numel(), produces.get(name), reads.get(name))
@@ -275,12 +233,13 @@ class ChannelGates(Method):
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         gate_ids = {id(p) for p in self.gates.parameters()}
-        groups: list[dict[str, Any]] = [
-            {"params": [p for p in model.parameters() if id(p) not in gate_ids and p.requires_grad]}]
-        if not self.frozen:
-            groups.append({"params": list(self.gates.parameters()), "optimizer": "adam",
-                           "lr": self.cfg.gate_lr, "weight_decay": 0.0})
-        return groups
+        return [{"params": [p for p in model.parameters() if id(p) not in gate_ids and p.requires_grad]}]
+
+    def extra_optimizers(self, model: nn.Module) -> list[ExtraOptimizer]:
+        """The gate parameters: Adam at ``gate_lr``, no weight decay (none while frozen)."""
+        if self.frozen:
+            return []
+        return [ExtraOptimizer(list(self.gates.parameters()), "adam", self.cfg.gate_lr, 0.0)]
 
     def stages(self, train_epochs: int) -> list[Stage]:
         stages = [Stage("train", train_epochs)]
@@ -352,11 +311,11 @@ class ChannelGates(Method):
                 keep[layer.bn] = opened
             else:  # exact zeros instead of removal: filters of the closed channels, and their readers
                 closed = ~opened
-                conv = final.get_submodule(layer.conv)
+                conv = final.get_submodule(layer.producer)
                 conv.weight[closed] = 0
                 if conv.bias is not None:
                     conv.bias[closed] = 0
-                for name in layer.readers:
+                for name in layer.consumers:
                     final.get_submodule(name).weight[:, closed] = 0
         self.reference = final  # the dense architecture, gates folded in: the latency reference
         return shrink(final, keep) if keep else final
@@ -383,12 +342,3 @@ class ChannelGates(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._set_frozen(bool(state["frozen"]))
         self.input_shape = state["input_shape"]
-
-
-class L0HC(ChannelGates):
-    """L0-HC: an independent log alpha per channel."""
-
-    Config = L0HCConfig
-
-    def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
-        return IndependentLogAlphas(widths, self.cfg.init_log_alpha, device=device)

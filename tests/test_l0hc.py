@@ -15,10 +15,10 @@ from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.resnet_cifar import CifarResNet
 from models.vgg import VGG
 from pruning.accounting import sparsity_report
-from pruning.l0 import (GATES, L0HC, L0HCConfig, deterministic_gates, gate_placement, prob_nonzero,
-                        sample_gates)
+from pruning.gates import GATES, deterministic_gates, gate_placement, prob_nonzero, sample_gates
+from pruning.methods.l0hc import L0HC, L0HCConfig
 from pruning.surgery import prunable_bns
-from tests.helpers import comparable_metrics, randomize_bns, run_config, run_dir, straight_and_interrupted
+from tests.helpers import comparable_metrics, context, randomize_bns, run_config, run_dir, straight_and_interrupted
 
 LOG11 = math.log(11.0)  # -log(-gamma / zeta) for gamma = -0.1, zeta = 1.1
 
@@ -39,7 +39,7 @@ def gated(case: str, seed: int = 0, lam: float = 1e-3) -> tuple[nn.Module, L0HC,
     build, shape = CASES[case]
     torch.manual_seed(seed)
     method = L0HC(L0HCConfig(lam=lam))
-    model = method.prepare(build())
+    model = method.prepare(build(), context())
     randomize_bns(model, torch.Generator().manual_seed(seed))
     return model, method, shape
 
@@ -90,12 +90,12 @@ def test_placement_follows_the_paper_and_surgery(name: str, count: int) -> None:
     stems = [layer.bn for layer in layers if not layer.removable]
     assert stems == ([] if name == "vgg16" else ["stem.1" if name == "resnet50" else "bn1"])
     for layer in layers:  # each gated BN follows its conv
-        assert model.get_submodule(layer.conv).out_channels == model.get_submodule(layer.bn).num_features
+        assert model.get_submodule(layer.producer).out_channels == model.get_submodule(layer.bn).num_features
 
 
 def test_densenet_has_no_placement() -> None:
-    with pytest.raises(ValueError, match="no gate placement"):
-        L0HC(L0HCConfig()).prepare(build_model("densenet40", 10))
+    with pytest.raises(ValueError, match="DenseNet declares no gated channel sites"):
+        L0HC(L0HCConfig()).prepare(build_model("densenet40", 10), context())
 
 
 # ---------------------------------------------------------------- penalty
@@ -111,7 +111,7 @@ def test_params_penalty_against_hand_computation_vgg() -> None:
     # conv 3 -> 4 (3x3, ungated input) and conv 4 -> 6 (3x3, reading the first gated layer)
     assert method.penalty(model).item() == pytest.approx(1e-3 * (9 * 3 * e1 + 9 * e1 * e2), rel=1e-5)
     textbook = L0HC(L0HCConfig(lam=1e-3, penalty="gates"))
-    model2 = textbook.prepare(VGG(layout=[4, "M", 6], num_classes=5))
+    model2 = textbook.prepare(VGG(layout=[4, "M", 6], num_classes=5), context())
     set_log_alphas(textbook, [a, b])
     assert textbook.penalty(model2).item() == pytest.approx(1e-3 * (e1 + e2), rel=1e-5)
 
@@ -144,7 +144,7 @@ def test_training_samples_per_example_and_channel_eval_is_deterministic() -> Non
     before, after = [], []
     model.features[1].register_forward_hook(lambda m, i, o: before.append(o.detach().clone()))
     method = L0HC(L0HCConfig())
-    model = method.prepare(model)
+    model = method.prepare(model, context())
     model.features[1].register_forward_hook(lambda m, i, o: after.append(o.detach().clone()))
     set_log_alphas(method, [torch.zeros(4), torch.zeros(6)])
     x = torch.randn(64, *shape)
@@ -177,14 +177,17 @@ def test_param_groups_and_frozen_finetuning() -> None:
                                                                       ("finetune", 4, False, 0.01)]
     assert stages[1].schedule.name == "constant"
     method.begin_stage(stages[0], model)
-    weights, gates = method.param_groups(model)
+    (weights,) = method.param_groups(model)
+    (gates,) = method.extra_optimizers(model)
     gate_params = list(method.gates.parameters())
-    assert gates == {"params": gate_params, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    assert (gates.params, gates.kind, gates.lr, gates.weight_decay, gates.schedule) == (gate_params, "adam", 1e-3,
+                                                                                         0.0, None)
     assert len(weights["params"]) + len(gate_params) == len(list(model.parameters()))
     assert not {id(p) for p in weights["params"]} & {id(p) for p in gate_params}
 
     method.begin_stage(stages[1], model)
     assert [len(g["params"]) for g in method.param_groups(model)] == [len(weights["params"])]
+    assert method.extra_optimizers(model) == []
     assert not any(p.requires_grad for p in gate_params)
     model.train()
     x = torch.randn(8, *shape)
@@ -237,8 +240,8 @@ def test_export_equals_gated_model_in_eval(case: str) -> None:
         else:  # the stem keeps its width; its closed channels are exact zeros
             assert width == v.numel() and 0 < n_open < width
             closed = deterministic_gates(v) == 0
-            assert (final.get_submodule(layer.conv).weight[closed] == 0).all()
-            for reader in layer.readers:
+            assert (final.get_submodule(layer.producer).weight[closed] == 0).all()
+            for reader in layer.consumers:
                 assert (final.get_submodule(reader).weight[:, closed] == 0).all()
     metrics = method.metrics(final)
     assert metrics["channels_physical"] == {layer.bn: final.get_submodule(layer.bn).num_features

@@ -12,24 +12,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from experiments.data import derive_seed
-from pruning.base import Method, Stage
+from pruning.base import Batches, Method, Stage
+from training.data import derive_seed
 
 Optimizers = tuple[list[torch.optim.Optimizer], list[Any]]
-
-
-class Batches(Protocol):
-    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
-    def __len__(self) -> int: ...
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,7 +99,7 @@ class Trainer:
         self.train_batches = train_batches
         self.test_batches = test_batches
         self.make_optimizers = make_optimizers
-        self.s = settings
+        self.settings = settings
         self.on_epoch = on_epoch
         self.log = log
         self.history: list[dict[str, Any]] = []
@@ -112,8 +107,8 @@ class Trainer:
         self.elapsed = 0.0
 
     def _forward_model(self) -> nn.Module:
-        model = self.s.wrap(self.model) if self.s.wrap is not None else self.model
-        return torch.compile(model) if self.s.compile else model
+        model = self.settings.wrap(self.model) if self.settings.wrap is not None else self.model
+        return torch.compile(model) if self.settings.compile else model
 
     def run(self, resume: dict[str, Any] | None = None) -> nn.Module:
         """Train every stage (from ``resume``, a checkpoint, if given); returns the model."""
@@ -135,10 +130,12 @@ class Trainer:
                     sched.load_state_dict(state)
                 first = done_epochs
             else:
-                torch.manual_seed(derive_seed(self.s.seed, 2, k))
+                torch.manual_seed(derive_seed(self.settings.seed, 2, k))
                 self.model = self.method.begin_stage(stage, self.model)
                 optimizers, schedulers = self.make_optimizers(stage, self.model)
                 first = 0
+            if self.method.ctx is not None:  # the stage's optimizers, for methods that reset their state
+                self.method.ctx.optimizers = optimizers
             forward = self._forward_model()
             for e in range(first, stage.epochs):
                 self._epoch(k, stage, e, forward, optimizers, schedulers)
@@ -146,9 +143,9 @@ class Trainer:
 
     def _epoch(self, k: int, stage: Stage, e: int, forward: nn.Module,
                optimizers: list[torch.optim.Optimizer], schedulers: list[Any]) -> None:
-        device = self.s.device
+        device = self.settings.device
         epoch = len(self.history) + 1
-        torch.manual_seed(derive_seed(self.s.seed, 1, epoch))  # dropout, gate noise: same on resume
+        torch.manual_seed(derive_seed(self.settings.seed, 1, epoch))  # dropout, gate noise: same on resume
         start = time.perf_counter()
         lr = optimizers[0].param_groups[0]["lr"]
         loss_sum = torch.zeros((), device=device)
@@ -156,12 +153,12 @@ class Trainer:
         count = 0
         self.model.train()
         bar = tqdm(self.train_batches.epoch(epoch), total=len(self.train_batches), leave=False,
-                   desc=f"{stage.name} {e + 1}/{stage.epochs}", disable=not self.s.progress or None,
+                   desc=f"{stage.name} {e + 1}/{stage.epochs}", disable=not self.settings.progress or None,
                    mininterval=1.0)
         for x, y in bar:
-            with autocast(device, self.s.bf16):
+            with autocast(device, self.settings.bf16):
                 out = forward(x)
-                loss = F.cross_entropy(out, y, label_smoothing=self.s.label_smoothing)
+                loss = F.cross_entropy(out, y, label_smoothing=self.settings.label_smoothing)
             total = loss
             if stage.penalty:
                 penalty = self.method.penalty(self.model)
@@ -180,12 +177,12 @@ class Trainer:
         for sched in schedulers:
             sched.step()
         self.method.end_epoch(self.model, stage)
-        loss_total, correct_total, count = totals(loss_sum, correct, count, self.s.reduce)
+        loss_total, correct_total, count = totals(loss_sum, correct, count, self.settings.reduce)
         train_loss = loss_total / max(count, 1)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss is {train_loss} in epoch {epoch} ({stage.name}); "
                                    "lower the learning rate or the penalty")
-        test_loss, test_acc = evaluate(self.model, self.test_batches, device, self.s.bf16, self.s.reduce)
+        test_loss, test_acc = evaluate(self.model, self.test_batches, device, self.settings.bf16, self.settings.reduce)
         seconds = time.perf_counter() - start
         self.elapsed += seconds
         row = {"epoch": epoch, "stage": stage.name, "stage_epoch": e + 1, "lr": lr, "train_loss": train_loss,

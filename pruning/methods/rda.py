@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pruning.accounting import prunable_layers
-from pruning.base import Method, MethodConfig
+from pruning.base import Method, MethodConfig, Variant, lam_point
 
 
 @dataclass
@@ -35,13 +35,9 @@ class RDAMethodConfig(MethodConfig):
             raise ValueError(f"max_factor: expected > 1, got {self.max_factor}")
 
 
-def _conv_weights(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
-
-
 def zero_group_fractions(model: nn.Module) -> dict[str, float]:
     """Fractions of all-zero kernels (kh x kw slices) and all-zero output filters of the convolutions."""
-    weights = _conv_weights(model)
+    weights = [m.weight for m in prunable_layers(model, "conv").values()]
     if not weights:
         return {"kernel_sparsity": 0.0, "channel_sparsity": 0.0}
     zero_kernels = sum(int((w.detach().flatten(2) == 0).all(2).sum()) for w in weights)
@@ -51,14 +47,58 @@ def zero_group_fractions(model: nn.Module) -> dict[str, float]:
     return {"kernel_sparsity": zero_kernels / kernels, "channel_sparsity": zero_filters / filters}
 
 
+def averaging_name(avg: str | float) -> str:
+    """The rda optimizer's averaging: "xRDA" (a = 1 - lr / lr_0, "coupled"), "proximal SGD" (a = 0),
+    "RDA (a=1)" (classic dual averaging) or "RDA (a=x)"."""
+    if avg == "coupled":
+        return "xRDA"
+    a = float(avg)
+    return "proximal SGD" if a == 0.0 else "RDA (a=1)" if a == 1.0 else f"RDA (a={a:g})"
+
+
+# (averaging, reweighting, group, prox) -> (legend order, colour): every variant keeps its place and
+# colour in every figure; a combination not listed here goes last, with a colour from its label.
+_VARIANTS: dict[tuple[str, str, str, str], tuple[int, str]] = {
+    ("xRDA", "log", "none", "l1"): (10, "#1f77b4"),
+    ("xRDA", "none", "none", "l1"): (20, "#ff7f0e"),
+    ("proximal SGD", "log", "none", "l1"): (80, "#7f7f7f"),
+    ("RDA (a=1)", "log", "none", "l1"): (90, "#bcbd22"),
+    ("xRDA", "log", "kernel", "l1"): (100, "#17becf"),
+    ("xRDA", "log", "channel", "l1"): (110, "#1b9e77"),
+    ("xRDA", "log", "kernel", "group"): (120, "#d95f02"),
+    ("xRDA", "log", "channel", "group"): (130, "#7570b3"),
+    ("xRDA", "none", "kernel", "l1"): (180, "#666666"),
+    ("xRDA", "none", "channel", "l1"): (190, "#e41a1c"),
+    ("proximal SGD", "none", "none", "l1"): (200, "#377eb8"),
+    ("RDA (a=1)", "none", "none", "l1"): (210, "#4daf4a"),
+}
+
+
 class RDAMethod(Method):
     """Dense training with xRDA; the penalty lives in the optimizer's parameter groups."""
 
+    name = "rda"
     Config = RDAMethodConfig
+    requires_optimizer = "rda"
+    cfg: RDAMethodConfig
 
-    def __init__(self, cfg: RDAMethodConfig) -> None:
-        super().__init__(cfg)
-        self.cfg: RDAMethodConfig = cfg
+    @classmethod
+    def variant(cls, cfg: MethodConfig, optimizer: Any) -> Variant:
+        """"<averaging> <log-l1 | plain l1>", then " (kernel)" / " (channel)" for grouped penalties
+        and ", group prox" for the group-lasso step; averagings other than xRDA are ablations."""
+        averaging = averaging_name(getattr(optimizer, "avg", "coupled"))
+        label = f"{averaging} {'log-l1' if cfg.reweight == 'log' else 'plain l1'}"
+        if cfg.group != "none":
+            label += f" ({cfg.group})"
+        if cfg.prox == "group":
+            label += ", group prox"
+        order, color = _VARIANTS.get((averaging, cfg.reweight, cfg.group, cfg.prox), (1000, None))
+        family = "unstructured" if cfg.group == "none" else "structured"
+        return Variant(label, family, order, color, main=averaging == "xRDA")
+
+    @classmethod
+    def operating_point(cls, cfg: MethodConfig) -> str:
+        return lam_point(cfg.lam)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Conv / linear weights with the penalty options; everything else with lam = 0."""

@@ -1,4 +1,7 @@
-"""Small plotting helpers shared by the notebooks: panels, colours, captions, saving PNG + PDF.
+"""Small plotting helpers shared by the notebooks: panels, captions, saving PNG + PDF.
+
+Every variant's colour and legend place come from its method (the ``color`` and ``order``
+columns of ``reporting.results.runs_frame``), the same in every figure.
 
 Conventions: accuracies and fractions are plotted in percent; every point is an experiment's
 mean over its seeds with the sample standard deviation as error bar; every figure's caption
@@ -15,21 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from experiments.results import VARIANT_ORDER, title_line, variant_key
+from reporting.results import title_line
 
 DENSE_COLOR = "black"
-# tab10 for the unstructured variants and the ablations, Dark2 for the structured ones (VARIANT_ORDER).
-_PALETTE = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors + plt.get_cmap("Set1").colors
-
-
-def color_for(variant: str) -> Any:
-    """A fixed colour per variant, the same in every figure."""
-    if variant == "dense":
-        return DENSE_COLOR
-    index = variant_key(variant)[0] - 1  # VARIANT_ORDER[0] is dense
-    if index >= len(VARIANT_ORDER) - 1:  # a variant outside VARIANT_ORDER: a colour fixed by its name
-        index = sum(map(ord, variant))
-    return _PALETTE[index % len(_PALETTE)]
 
 
 def missing(frame: pd.DataFrame, what: str) -> bool:
@@ -50,9 +41,14 @@ def select(frame: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
     return frame[(frame["model"] == model) & (frame["dataset"] == dataset)]
 
 
+def legend_order(frame: pd.DataFrame) -> list[str]:
+    """The variants present, in legend order (the methods' ``order``, then the label)."""
+    return [variant for _, variant in sorted(set(zip(frame["order"], frame["variant"])))]
+
+
 def by_variant(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(variant, rows) in legend order (results.VARIANT_ORDER)."""
-    for variant in sorted(set(frame["variant"]), key=variant_key):
+    """(variant, rows) in legend order."""
+    for variant in legend_order(frame):
         yield variant, frame[frame["variant"] == variant]
 
 
@@ -82,7 +78,7 @@ def curve(ax: plt.Axes, points: pd.DataFrame, x: str, y: str, label: str, x_scal
         print(f"note: {label}: {int((~finite).sum())} point(s) with non-finite {x} left out")
         p = p[finite]
     xerr = p[f"{x}_std"] * x_scale if f"{x}_std" in p else None
-    options = {"marker": "o", "ms": 4, "capsize": 2, "lw": 1.2, "color": color_for(label)} | style
+    options = {"marker": "o", "ms": 4, "capsize": 2, "lw": 1.2, "color": points["color"].iloc[0]} | style
     ax.errorbar(p[x] * x_scale, p[y] * y_scale, xerr=xerr, yerr=p[f"{y}_std"] * y_scale, label=label, **options)
 
 
@@ -90,12 +86,12 @@ def grouped_bars(ax: plt.Axes, points: pd.DataFrame, y: str, group: str = "match
     """Bars of ``y`` (± ``<y>_std``) side by side per variant, one cluster per value of ``group``;
     clusters are labelled "<model>, <dataset>" and the shared operating point."""
     clusters = sorted(points[group].unique())
-    variants = sorted(set(points["variant"]), key=variant_key)
+    variants = legend_order(points)
     width = 0.8 / len(variants)
     for k, variant in enumerate(variants):
         rows = points[points["variant"] == variant]
         offsets = [clusters.index(c) + (k - (len(variants) - 1) / 2) * width for c in rows[group]]
-        ax.bar(offsets, rows[y] * scale, width, yerr=rows[f"{y}_std"] * scale, capsize=2, color=color_for(variant),
+        ax.bar(offsets, rows[y] * scale, width, yerr=rows[f"{y}_std"] * scale, capsize=2, color=rows["color"].iloc[0],
                label=variant)
     first = [points[points[group] == c].iloc[0] for c in clusters]
     ax.set_xticks(range(len(clusters)), [f"{r['model']}, {r['dataset']}\n{r['point']}" for r in first], fontsize=7)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pruning.base import Method, MethodConfig
+from pruning.base import Method, MethodConfig, Variant
 
 
 @dataclass
@@ -12,4 +12,6 @@ class DenseConfig(MethodConfig):
 
 
 class Dense(Method):
+    name = "dense"
     Config = DenseConfig
+    variant_info = Variant("dense", "dense", order=0, color="black")

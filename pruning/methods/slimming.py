@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pruning import surgery
-from pruning.base import Method, MethodConfig, Schedule, Stage, epochs_field
+from pruning.base import Method, MethodConfig, RunContext, Schedule, Stage, Variant, epochs_field
 from pruning.latency import pruned_vs_dense
 from pruning.masks import ParamMasks
 
@@ -78,11 +78,18 @@ def channel_keep(gammas: dict[str, torch.Tensor], ratio: float, min_channels: in
 
 
 class Slimming(Method):
+    name = "slimming"
     Config = SlimmingConfig
+    variant_info = Variant("network slimming", "structured", order=140, color="#e7298a")
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        self.links = surgery.channel_links(model)
-        self.bns = list(self.links)
+    @classmethod
+    def operating_point(cls, cfg: MethodConfig) -> str:
+        return f"{100 * cfg.channel_ratio:g}% channels removed"
+
+    def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        model = super().prepare(model, ctx)
+        self.sites = surgery.removable_sites(model)
+        self.bns = list(self.sites)
         self.gammas = [model.get_submodule(n).weight for n in self.bns]
         self.masker = ParamMasks(model)
         self.keep: dict[str, torch.Tensor] | None = None
@@ -101,7 +108,7 @@ class Slimming(Method):
 
     def _set_keep(self, keep: dict[str, torch.Tensor]) -> None:
         """Masks of removed channels: BN weight and bias, the producing conv's filters and the
-        consumer's input weights (a layer may be both a producer and a consumer: masks multiply)."""
+        consumers' input weights (a layer may be both a producer and a consumer: masks multiply)."""
         masks: dict[str, torch.Tensor] = {}
 
         def mask(name: str, m: torch.Tensor) -> None:
@@ -112,11 +119,12 @@ class Slimming(Method):
             k = k.to(self.masker.params[f"{bn}.weight"].device)
             mask(f"{bn}.weight", k)
             mask(f"{bn}.bias", k)
-            link = self.links[bn]
-            if link.producer is not None:
-                mask(f"{link.producer}.weight", k.view(-1, 1, 1, 1))
-            consumer = f"{link.consumer}.weight"
-            mask(consumer, k.view(1, -1, *[1] * (self.masker.params[consumer].dim() - 2)))
+            site = self.sites[bn]
+            if site.producer is not None:
+                mask(f"{site.producer}.weight", k.view(-1, 1, 1, 1))
+            for consumer in site.consumers:
+                weight = f"{consumer}.weight"
+                mask(weight, k.view(1, -1, *[1] * (self.masker.params[weight].dim() - 2)))
         self.keep = keep
         self.masker.set(masks)
 

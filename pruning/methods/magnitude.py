@@ -19,25 +19,21 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pruning.base import MethodConfig, Schedule, Stage, epochs_field
-from pruning.masks import LayerScope, MaskedMethod, PruneStage, global_magnitude_masks
+from pruning.base import MethodConfig, Schedule, Stage, Variant, epochs_field
+from pruning.masks import MaskedConfig, MaskedMethod, PruneStage, global_magnitude_masks
 
 
 @dataclass
-class MagnitudeConfig(MethodConfig):
+class MagnitudeConfig(MaskedConfig):
     name: str = "magnitude"
-    sparsity: float = 0.9  # final fraction of the selected weights set to zero
     rounds: int = 1  # prune + retrain rounds; 1 = one-shot
     round_schedule: Literal["geometric", "linear"] = "geometric"
-    layers: LayerScope = "conv_linear"  # which weights are pruned: conv + linear, or conv only
-    exclude: list[str] = field(default_factory=list)  # module names kept dense
     retrain_epochs: int = epochs_field(40)  # per round
     retrain_lr: float | None = 0.001  # None: the optimizer's lr
     retrain_schedule: Schedule = field(default_factory=lambda: Schedule(name="constant"))
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+        super().__post_init__()
         if self.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
 
@@ -50,7 +46,14 @@ def round_targets(sparsity: float, rounds: int, kind: str) -> list[float]:
 
 
 class Magnitude(MaskedMethod):
+    name = "magnitude"
     Config = MagnitudeConfig
+
+    @classmethod
+    def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
+        if cfg.rounds == 1:
+            return Variant("magnitude one-shot", "unstructured", order=30, color="#2ca02c")
+        return Variant("magnitude iterative", "unstructured", order=40, color="#d62728")
 
     def stages(self, train_epochs: int) -> list[Stage]:
         c = self.cfg

@@ -24,31 +24,27 @@ iterations at the initial learning rate).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from pruning.base import MethodConfig, Stage
-from pruning.masks import LayerScope, MaskedMethod, PruneStage, global_magnitude_masks
+from pruning.base import MethodConfig, RunContext, Stage, Variant
+from pruning.masks import MaskedConfig, MaskedMethod, PruneStage, global_magnitude_masks
 
 State = dict[str, torch.Tensor]
 
 
 @dataclass
-class LotteryConfig(MethodConfig):
+class LotteryConfig(MaskedConfig):
     name: str = "lottery"
-    sparsity: float = 0.9  # final fraction of the selected weights set to zero
     prune_fraction: float = 0.2  # of the weights still alive, per round
     rewind_step: int = 0  # optimizer steps of round 0 (iterations, not scaled by profiles)
     reinit: bool = False  # control: the last round starts from a random re-initialisation
-    layers: LayerScope = "conv_linear"
-    exclude: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+        super().__post_init__()
         if not 0.0 < self.prune_fraction < 1.0:
             raise ValueError(f"prune_fraction must lie in (0, 1), got {self.prune_fraction}")
         if self.rewind_step < 0:
@@ -81,10 +77,17 @@ def permuted(state: State) -> State:
 
 
 class Lottery(MaskedMethod):
+    name = "lottery"
     Config = LotteryConfig
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        model = super().prepare(model)
+    @classmethod
+    def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
+        if cfg.reinit:
+            return Variant("lottery ticket (random reinit)", "unstructured", order=60, color="#8c564b")
+        return Variant("lottery ticket", "unstructured", order=50, color="#9467bd")
+
+    def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        model = super().prepare(model, ctx)
         c = self.cfg
         # The original initialisation: the rewind point for k = 0, the source of the re-init.
         self.init: State | None = snapshot(model) if (c.rewind_step == 0 or c.reinit) else None

@@ -3,7 +3,8 @@
 Knows nothing of the experiment itself: ``validate(cls, data, where)`` checks every key
 against the dataclass's fields and types and raises ``ConfigError`` naming the key.
 Supported field types: bool, int, float, str, Literal, Optional, list, dict[str, X],
-nested dataclasses, and *tagged* dataclasses: a field typed with a base class that has a
+nested dataclasses, value types with a ``parse`` classmethod (e.g. a duration written "2ep"),
+and *tagged* dataclasses: a field typed with a base class that has a
 ``registry()`` classmethod is resolved through its ``name`` key.
 """
 from __future__ import annotations
@@ -34,12 +35,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for option in typing.get_args(tp):
             try:
                 return _convert(option, value, key)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
@@ -59,6 +59,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         _, item = typing.get_args(tp)
         return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
+    if hasattr(tp, "parse"):  # a value type with its own syntax (pruning.base.Duration)
+        try:
+            return tp.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     if dataclasses.is_dataclass(tp) or hasattr(tp, "registry"):
         return validate(tp, value, key)
     if tp is bool:
@@ -115,6 +120,8 @@ def validate(cls: type, data: Any, where: str = "") -> Any:
 
 def to_dict(obj: Any) -> Any:
     """The plain-data form of a (nested) config, for writing back as YAML."""
+    if hasattr(obj, "parse"):  # a value type with its own syntax: its text
+        return str(obj)
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

@@ -121,15 +121,14 @@ def derive_seed(*values: int) -> int:
 class DeviceBatches:
     """Batches of a split held whole on ``device``, augmented and normalised there.
 
-    Iterating calls ``epoch(e)``; with ``train`` the order is shuffled and the images
+    ``epoch(e)`` yields the batches of epoch e; with ``train`` the order is shuffled and the images
     augmented from a generator seeded by (seed, e); without, the order is fixed.
     A trailing batch of one image is dropped in training (batch norm cannot use it).
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, train: bool, augment: bool,
                  mean: tuple[float, ...], std: tuple[float, ...], seed: int = 0,
-                 channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -140,7 +139,6 @@ class DeviceBatches:
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.dtype = dtype
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -170,11 +168,8 @@ class DeviceBatches:
                 x = augment_batch(x, shifts[idx], flips[idx])
             yield self.normalise(x), self.labels[idx]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch(0)
-
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.to(self.dtype) - self.mean) / self.std
+        x = (x.float() - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
 

@@ -9,17 +9,17 @@ the same ratio so that schedules keep their shape.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from experiments.schema import ConfigError, to_dict, validate
-from pruning import METHODS
-from pruning.base import Schedule
-
-DATASETS = ("cifar10", "cifar100", "imagenet")
+from pruning.base import Duration, Schedule
+from pruning.registry import METHODS
+from training.schema import ConfigError, to_dict, validate
 
 
 @dataclass
@@ -126,8 +126,12 @@ class ExperimentConfig:
         unknown = set(self.profiles) - set(PROFILES)
         if unknown:
             raise ValueError(f"profiles: unknown profile {sorted(unknown)[0]!r}; choose from {', '.join(PROFILES)}")
-        if (self.method.name == "rda") != (self.optimizer.name == "rda"):
-            raise ValueError("method rda needs optimizer rda, and optimizer rda is only for method rda")
+        required = METHODS[self.method.name].requires_optimizer
+        if required is not None and self.optimizer.name != required:
+            raise ValueError(f"method {self.method.name} needs optimizer {required}, got {self.optimizer.name}")
+        owners = sorted(n for n, m in METHODS.items() if m.requires_optimizer == self.optimizer.name)
+        if owners and self.method.name not in owners:
+            raise ValueError(f"optimizer {self.optimizer.name} is only for method {' / '.join(owners)}")
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -160,13 +164,16 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def run_config_from_mapping(data: dict[str, Any]) -> ExperimentConfig:
+    """A run's resolved config (its config.yaml as a mapping: the experiment's keys and its seed)."""
+    return validate(ExperimentConfig, {k: v for k, v in data.items() if k != "seed"})
+
+
 def load_run_config(path: str | Path) -> ExperimentConfig:
-    """The resolved config a run wrote (its config.yaml: the experiment's keys and its seed)."""
+    """The resolved config a run wrote (its config.yaml); errors name the file."""
     path = Path(path)
-    data = _read_mapping(path)
-    data.pop("seed", None)
     try:
-        return validate(ExperimentConfig, data)
+        return run_config_from_mapping(_read_mapping(path))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -184,20 +191,43 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _scale_epochs(obj: Any, ratio: float) -> Any:
-    """Copy of a config tree with every epoch-valued field multiplied by ``ratio``."""
+# Training images of each data set as released: what an iteration count in a config refers to.
+FULL_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+
+
+def reference_steps_per_epoch(cfg: ExperimentConfig) -> int:
+    """Optimizer steps in one epoch of the config's own data (its ``max_train`` images, else the
+    full data set) at its batch size: the epoch length an iteration count in the config means."""
+    images = FULL_TRAIN_SIZES[cfg.data.dataset]
+    if cfg.data.max_train is not None:
+        images = min(images, cfg.data.max_train)
+    return max(1, math.ceil(images / cfg.data.batch_size))
+
+
+def scale_duration(value: Duration, ratio: float, steps_per_epoch: int) -> Duration:
+    """A duration moved with a budget scaled by ``ratio``: epochs scale; iterations become the same
+    fraction of the scaled training, in epochs (``steps_per_epoch``: the unscaled epoch's steps)."""
+    epochs = value.value if value.unit == "ep" else value.value / steps_per_epoch
+    return Duration(float(f"{epochs * ratio:.6g}"), "ep")
+
+
+def _scale_epochs(obj: Any, ratio: float, steps_per_epoch: int) -> Any:
+    """Copy of a config tree with every epoch-valued field multiplied by ``ratio`` and every
+    duration moved with it (``scale_duration``)."""
     if not dataclasses.is_dataclass(obj):
         return obj
     changes = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.metadata.get("epochs"):
+        if isinstance(value, Duration):
+            changes[f.name] = scale_duration(value, ratio, steps_per_epoch)
+        elif f.metadata.get("epochs"):
             if isinstance(value, list):
                 changes[f.name] = [max(1, round(v * ratio)) for v in value]
             elif value:
                 changes[f.name] = max(1, round(value * ratio))
         elif dataclasses.is_dataclass(value):
-            changes[f.name] = _scale_epochs(value, ratio)
+            changes[f.name] = _scale_epochs(value, ratio, steps_per_epoch)
     return dataclasses.replace(obj, **changes)
 
 
@@ -214,7 +244,7 @@ def resolve(cfg: ExperimentConfig, profile: str) -> ExperimentConfig:
                      if v is not None})
     out = cfg
     if settings["epochs"] is not None and settings["epochs"] != cfg.train.epochs:
-        out = _scale_epochs(out, settings["epochs"] / cfg.train.epochs)
+        out = _scale_epochs(out, settings["epochs"] / cfg.train.epochs, reference_steps_per_epoch(cfg))
         out = dataclasses.replace(out, train=dataclasses.replace(out.train, epochs=settings["epochs"]))
     data = out.data
     for key in ("max_train", "max_test"):
@@ -227,3 +257,25 @@ def resolve(cfg: ExperimentConfig, profile: str) -> ExperimentConfig:
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
+
+def collect_configs(paths: list[Path], profile: str, overrides: list[str], only: str | None) -> list[ExperimentConfig]:
+    """Load every config named (files), or every config of the profile in the folders named."""
+    configs = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*.yaml")):
+                cfg = load_config(file, overrides)
+                if in_profile(cfg, profile):
+                    configs.append(cfg)
+        else:
+            configs.append(load_config(path, overrides))
+    if only:
+        pattern = only if any(ch in only for ch in "*?[") else f"*{only}*"
+        configs = [c for c in configs if fnmatch.fnmatch(c.name, pattern)]
+    seen: dict[str, int] = {}
+    for c in configs:
+        seen[c.name] = seen.get(c.name, 0) + 1
+    dupes = [n for n, k in seen.items() if k > 1]
+    if dupes:
+        raise ConfigError(f"experiment name {dupes[0]!r} is used by more than one config")
+    return configs

@@ -1,0 +1,1 @@
+"""Speed benchmarks: ``python -m experiments.bench optimizer | train | jobs | latency``."""

@@ -1,0 +1,200 @@
+"""``train``: images per second of training, per model (ResNet-56 and VGG-16 by default, batch
+128, CIFAR-shaped random data): dense SGD, xRDA, magnitude pruning (its fine-tuning stage:
+90% of the weights masked, masks held every step), L0-HC and Dep-L0 at the papers' settings, and
+every other registered method at its default config (its last stage), each built as a real run
+builds it (``training.build``: the method registry, ``optimizer_factory``, the one ``Trainer``) and timed over
+whole epochs of ``--steps`` batches from ``DeviceBatches`` (data and augmentation on the device;
+on CUDA channels_last and bf16 autocast unless switched off, ``--compile`` optional). The test
+set is empty, so an epoch is training plus the per-epoch hooks. Beside them, a plain reference
+loop as pruning code usually has it: a DataLoader over the same images, random crop and flip
+done per image in Python, fp32, contiguous memory, the loss read back every step. The first
+``--warmup`` epochs (torch.compile, cuDNN autotuning, loader start-up) are not timed; the table
+shows the median epoch's images/s, the ratio to dense SGD, and the speed-up of dense SGD over
+the reference loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from experiments.bench.common import device_name, sync
+from models import build_model
+from pruning.base import MethodConfig, Schedule
+from pruning.methods.dense import DenseConfig
+from pruning.methods.dep_l0 import DepL0Config
+from pruning.methods.l0hc import L0HCConfig
+from pruning.methods.magnitude import MagnitudeConfig
+from pruning.methods.rda import RDAMethodConfig
+from pruning.registry import METHODS
+from training.build import build_model_and_method, optimizer_factory, run_context
+from training.config import OPTIMIZERS, DataConfig, ExperimentConfig, OptimizerConfig, RDAConfig, SGDConfig, TrainConfig
+from training.data import CIFAR, DeviceBatches, Split
+from training.loop import LoopSettings, Trainer
+
+_SGD = SGDConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
+# label -> (method config, optimizer config, index of the method's stage that is timed). The
+# settings are the paper / release ones; they do not change a step's cost, only what it computes.
+TRAIN_VARIANTS: dict[str, tuple[MethodConfig, OptimizerConfig, int]] = {
+    "dense sgd": (DenseConfig(), _SGD, 0),
+    "rda": (RDAMethodConfig(lam=1.3e-6, reweight="log"),
+            RDAConfig(name="rda", lr=0.25, momentum_timescale=12.37, weight_decay=5e-4), 0),
+    "magnitude (masked)": (MagnitudeConfig(sparsity=0.9, rounds=1), _SGD, -1),  # fine-tuning: masks held
+    "l0hc": (L0HCConfig(lam=5e-7), _SGD, 0),
+    "dep_l0": (DepL0Config(lam=1e-6), _SGD, 0),
+}
+# Every other method, by its name: its default config, with the optimizer it requires (else SGD),
+# timed on its last stage (where masks are held, if any).
+_COVERED = {cfg.name for cfg, _, _ in TRAIN_VARIANTS.values()}
+TRAIN_VARIANTS |= {name: (cls.Config(), OPTIMIZERS[cls.requires_optimizer](name=cls.requires_optimizer)
+                          if cls.requires_optimizer else _SGD, -1)
+                   for name, cls in METHODS.items() if name not in _COVERED}
+DENSE = "dense sgd"
+REFERENCE_LOOP = "reference loop"
+
+
+def synthetic_cifar(n: int, seed: int = 0) -> Split:
+    """``n`` random CIFAR-shaped uint8 images with labels in 0..9 (speed does not depend on content)."""
+    gen = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
+                 torch.randint(0, 10, (n,), generator=gen))
+
+
+def method_epochs(model_name: str, variant: str, split: Split, batch: int, device: torch.device, epochs: int,
+                  channels_last: bool, bf16: bool, compile: bool, seed: int = 0) -> list[float]:
+    """Seconds of each epoch of ``variant`` on ``split``, through the runner's wiring and the one Trainer."""
+    method_cfg, opt_cfg, stage_index = TRAIN_VARIANTS[variant]
+    cfg = ExperimentConfig(name="bench", model=model_name, data=DataConfig(dataset="cifar10", batch_size=batch),
+                           train=TrainConfig(epochs=epochs, schedule=Schedule("constant"), bf16=bf16,
+                                             channels_last=channels_last, compile=compile),
+                           optimizer=opt_cfg, method=method_cfg)
+    spec = CIFAR["cifar10"]
+    common = dict(device=device, mean=spec.mean, std=spec.std, channels_last=channels_last)
+    train = DeviceBatches(split, batch, train=True, augment=True, seed=seed, **common)
+    empty = DeviceBatches(Split(split.images[:0], split.labels[:0]), batch, train=False, augment=False, **common)
+    torch.manual_seed(seed)
+    ctx = run_context(device, {"input_shape": [3, 32, 32], "num_classes": 10}, train, seed)
+    model, method = build_model_and_method(cfg, ctx, channels_last)
+    stage = dataclasses.replace(method.stages(epochs)[stage_index], epochs=epochs)
+    settings = LoopSettings(seed=seed, device=device, bf16=bf16, compile=compile, progress=False)
+    trainer = Trainer(model, method, [stage], train, empty, optimizer_factory(cfg, method), settings,
+                      log=lambda line: None)
+    trainer.run()  # each epoch ends with a host sync (the epoch's loss is read), so its time is complete
+    return [row["seconds"] for row in trainer.history]
+
+
+class PerImageAugment(Dataset):
+    """uint8 images transformed one at a time, as a torchvision pipeline does it:
+    RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize (without the PIL round trip)."""
+
+    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.images, self.labels = split.images, split.labels
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.pad(self.images[i], (4, 4, 4, 4))
+        top, left = torch.randint(0, 9, (2,)).tolist()
+        x = x[:, top:top + 32, left:left + 32]
+        if torch.rand(()) < 0.5:
+            x = x.flip(2)
+        return (x.float() / 255 - self.mean) / self.std, self.labels[i]
+
+
+def reference_epochs(model_name: str, split: Split, batch: int, device: torch.device, epochs: int, workers: int,
+                     seed: int = 0) -> list[float]:
+    """Seconds of each epoch of a plain loop: DataLoader + per-image transforms, fp32, ``loss.item()`` per step."""
+    torch.manual_seed(seed)
+    model = build_model(model_name, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    spec = CIFAR["cifar10"]
+    loader = DataLoader(PerImageAugment(split, spec.mean, spec.std), batch_size=batch, shuffle=True,
+                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    times = []
+    model.train()
+    for _ in range(epochs):
+        sync(device)
+        start = time.perf_counter()
+        running = 0.0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _row(times: list[float], warmup: int, images: int) -> dict[str, Any]:
+    timed = times[warmup:]
+    median = statistics.median(timed)
+    return {"images_per_s": images / median, "epoch_s": median, "epoch_s_timed": timed,
+            "epoch_s_warmup": times[:warmup]}
+
+
+def bench_train(device: torch.device, models: tuple[str, ...] = ("resnet56", "vgg16"), batch: int = 128,
+                steps: int = 50, epochs: int = 3, warmup: int = 1, channels_last: bool = True, bf16: bool = True,
+                compile: bool = False, workers: int = 4, variants: tuple[str, ...] | None = None,
+                reference: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Training images/s of every variant (and the reference loop) on each model, median of ``epochs`` epochs.
+
+    An epoch is ``steps`` batches of ``batch`` images. The fast-path switches apply on CUDA only
+    (as in the runner); what was used is recorded.
+    """
+    if epochs < 1 or warmup < 0 or steps < 1 or batch < 2:
+        raise ValueError("need epochs >= 1, warmup >= 0, steps >= 1 and batch >= 2")
+    variants = tuple(variants or TRAIN_VARIANTS)
+    unknown = [v for v in variants if v not in TRAIN_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown[0]!r}; choose from {', '.join(TRAIN_VARIANTS)}")
+    cuda = device.type == "cuda"
+    fast = {"channels_last": cuda and channels_last, "bf16": cuda and bf16, "compile": cuda and compile}
+    images = steps * batch
+    split = synthetic_cifar(images, seed)
+    results: dict[str, dict[str, Any]] = {}
+    for model_name in models:
+        rows = {}
+        for variant in variants:
+            rows[variant] = _row(method_epochs(model_name, variant, split, batch, device, warmup + epochs,
+                                               seed=seed, **fast), warmup, images)
+            end = time.time()  # the timed epochs were the last ones: their wall-clock span
+            rows[variant]["wall_clock"] = [end - sum(rows[variant]["epoch_s_timed"]), end]
+        if reference:
+            rows[REFERENCE_LOOP] = _row(reference_epochs(model_name, split, batch, device, warmup + epochs, workers,
+                                                         seed), warmup, images)
+        base = rows.get(DENSE, {}).get("images_per_s")
+        for row in rows.values():
+            row["ratio_to_dense"] = row["images_per_s"] / base if base else None
+        results[model_name] = rows
+    return {
+        "benchmark": "train", "device": device_name(device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "batch": batch, "steps": steps, "epochs": epochs, "warmup": warmup,
+        "images_per_epoch": images, "fast_path": fast, "loader_workers": workers, "results": results,
+        "speedup_over_reference": {m: rows[DENSE]["images_per_s"] / rows[REFERENCE_LOOP]["images_per_s"]
+                                   for m, rows in results.items() if DENSE in rows and REFERENCE_LOOP in rows},
+    }
+
+
+def format_train_table(result: dict[str, Any]) -> str:
+    fast = ", ".join(k for k, v in result["fast_path"].items() if v) or "fp32, contiguous"
+    lines = [f"train: {result['device']}, batch {result['batch']}, {result['steps']} steps per epoch, median of "
+             f"{result['epochs']} epochs after {result['warmup']} warm-up; fast path: {fast}",
+             f"{'model':<10} {'variant':<22} {'images/s':>10} {'epoch s':>9} {'x dense sgd':>12}"]
+    for model, rows in result["results"].items():
+        for name, row in rows.items():
+            ratio = f"{row['ratio_to_dense']:.3f}" if row["ratio_to_dense"] is not None else "-"
+            lines.append(f"{model:<10} {name:<22} {row['images_per_s']:>10.1f} {row['epoch_s']:>9.3f} {ratio:>12}")
+    for model, speedup in result["speedup_over_reference"].items():
+        lines.append(f"{model}: dense sgd is {speedup:.2f}x the reference loop's images/s")
+    return "\n".join(lines)

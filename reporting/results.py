@@ -1,0 +1,223 @@
+"""Load what the runner wrote under a results folder into tables (pandas), for notebooks and summaries:
+one row per run, aggregation over seeds, per-epoch and per-layer tables, controlled comparisons."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from reporting.labels import color_of, describe
+
+
+def load_runs(results: str | Path) -> list[dict[str, Any]]:
+    """One record per finished run (a folder with metrics.json): metrics plus its resolved config."""
+    runs = []
+    for metrics_path in sorted(Path(results).glob("*/seed*/metrics.json")):
+        run = json.loads(metrics_path.read_text())
+        config_path = metrics_path.parent / "config.yaml"
+        run["config"] = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+        run["run_dir"] = str(metrics_path.parent)
+        runs.append(run)
+    return runs
+
+
+# Entries of a run's metrics that are averaged over seeds by `aggregate` (when present).
+METRICS = (
+    "test_acc", "train_acc", "gap", "test_loss", "train_loss", "sparsity", "sparsity_all", "compression",
+    "flops_kept", "params_kept", "params_nonzero", "params_total", "flops_effective", "params_physical",
+    "flops_physical", "kernel_sparsity", "channel_sparsity", "channel_ratio_achieved", "wall_time_s",
+)
+
+# Columns `runs_frame` always has, so that filters work on an empty results folder too.
+FRAME_COLUMNS = (
+    "name", "seed", "method", "variant", "family", "main", "order", "color", "point", "label", "lam", "model",
+    "dataset", "data_label", "profile", "epochs", "test_acc", "train_acc", "gap", "test_loss", "train_loss",
+    "sparsity", "sparsity_all", "compression", "flops_dense", "flops_effective", "flops_kept", "params_dense",
+    "params_nonzero", "params_kept", "run_dir", "config", "layers",
+)
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _ratio(num: Any, den: Any) -> float:
+    return float(num) / float(den) if num is not None and den else math.nan
+
+
+def runs_frame(results: str | Path) -> pd.DataFrame:
+    """One row per finished run: every scalar entry of its metrics.json, plus
+
+    variant (label), family, main, order and color as its method declares them
+    (``reporting.labels``), point (the operating point), label ("<variant>, <point>"), lam,
+    gap = train_acc - test_acc (train_acc: the last epoch's running accuracy on augmented batches),
+    compression = 1 / (1 - sparsity) (inf when every weight is zero), flops_kept =
+    flops_effective / flops_dense, params_kept = params_nonzero / params_dense, and the resolved
+    config and per-layer table as Python objects. Always has the columns of FRAME_COLUMNS.
+    """
+    rows = []
+    for run in load_runs(results):
+        row: dict[str, Any] = {k: v for k, v in run.items() if v is None or isinstance(v, (bool, int, float, str))}
+        config = run["config"] or {}
+        sparsity = float(run.get("sparsity", math.nan))
+        lam = _section(config, "method").get("lam")
+        variant, point = describe(config)
+        row.update(
+            variant=variant.label, family=variant.family, main=variant.main, order=variant.order,
+            color=color_of(variant), point=point, label=f"{variant.label}, {point}" if point else variant.label,
+            lam=float(lam) if lam is not None else math.nan,
+            data_label=run.get("data_label", run.get("dataset", "")),
+            gap=float(run.get("train_acc", math.nan)) - float(run.get("test_acc", math.nan)),
+            compression=1.0 / (1.0 - sparsity) if sparsity < 1.0 else math.inf,
+            flops_kept=_ratio(run.get("flops_effective"), run.get("flops_dense")),
+            params_kept=_ratio(run.get("params_nonzero"), run.get("params_dense")),
+            config=config, layers=run.get("layers", []),
+        )
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in FRAME_COLUMNS:
+        if column not in frame:
+            frame[column] = pd.Series(dtype=object)
+    return frame
+
+
+def aggregate(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> pd.DataFrame:
+    """One row per group of ``keys`` (default: per experiment, i.e. over its seeds).
+
+    Each metric of METRICS becomes its mean and ``<metric>_std``, the sample standard deviation
+    (n - 1 in the denominator; NaN for a single seed, as ``mean_std``); ``seeds`` counts the runs;
+    every other column keeps the group's first value.
+    """
+    metrics = [m for m in METRICS if m in frame and m not in keys]
+    rows = []
+    for _, group in frame.groupby(list(keys), sort=True, dropna=False):
+        row = {c: group[c].iloc[0] for c in frame.columns if c not in metrics and c not in ("seed", "run_dir")}
+        for m in metrics:
+            values = pd.to_numeric(group[m], errors="coerce")
+            row[m] = values.mean()
+            row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else math.nan
+        row["seeds"] = len(group)
+        rows.append(row)
+    columns = [c for c in frame.columns if c not in ("seed", "run_dir")] + [f"{m}_std" for m in metrics] + ["seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def title_line(frame: pd.DataFrame) -> str:
+    """What a figure shows, for its caption: "<data label(s)> | profile <p> | <n> seeds per point".
+
+    Works on ``runs_frame`` rows (seeds counted per experiment) and on ``aggregate`` rows (``seeds``).
+    """
+    if frame.empty:
+        return "no runs"
+    if "seeds" in frame and "seed" not in frame:
+        counts = frame["seeds"].astype(int)
+    else:
+        counts = frame.groupby("name")["seed"].nunique()
+    lo, hi = int(counts.min()), int(counts.max())
+    seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+    spread = " (mean ± std)" if hi > 1 else " (no spread from one seed)"
+    data = "; ".join(sorted(set(frame["data_label"].astype(str))))
+    profiles = ", ".join(sorted(set(frame["profile"].astype(str))))
+    return f"{data} | profile {profiles} | {seeds} per point{spread}"
+
+
+def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch rows (history.csv) of every run of ``frame``, with the run's name, seed,
+    method, variant, family, color, label, lam, model, dataset, data_label and profile. Runs without a
+    history.csv are left out."""
+    keep = ["name", "seed", "method", "variant", "family", "color", "label", "lam", "model", "dataset", "data_label",
+            "profile"]
+    parts = []
+    for _, run in frame.iterrows():
+        path = Path(run["run_dir"]) / "history.csv"
+        if path.exists():
+            history = pd.read_csv(path)
+            parts.append(history.assign(**{k: run[k] for k in keep}))
+    if not parts:
+        return pd.DataFrame(columns=keep + ["epoch", "stage", "train_acc", "test_acc", "sparsity"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def epoch_mean(history: pd.DataFrame, columns: tuple[str, ...] = ("test_acc", "train_acc", "sparsity")
+               ) -> pd.DataFrame:
+    """Per experiment and epoch: mean and sample std over seeds of ``columns`` (``<c>_std``; NaN for one
+    seed), with the experiment's descriptive columns and ``seeds``."""
+    info = [c for c in ("method", "variant", "family", "color", "label", "lam", "model", "dataset", "data_label",
+                        "profile") if c in history]
+    if history.empty:
+        return pd.DataFrame(columns=["name", "epoch", *info, *columns, *(f"{c}_std" for c in columns), "seeds"])
+    grouped = history.groupby(["name", "epoch"], sort=True)
+    out = grouped[list(columns)].mean()
+    std = grouped[list(columns)].std(ddof=1).add_suffix("_std")
+    out = out.join(std).join(grouped[info].first()).join(grouped["seed"].nunique().rename("seeds"))
+    return out.reset_index()
+
+
+def layers_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and prunable layer (metrics.json ``layers``): layer_index (position in the
+    network), layer, type, weights, nonzero, density = nonzero / weights of the dense layer,
+    with the run's name, seed, variant, point, sparsity, model, dataset, data_label, profile."""
+    keep = ["name", "seed", "variant", "point", "sparsity", "model", "dataset", "data_label", "profile"]
+    rows = []
+    for _, run in frame.iterrows():
+        for index, layer in enumerate(run["layers"] or []):
+            rows.append({**{k: run[k] for k in keep}, "layer_index": index, "layer": layer["layer"],
+                         "type": layer.get("type", ""), "weights": layer["weights"], "nonzero": layer["nonzero"],
+                         "density": layer["density"]})
+    return pd.DataFrame(rows, columns=keep + ["layer_index", "layer", "type", "weights", "nonzero", "density"])
+
+
+def layer_density(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and layer: density mean and sample std over seeds (``density_std``; NaN for one
+    seed), the run-level sparsity averaged likewise, and ``seeds``."""
+    columns = ["name", "variant", "point", "model", "dataset", "layer_index", "layer", "type", "weights",
+               "density", "density_std", "sparsity", "seeds"]
+    if layers.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = layers.groupby(["name", "layer_index"], sort=True)
+    out = grouped[["variant", "point", "model", "dataset", "layer", "type", "weights"]].first()
+    out["density"] = grouped["density"].mean()
+    out["density_std"] = grouped["density"].std(ddof=1)
+    out["sparsity"] = grouped["sparsity"].mean()
+    out["seeds"] = grouped["seed"].nunique()
+    return out.reset_index()[columns]
+
+
+def _without(config: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """A copy of ``config`` without the key at the dotted path and without what names the run."""
+    out = {k: v for k, v in config.items() if k not in ("name", "description", "seed", "seeds", "profiles")}
+    head, _, rest = dotted.partition(".")
+    if rest:
+        out[head] = _without(_section(out, head), rest) if head in out else {}
+    else:
+        out.pop(head, None)
+    return out
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def matched(frame: pd.DataFrame, field: str) -> pd.DataFrame:
+    """The runs of ``frame`` that form controlled comparisons of one config field.
+
+    Runs whose resolved configs agree on everything except the dotted ``field`` (e.g.
+    "optimizer.avg" or "method.reweight") and what names the run (name, description, seed)
+    share a ``match`` id; only groups with at least two distinct values of the field are kept.
+    ``value`` holds the field's value as text.
+    """
+    frame = frame.assign(match=[json.dumps(_without(c or {}, field), sort_keys=True, default=str)
+                                for c in frame["config"]],
+                         value=[str(_lookup(c or {}, field)) for c in frame["config"]])
+    kept = frame.groupby("match")["value"].transform("nunique") >= 2
+    frame = frame[kept].copy()
+    ids = {key: i for i, key in enumerate(sorted(frame["match"].unique()))}
+    frame["match"] = frame["match"].map(ids)
+    return frame

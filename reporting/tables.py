@@ -1,0 +1,115 @@
+"""The summary table, one row per experiment: for the notebooks (Markdown, CSV) and the terminal.
+
+``summary_frame`` is the one pipeline; ``summary_markdown`` and ``summary_text`` only format it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from reporting.results import aggregate
+
+# Figures reported by the reproduced papers, keyed by experiment name (a config file's stem):
+#   {"test_acc": fraction, "sparsity": fraction over the paper's own count, "source": "<paper>, Table N"}.
+# Only numbers read from a specific table of a specific paper belong here; an experiment without an
+# entry shows blank paper columns in the summary table. No entry has been verified yet.
+PAPER_REPORTED: dict[str, dict[str, Any]] = {}
+
+
+SUMMARY_COLUMNS = (
+    "experiment", "variant", "model", "dataset", "profile", "seeds", "epochs", "test_acc_pct", "test_acc_std_pct",
+    "sparsity_pct", "sparsity_std_pct", "compression", "flops_kept_pct", "params_nonzero", "params_kept_pct",
+    "paper_test_acc_pct", "paper_sparsity_pct", "paper_source", "data",
+)
+
+
+def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The summary table, one row per experiment (mean and sample std over seeds), in percent.
+
+    Columns: SUMMARY_COLUMNS. ``paper_*`` come from ``reported`` (default PAPER_REPORTED) keyed by
+    experiment name and stay empty (NaN / "") for experiments without a cited figure.
+    Rows are sorted by dataset, model, variant (the methods' legend order) and sparsity.
+    """
+    reported = PAPER_REPORTED if reported is None else reported
+    points = aggregate(frame)
+    rows = []
+    for _, p in points.iterrows():
+        paper = reported.get(p["name"], {})
+        rows.append({
+            "experiment": p["name"], "variant": p["variant"], "model": p["model"], "dataset": p["dataset"],
+            "profile": p["profile"], "seeds": int(p["seeds"]), "epochs": p["epochs"],
+            "test_acc_pct": 100 * p["test_acc"], "test_acc_std_pct": 100 * p["test_acc_std"],
+            "sparsity_pct": 100 * p["sparsity"], "sparsity_std_pct": 100 * p["sparsity_std"],
+            "compression": p["compression"], "flops_kept_pct": 100 * p["flops_kept"],
+            "params_nonzero": p["params_nonzero"], "params_kept_pct": 100 * p["params_kept"],
+            "paper_test_acc_pct": 100 * paper["test_acc"] if "test_acc" in paper else math.nan,
+            "paper_sparsity_pct": 100 * paper["sparsity"] if "sparsity" in paper else math.nan,
+            "paper_source": paper.get("source", ""), "data": p["data_label"],
+        })
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    if table.empty:
+        return table
+    table = table.assign(_order=list(points["order"]), _variant=list(points["variant"]))
+    table = table.sort_values(["dataset", "model", "_order", "_variant", "sparsity_pct", "experiment"])
+    return table.drop(columns=["_order", "_variant"]).reset_index(drop=True)
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|")
+
+
+def _mean_pm_std(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std" (%; the mean
+    alone for one seed), the paper columns blank where no figure is cited; the data labels follow
+    as a footnote."""
+    header = ["experiment", "method", "model", "dataset", "seeds", "epochs", "test acc (%)", "sparsity (%)",
+              "compression", "FLOPs kept (%)", "nonzero params", "paper test acc (%)", "paper sparsity (%)",
+              "paper source"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for _, r in table.iterrows():
+        cells = [_cell(r["experiment"], 0), _cell(r["variant"], 0), _cell(r["model"], 0), _cell(r["dataset"], 0),
+                 str(int(r["seeds"])), str(int(r["epochs"])),
+                 _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+                 _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]), _cell(float(r["compression"]), 1),
+                 _cell(float(r["flops_kept_pct"]), 1), f"{int(round(r['params_nonzero'])):,}",
+                 _cell(float(r["paper_test_acc_pct"]), 2), _cell(float(r["paper_sparsity_pct"]), 2),
+                 _cell(r["paper_source"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    labels = sorted(set(table["data"].astype(str)))
+    profiles = sorted(set(table["profile"].astype(str)))
+    if labels:
+        lines += ["", f"Data: {'; '.join(labels)}. Profile: {', '.join(profiles)}. Final-epoch test accuracy; "
+                      "sparsity over conv + linear weights; FLOPs kept = nonzero multiply-adds / dense."]
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(table: pd.DataFrame) -> str:
+    """``summary_frame`` as a plain-text table for the terminal: columns as wide as their longest
+    entry (no name is cut), accuracy and sparsity as "mean ± std" (%), then the data labels."""
+    header = ["experiment", "method", "model", "dataset", "seeds", "epochs", "test acc (%)", "sparsity (%)",
+              "FLOPs kept (%)"]
+    rows = [[str(r["experiment"]), str(r["variant"]), str(r["model"]), str(r["dataset"]), str(int(r["seeds"])),
+             str(int(r["epochs"])), _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+             _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]), _cell(float(r["flops_kept_pct"]), 1)]
+            for _, r in table.iterrows()]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    left = 4  # text columns are left-aligned, numbers right-aligned
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
+    labels = sorted(set(table["data"].astype(str)))
+    if labels:
+        lines.append("data: " + "; ".join(labels))
+    return "\n".join(lines)
