@@ -146,7 +146,7 @@ def test_shard_refuses_arrays_that_would_miss_runs(env: dict[str, str], message:
 def list_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
     """The runs the runner's --list names for runner arguments (configs are read once)."""
     loaded: dict = {}
-    collect = run.collect
+    collect = run.config.collect_configs
 
     def cached(paths, profile, overrides, only):
         key = (tuple(paths), profile, tuple(overrides), only)
@@ -154,7 +154,7 @@ def list_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
             loaded[key] = collect(paths, profile, overrides, only)
         return loaded[key]
 
-    monkeypatch.setattr(run, "collect", cached)
+    monkeypatch.setattr(run.config, "collect_configs", cached)
     monkeypatch.chdir(ROOT)  # the tasks' paths are relative to the repository root
 
     def runs(args: list[str], text: bool = False) -> list[tuple[str, int]] | str:
