@@ -160,7 +160,6 @@ class ChannelGates(Method):
         self.layers: list[ChannelSite] = []
         self.gates: GateParameters | None = None
         self.frozen = False
-        self.input_shape: list[int] | None = None  # (C, H, W) seen by the first forward
         self.reference: nn.Module | None = None  # set by export: the unshrunk model, gates folded in
         self.channels_open: dict[str, int] = {}  # filled by export
         self._handles: list[Any] = []
@@ -209,8 +208,6 @@ class ChannelGates(Method):
         delattr(model, GATES)
 
     def _begin_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if self.input_shape is None:
-            self.input_shape = list(args[0].shape[1:])
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             self._current = self.gates.log_alphas()
 
@@ -328,17 +325,15 @@ class ChannelGates(Method):
             "channels_open": dict(self.channels_open),
             "channels_physical": {layer.bn: model.get_submodule(layer.bn).num_features for layer in self.layers},
         }
-        if self.input_shape is not None:
-            shape = tuple(self.input_shape)
-            out.update(physical_report(model, shape))
-            if self.reference is not None:
-                out["latency"] = pruned_vs_dense(model, self.reference, shape, self.cfg.latency_batch_sizes,
-                                                 self.cfg.latency_warmup, self.cfg.latency_repeats)
+        shape = self.ctx.input_shape
+        out.update(physical_report(model, shape))
+        if self.reference is not None:
+            out["latency"] = pruned_vs_dense(model, self.reference, shape, self.cfg.latency_batch_sizes,
+                                             self.cfg.latency_warmup, self.cfg.latency_repeats)
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"frozen": self.frozen, "input_shape": self.input_shape}
+        return {"frozen": self.frozen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._set_frozen(bool(state["frozen"]))
-        self.input_shape = state["input_shape"]

@@ -39,7 +39,7 @@ def gated(case: str, seed: int = 0, lam: float = 1e-3) -> tuple[nn.Module, L0HC,
     build, shape = CASES[case]
     torch.manual_seed(seed)
     method = L0HC(L0HCConfig(lam=lam))
-    model = method.prepare(build(), context())
+    model = method.prepare(build(), context(input_shape=shape))
     randomize_bns(model, torch.Generator().manual_seed(seed))
     return model, method, shape
 

@@ -31,7 +31,7 @@ def tiny_resnet() -> nn.Module:
 
 def quick(**kw: Any) -> SlimmingConfig:
     base = dict(l1=1e-4, channel_ratio=0.5, finetune_epochs=1, finetune_lr=0.05,
-                finetune_schedule=Schedule(name="constant"), input_shape=[3, 8, 8],
+                finetune_schedule=Schedule(name="constant"),
                 latency_batch_sizes=[1, 4], latency_warmup=0, latency_repeats=1)
     return SlimmingConfig(**(base | kw))
 

@@ -44,7 +44,6 @@ class SlimmingConfig(MethodConfig):
     finetune_epochs: int = epochs_field(160)
     finetune_lr: float | None = 0.1  # None: the optimizer's lr
     finetune_schedule: Schedule = field(default_factory=lambda: Schedule(name="multistep", milestones=[80, 120]))
-    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])  # for FLOPs and latency
     latency_batch_sizes: list[int] = field(default_factory=lambda: [1, 128])
     latency_warmup: int = 2
     latency_repeats: int = 5
@@ -156,7 +155,7 @@ class Slimming(Method):
             return out
         kept = {n: int(k.sum()) for n, k in self.keep.items()}
         total = sum(k.numel() for k in self.keep.values())
-        shape = tuple(self.cfg.input_shape)
+        shape = self.ctx.input_shape
         reference = self.reference if self.reference is not None else model  # the dense architecture, masked
         dense = surgery.physical_report(reference, shape)
         out |= {
