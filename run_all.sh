@@ -4,13 +4,18 @@
 #   ./run_all.sh --profile subset       the committed results (real CIFAR-10 subset, reduced budget)
 #   ./run_all.sh                        the full reproduction (GPU)
 # Options: --only PATTERN, --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
-#          --seeds N, --force, --jobs N (N runner processes side by side, each taking every N-th
-#          (experiment, seed) pair and nproc/N CPU threads unless OMP_NUM_THREADS is set; their
-#          output lines are prefixed [k/N]). Finished runs are skipped; interrupted ones resume.
+#          --seeds N, --force, --configs DIR (default experiments/configs), --results DIR (default
+#          results/PROFILE; the figures then go beside it, to DIR/figures), --jobs N (N runner processes
+#          side by side, each taking every N-th (experiment, seed) pair and nproc/N CPU threads unless
+#          OMP_NUM_THREADS is set; their output lines are prefixed [k/N]). Finished runs are skipped;
+#          interrupted ones resume; Ctrl-C or SIGTERM stops every runner. Exit status: 0 all done,
+#          1 a run failed, 2 a config error, 3 no data (both stop before the notebooks), 130 stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 profile=full
 jobs=1
+configs=experiments/configs
+results=
 run_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -18,9 +23,11 @@ while [ $# -gt 0 ]; do
     --profile=*) profile="${1#*=}"; shift ;;
     --only|--data-root|--device|--seeds) run_args+=("$1" "$2"); shift 2 ;;
     --force) run_args+=("$1"); shift ;;
+    --configs) configs="$2"; shift 2 ;;
+    --results) results="$2"; run_args+=("$1" "$2"); shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --jobs=*) jobs="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see ./run_all.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -28,31 +35,62 @@ if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then echo "error: --jobs expects a positive
 source scripts/env.sh
 start=$(date +%s)
 status=0
-if [ "$jobs" -eq 1 ]; then
-  python -m experiments.run experiments/configs --profile "$profile" ${run_args[@]+"${run_args[@]}"} || status=$?
-else
-  # N processes on the same device(s), disjoint shards of the (experiment, seed) pairs. Unless
-  # OMP_NUM_THREADS says otherwise, they share the CPU cores instead of each taking all of them.
-  if [ -z "${OMP_NUM_THREADS:-}" ]; then
-    cores=$(nproc)
-    export OMP_NUM_THREADS=$(( cores / jobs > 0 ? cores / jobs : 1 ))
-  fi
-  pids=()
-  for ((k = 0; k < jobs; k++)); do
-    ( python -m experiments.run experiments/configs --profile "$profile" --shard "$k/$jobs" --no-progress \
-        ${run_args[@]+"${run_args[@]}"} 2>&1 | sed -u "s|^|[$k/$jobs] |" ) &
-    pids+=($!)
-  done
-  for pid in "${pids[@]}"; do  # wait for every job: 2 if one had a config error, else 1 if one failed
-    job_status=0
-    wait "$pid" || job_status=$?
-    if [ "$job_status" -eq 2 ]; then status=2; elif [ "$job_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi
-  done
+# Threads: the cores this process may use (nproc honours CPU affinity and quotas), shared by the jobs,
+# unless OMP_NUM_THREADS says otherwise; each run records the count it used.
+if [ -z "${OMP_NUM_THREADS:-}" ]; then
+  cores=$(nproc)
+  export OMP_NUM_THREADS=$(( cores / jobs > 0 ? cores / jobs : 1 ))
 fi
-if [ "$status" -eq 2 ]; then exit 2; fi  # a config error: nothing ran
-python -m experiments.notebooks --profile "$profile" || status=1
+errors=$(mktemp)
+pids=()
+stop() {  # SIGINT / SIGTERM: stop every runner (each unwinds and keeps its last checkpoint), then say how to go on
+  trap - INT TERM
+  echo "run_all.sh: stopping ${#pids[@]} runner(s)..." >&2
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  rm -f "$errors"
+  echo "interrupted: rerun the same command to go on (finished runs are skipped, interrupted ones resume)" >&2
+  exit 130
+}
+trap stop INT TERM
+# N runner processes on the same device(s), disjoint shards of the (experiment, seed) pairs; with more
+# than one, their output lines are prefixed [k/N]. Each is started in the background (its own pid in
+# pids, so that stop() reaches it) and waited for; their error lines are also kept in $errors.
+for ((k = 0; k < jobs; k++)); do
+  if [ "$jobs" -eq 1 ]; then
+    python -m experiments.run "$configs" --profile "$profile" ${run_args[@]+"${run_args[@]}"} \
+      2> >(tee -a "$errors" >&2) &
+  else
+    python -m experiments.run "$configs" --profile "$profile" --shard "$k/$jobs" --no-progress \
+      ${run_args[@]+"${run_args[@]}"} > >(sed -u "s|^|[$k/$jobs] |") 2> >(tee -a "$errors" | sed -u "s|^|[$k/$jobs] |" >&2) &
+  fi
+  pids+=($!)
+done
+severity() { case "$1" in 0) echo 0 ;; 2) echo 2 ;; 3) echo 3 ;; *) echo 1 ;; esac; }
+for pid in "${pids[@]}"; do  # the worst exit status: 3 no data, 2 a config error, 1 a failed run
+  job_status=0
+  wait "$pid" || job_status=$?
+  job_status=$(severity "$job_status")
+  if [ "$job_status" -gt "$status" ]; then status=$job_status; fi
+done
+pids=()
+if [ "$status" -eq 3 ] || [ "$status" -eq 2 ]; then  # no data, or a config error: nothing to draw
+  echo >&2
+  echo "run_all.sh: stopped before the notebooks; the error that matters:" >&2
+  grep "^error: " "$errors" | tail -n 1 >&2
+  rm -f "$errors"
+  exit "$status"
+fi
+rm -f "$errors"
+if [ -n "$results" ]; then
+  python -m experiments.notebooks --profile "$profile" --results "$results" --figures "$results/figures" || status=1
+  figures="$results/figures"
+else
+  python -m experiments.notebooks --profile "$profile" || status=1
+  results="results/$profile" figures="figures/$profile"
+fi
 echo
-python -m experiments.summary "results/$profile"
+python -m experiments.summary "$results" || status=1
 echo
-echo "total wall time: $(( $(date +%s) - start ))s (profile $profile; results in results/$profile, figures in figures/$profile)"
+echo "total wall time: $(( $(date +%s) - start ))s (profile $profile; results in $results, figures in $figures)"
 exit "$status"

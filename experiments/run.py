@@ -1,5 +1,9 @@
 """Run experiments: ``python -m experiments.run CONFIG.yaml|DIR ... [options]``.
 
+Exit status: 0 every run finished (or was already finished, or is in progress in another runner);
+1 a run failed (the others went on; each failure is one line, its traceback in the run's error.log);
+2 a config error; 3 no usable data; 130 interrupted (rerun the same command to go on).
+
 Each (experiment, seed) of the configs named (or of the profile's experiments in the folders
 named) is trained by ``training.runner.run_one`` into ``RESULTS/<name>/seed<k>/``. A finished
 run is skipped; an unfinished one resumes from its checkpoint.
@@ -13,17 +17,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from pruning.registry import METHODS
 from training import config, distributed
 from training.data import DataError
 from training.loop import TrainingDiverged
-from training.runner import RunConflict, run_one
+from training.runner import RunBusy, RunConflict, RunCorrupt, record_failure, run_one
 from training.schema import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -65,11 +69,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that a terminated runner unwinds like an interrupted one
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        configs = [config.resolve(c, args.profile)
-                   for c in config.collect_configs(args.configs, args.profile, args.overrides, args.only)]
+        configs = config.collect_configs(args.configs, args.profile, args.overrides, args.only)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         total = 0
         for c in configs:
             seeds = args.seeds if args.seeds is not None else c.seeds
-            epochs = sum(s.epochs for s in METHODS[c.method.name](c.method).stages(c.train.epochs))
+            epochs = sum(s.epochs for s in config.plan(c))
             total += seeds * epochs
             print(f"{c.name:50s} {c.model:10s} {c.method.name:10s} {seeds} seed(s) x {epochs} epochs")
         print(f"{len(configs)} experiment(s), {total} training epochs in all (profile {args.profile})")
@@ -91,31 +98,55 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
     out = args.results or Path("results") / args.profile
-    failures = []
+    failures, config_errors, busy = [], [], []
     start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    current = None
     try:
         device = distributed.setup(pick_device(args.device))  # joins the process group under torchrun
         # Every process runs the same code; only rank 0 prints (errors still go to stderr).
         quiet = contextlib.nullcontext() if distributed.is_main() else contextlib.redirect_stdout(open(os.devnull, "w"))
         with quiet:
             for cfg, seed in runs:
+                current = f"{cfg.name} seed {seed}"
+                run_dir = out / cfg.name / f"seed{seed}"
                 try:
                     run_one(cfg, seed, out, data_root, device, args.force, progress=not args.no_progress)
-                except TrainingDiverged as exc:
-                    print(f"error: {cfg.name} seed {seed}: {exc}; no metrics written", file=sys.stderr)
-                    failures.append(f"{cfg.name}/seed{seed}")
-                except RunConflict as exc:
+                except RunBusy as exc:
+                    print(f"[busy] {current}: {exc}; left to that runner")
+                    busy.append(current)
+                except ConfigError as exc:
                     print(f"error: {exc}", file=sys.stderr)
-                    failures.append(f"{cfg.name}/seed{seed}")
-            print(f"{len(configs)} experiment(s)"
-                  + (f", shard {args.shard[0]}/{args.shard[1]}: {len(runs)} run(s)" if args.shard else "")
-                  + f", {time.perf_counter() - start:.0f}s" + (f"; failed: {', '.join(failures)}" if failures else ""))
-    except DataError as exc:
+                    config_errors.append(current)
+                except (TrainingDiverged, RunConflict, RunCorrupt) as exc:
+                    print(f"error: {current}: {exc}" + ("; no metrics written" if isinstance(exc, TrainingDiverged)
+                                                          else ""), file=sys.stderr)
+                    failures.append(current)
+                except DataError:
+                    raise  # no data: every other run would fail alike
+                except Exception as exc:  # one run's failure does not stop the others
+                    log = record_failure(run_dir, exc) if distributed.is_main() else run_dir / "error.log"
+                    print(f"error: {current}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                          f"(traceback in {log})", file=sys.stderr)
+                    failures.append(current)
+            current = None
+            summary = (f"{len(configs)} experiment(s)"
+                       + (f", shard {args.shard[0]}/{args.shard[1]}: {len(runs)} run(s)" if args.shard else "")
+                       + f", {time.perf_counter() - start:.0f}s")
+            for label, names in (("failed", failures), ("config errors", config_errors), ("in progress elsewhere", busy)):
+                if names:
+                    summary += f"; {label}: {', '.join(names)}"
+            print(summary)
+    except DataError as exc:  # no usable data: every run would fail alike
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 3
+    except KeyboardInterrupt:
+        print(f"\ninterrupted{f' during {current}' if current else ''}: rerun the same command to go on "
+              "(finished runs are skipped, the interrupted one resumes from its last epoch)", file=sys.stderr)
+        return 130
     finally:
         distributed.teardown()
-    return 1 if failures else 0
+    return 2 if config_errors else 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
@@ -41,9 +41,21 @@ from torch import nn
 from pruning.accounting import weight_sparsity
 
 
-def epochs_field(default: int) -> Any:
-    """A config field counted in epochs: profiles scale it with the training budget."""
-    return field(default=default, metadata={"epochs": True})
+def option(default: Any = MISSING, *, default_factory: Any = MISSING, ge: float | None = None,
+           gt: float | None = None, le: float | None = None, lt: float | None = None, epochs: bool = False) -> Any:
+    """A config field with its valid range, checked when a config is loaded (``training.schema``):
+    ``ge`` / ``gt`` / ``le`` / ``lt`` bound the value (every element of a list; None passes).
+    ``epochs``: a count of epochs, which profiles scale with the training budget."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    metadata = ({"range": bounds} if bounds else {}) | ({"epochs": True} if epochs else {})
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def epochs_field(default: int, ge: int = 1) -> Any:
+    """A count of epochs (at least ``ge``): profiles scale it with the training budget."""
+    return option(default, ge=ge, epochs=True)
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,14 @@ class Schedule:
     """Learning-rate schedule of one stage; milestones are epochs of that stage."""
 
     name: Literal["multistep", "cosine", "constant"] = "multistep"
-    milestones: list[int] = field(default_factory=list, metadata={"epochs": True})
-    gamma: float = 0.1
+    milestones: list[int] = option(default_factory=list, ge=1, epochs=True)
+    gamma: float = option(0.1, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if self.milestones and self.name != "multistep":
+            raise ValueError(f"milestones: only a multistep schedule has milestones, not {self.name}")
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
+            raise ValueError(f"milestones: must increase, got {self.milestones}")
 
 
 @dataclass
@@ -224,6 +242,10 @@ class Method:
 
     def stages(self, train_epochs: int) -> list[Stage]:
         return [Stage("train", train_epochs)]
+
+    def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
+        """Raise ValueError, starting with the option's name, if the config cannot run in a main
+        stage of ``train_epochs`` epochs of ``steps_per_epoch`` steps (checked before training)."""
 
     def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
         return model

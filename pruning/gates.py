@@ -64,7 +64,8 @@ from torch import nn
 
 from models.topology import ChannelSite, channel_sites
 from pruning.accounting import prunable_layers
-from pruning.base import ExtraOptimizer, Method, MethodConfig, RunContext, Schedule, Stage, epochs_field, lam_point
+from pruning.base import (ExtraOptimizer, Method, MethodConfig, RunContext, Schedule, Stage, epochs_field, lam_point,
+                          option)
 from pruning.latency import pruned_vs_dense
 from pruning.surgery import physical_report, shrink
 
@@ -125,20 +126,16 @@ class GateParameters(nn.Module):
 class GateConfig(MethodConfig):
     """Options shared by L0-HC and Dep-L0."""
 
-    lam: float = 5e-7  # penalty coefficient
+    lam: float = option(5e-7, ge=0.0)  # penalty coefficient
     penalty: Literal["params", "gates"] = "params"  # expected gated-conv weights, or sum of P(z != 0)
-    gate_lr: float = 1e-3  # Adam learning rate of the gate parameters (no weight decay)
-    finetune_epochs: int = epochs_field(0)  # last stage: frozen deterministic gates, no penalty
-    finetune_lr: float | None = None  # constant learning rate of that stage; required with it
-    latency_batch_sizes: list[int] = field(default_factory=lambda: [1, 128])  # exported against dense
-    latency_warmup: int = 2
-    latency_repeats: int = 5
+    gate_lr: float = option(1e-3, gt=0.0)  # Adam learning rate of the gate parameters (no weight decay)
+    finetune_epochs: int = epochs_field(0, ge=0)  # last stage: frozen deterministic gates, no penalty
+    finetune_lr: float | None = option(None, gt=0.0)  # constant learning rate of that stage; required with it
+    latency_batch_sizes: list[int] = option(default_factory=lambda: [1, 128], ge=1)  # exported against dense
+    latency_warmup: int = option(2, ge=0)
+    latency_repeats: int = option(5, ge=1)
 
     def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ValueError(f"lam: must be >= 0, got {self.lam}")
-        if self.gate_lr <= 0:
-            raise ValueError(f"gate_lr: must be > 0, got {self.gate_lr}")
         if self.finetune_epochs > 0 and self.finetune_lr is None:
             raise ValueError("finetune_lr: required when finetune_epochs > 0")
 

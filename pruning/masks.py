@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pruning.accounting import LayerScope, prunable_weights
-from pruning.base import Method, MethodConfig, RunContext, Stage, sparsity_point
+from pruning.base import Method, MethodConfig, RunContext, Stage, option, sparsity_point
 
 
 @dataclass
@@ -148,13 +148,9 @@ class ParamMasks:
 class MaskedConfig(MethodConfig):
     """What every masked method's config has: the final sparsity and which weights are pruned."""
 
-    sparsity: float = 0.9  # final fraction of the selected weights set to zero
+    sparsity: float = option(0.9, ge=0.0, lt=1.0)  # final fraction of the selected weights set to zero
     layers: LayerScope = "conv_linear"  # conv + linear weights, or conv only (Liu et al.)
     exclude: list[str] = field(default_factory=list)  # module names kept dense (e.g. "classifier")
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
 
 
 class MaskedMethod(Method):
@@ -169,6 +165,7 @@ class MaskedMethod(Method):
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         model = super().prepare(model, ctx)
+        self.selected(model)  # an ``exclude`` naming no module fails here, before any training
         self.masker = ParamMasks(model)
         return model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,33 @@ import yaml
 from reporting.labels import color_of, describe
 
 
+class ResultsError(RuntimeError):
+    """A results folder that cannot be read at all (it does not exist)."""
+
+
 def load_runs(results: str | Path) -> list[dict[str, Any]]:
-    """One record per finished run (a folder with metrics.json): metrics plus its resolved config."""
+    """One record per finished run (a folder with metrics.json): metrics plus its resolved config.
+
+    A run whose metrics.json or config.yaml cannot be read, or whose config no longer validates, is
+    named in a warning and left out; a results folder that does not exist is an error.
+    """
+    folder = Path(results)
+    if not folder.is_dir():
+        raise ResultsError(f"{folder}: no such results folder")
     runs = []
-    for metrics_path in sorted(Path(results).glob("*/seed*/metrics.json")):
-        run = json.loads(metrics_path.read_text())
+    for metrics_path in sorted(folder.glob("*/seed*/metrics.json")):
         config_path = metrics_path.parent / "config.yaml"
-        run["config"] = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+        try:
+            run = json.loads(metrics_path.read_text())
+            config = yaml.safe_load(config_path.read_text())
+            if not isinstance(run, dict) or not isinstance(config, dict):
+                raise ValueError("not a mapping")
+            run["config"] = config
+            run["variant"], run["point"] = describe(config)
+        except Exception as exc:  # a damaged or foreign record: one warning, not a broken table
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            warnings.warn(f"skipped {metrics_path.parent}: {type(exc).__name__}: {first}", stacklevel=2)
+            continue
         run["run_dir"] = str(metrics_path.parent)
         runs.append(run)
     return runs
@@ -62,10 +83,10 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
     rows = []
     for run in load_runs(results):
         row: dict[str, Any] = {k: v for k, v in run.items() if v is None or isinstance(v, (bool, int, float, str))}
-        config = run["config"] or {}
+        config = run["config"]
         sparsity = float(run.get("sparsity", math.nan))
         lam = _section(config, "method").get("lam")
-        variant, point = describe(config)
+        variant, point = run["variant"], run["point"]
         row.update(
             variant=variant.label, family=variant.family, main=variant.main, order=variant.order,
             color=color_of(variant), point=point, label=f"{variant.label}, {point}" if point else variant.label,

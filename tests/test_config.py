@@ -78,7 +78,8 @@ def test_overrides(tmp_path: Path) -> None:
 
 def test_smoke_profile_scales_every_epoch_count(tmp_path: Path) -> None:
     cfg = resolve(load_config(write(tmp_path, GOOD)), "smoke")
-    assert cfg.train.epochs == 2 and cfg.train.schedule.milestones == [1, 2]
+    # 80 and 120 of 160 epochs -> 1 and 2 of 2: a milestone at the end of the stage cannot act and goes
+    assert cfg.train.epochs == 2 and cfg.train.schedule.milestones == [1]
     assert (cfg.data.max_train, cfg.data.max_test, cfg.seeds, cfg.profile) == (2000, 1000, 1, "smoke")
 
 
@@ -124,3 +125,84 @@ def test_load_run_config_reads_back_what_a_run_writes(tmp_path: Path) -> None:
     path.write_text("model: resnet20\nseed: 0\nbogus: 1\n")
     with pytest.raises(ConfigError, match=r"config.yaml: .*bogus"):
         config.load_run_config(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("lr: 0.1", "lr: 0"), "optimizer.lr: must be > 0, got 0"),
+    (("lr: 0.1", "lr: -0.1"), "optimizer.lr: must be > 0"),
+    (("lr: 0.1,", "lr: 0.1, momentum: 1.5,"), "optimizer.momentum: must be >= 0 and < 1, got 1.5"),
+    (("weight_decay: 1e-4", "weight_decay: -1e-4"), "optimizer.weight_decay: must be >= 0"),
+    (("[80, 120]}", "[80, 120], gamma: -1.0}"), "train.schedule.gamma: must be > 0, got -1.0"),
+    (("batch_size: 32", "batch_size: 32, max_train: 0"), "data.max_train: must be >= 2, got 0"),
+    (("batch_size: 32", "batch_size: 32, max_train: 1"), "data.max_train: must be >= 2, got 1"),
+    (("batch_size: 32", "batch_size: 32, max_train: -10"), "data.max_train: must be >= 2, got -10"),
+    (("batch_size: 32", "batch_size: 0"), "data.batch_size: must be >= 2, got 0"),
+    (("epochs: 160", "epochs: 0"), "train.epochs: must be >= 1, got 0"),
+    (("profiles:", "seeds: 0\nprofiles:"), "seeds: must be >= 1, got 0"),
+    (("train:\n", "train:\n  label_smoothing: 2\n"), "train.label_smoothing: must be >= 0 and < 1, got 2"),
+    (("[80, 120]}", "[80, 200]}"), "train.schedule.milestones: 200 is not inside the train stage's 160 epochs"),
+    (("[80, 120]}", "[120, 80]}"), "train.schedule.milestones: must increase, got [120, 80]"),
+    (("{name: multistep, milestones: [80, 120]}", "{name: cosine, milestones: [80]}"),
+     "train.schedule.milestones: only a multistep schedule has milestones, not cosine"),
+    (("weight_decay: 1e-4}", "weight_decay: 1e-4}\nmethod: {name: magnitude, retrain_epochs: -4}"),
+     "method.retrain_epochs: must be >= 1, got -4"),
+    (("{name: sgd, lr: 0.1, weight_decay: 1e-4}", "{name: rda, lr: 1.0, momentum_timescale: 0}\nmethod: {name: rda}"),
+     "optimizer.momentum_timescale: must be > 0, got 0"),
+])
+def test_values_out_of_range_are_refused_at_load_time(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    path = write(tmp_path, GOOD.replace(*edit))
+    assert GOOD.replace(*edit) != GOOD
+    with pytest.raises(ConfigError) as info:
+        load_config(path, profile="full")
+    assert str(info.value) == f"{path}: {message}" or str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+def test_cli_range_error_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = write(tmp_path, GOOD.replace("lr: 0.1", "lr: 0"), "bad.yaml")
+    results = tmp_path / "results"
+    assert main([str(bad), "--results", str(results)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}: optimizer.lr: must be > 0, got 0.0"
+    assert not results.exists()
+
+
+def test_an_explicit_override_is_final_under_every_profile(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("profiles: {smoke: {}}", "profiles: {smoke: {}, subset: {epochs: 40}}"))
+    smoke = load_config(path, ["train.epochs=3"], profile="smoke")
+    assert smoke.train.epochs == 3 and smoke.train.schedule.milestones == [2]  # 80, 120 of 160 -> 1.5, 2.25 of 3
+    subset = load_config(path, ["train.epochs=2"], profile="subset")
+    assert subset.train.epochs == 2 and subset.train.schedule.milestones == [1]
+    fixed = load_config(path, ["train.epochs=3", "train.schedule.milestones=[1]", "data.max_train=64"], profile="smoke")
+    assert fixed.train.schedule.milestones == [1] and fixed.data.max_train == 64  # explicit beats the profile's 2000
+    one_shot = load_config(CONFIG_DIR / "magnitude/resnet56_cifar10_magnitude_oneshot_s80.yaml", ["train.epochs=1"],
+                           profile="smoke")
+    assert sum(s.epochs for s in config.plan(one_shot)) == 2  # 1 epoch of training, 40 x 1/160 -> 1 of fine-tuning
+    with pytest.raises(ConfigError, match=r"--set 'train.epochs=\[': not valid YAML"):
+        load_config(path, ["train.epochs=["], profile="smoke")
+
+
+def test_iteration_counts_move_with_the_profile(tmp_path: Path) -> None:
+    lottery = CONFIG_DIR / "lottery/resnet56_cifar10_lottery_s90.yaml"
+    full = load_config(lottery, profile="full")
+    assert str(full.method.rewind) == "2000it"
+    smoke = load_config(lottery, profile="smoke")  # 2000 of 160 x 391 steps: the same fraction of 2 epochs
+    assert smoke.method.rewind.unit == "ep" and smoke.method.rewind.value == pytest.approx(2000 / 391 * 2 / 160, 1e-5)
+    stages = config.plan(smoke)  # it fits: rewinding at step 1 of round 0's 2 x 16 steps
+    assert len(stages) > 1
+
+
+@pytest.mark.parametrize("profile", list(config.PROFILES))
+def test_every_shipped_config_resolves_and_plans_at_every_profile(profile: str) -> None:
+    """Any config can be run at any profile by naming its file, so each must resolve and plan."""
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        cfg = load_config(path, profile=profile)
+        assert sum(s.epochs for s in config.plan(cfg)) >= 1
+
+
+def test_a_huge_value_gives_a_short_error(tmp_path: Path) -> None:
+    """A YAML alias bomb (nine levels of nine-fold aliases: 9^9 integers if expanded) in a typed field."""
+    levels = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]" for p, c in zip("abcdefgh", "bcdefghi"))
+    text = "profiles: {" + levels + "}\n" + GOOD.replace("epochs: 160", "epochs: *i").replace("profiles: {smoke: {}}\n", "")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert len(str(info.value)) < 250 and "train.epochs: expected int, got [[...]" in str(info.value), str(info.value)

@@ -1,15 +1,19 @@
+import hashlib
+import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from training.data import CIFAR, DataError, DeviceBatches, augment_batch, describe, load_cifar
+from training.data import (CIFAR, DataError, DeviceBatches, Split, augment_batch, describe, fingerprint, load_cifar,
+                           validation_split)
 from tests.conftest import write_cifar10
 
 
 def test_loads_official_layout(tiny_cifar: Path) -> None:
-    train, test = load_cifar(tiny_cifar, "cifar10", download=False)
+    train, test, _ = load_cifar(tiny_cifar, "cifar10", download=False)
     assert train.images.shape == (100, 3, 32, 32) and train.images.dtype == torch.uint8
     assert test.images.shape == (30, 3, 32, 32) and test.labels.dtype == torch.int64
     # Rows are channel-major RGB: pixel (0, 0) of the first image, red then green channel.
@@ -21,7 +25,7 @@ def test_loads_official_layout(tiny_cifar: Path) -> None:
 
 
 def test_real_subset_loads(real_subset: Path) -> None:
-    train, test = load_cifar(real_subset, "cifar10", download=False)
+    train, test, _ = load_cifar(real_subset, "cifar10", download=False)
     assert len(train.labels) in (5170, 50000) and len(test.labels) in (1017, 10000)
     assert set(train.labels.tolist()) == set(range(10))
 
@@ -72,7 +76,7 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip() -> None:
 
 
 def _batches(tiny_cifar: Path, seed: int) -> DeviceBatches:
-    train, _ = load_cifar(tiny_cifar, "cifar10", download=False)
+    train, _, _ = load_cifar(tiny_cifar, "cifar10", download=False)
     spec = CIFAR["cifar10"]
     return DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=True, mean=spec.mean, std=spec.std,
                          seed=seed)
@@ -94,7 +98,7 @@ def test_an_epoch_covers_every_image_once(tiny_cifar: Path) -> None:
 
 
 def test_normalisation_uses_dataset_statistics(tiny_cifar: Path) -> None:
-    train, _ = load_cifar(tiny_cifar, "cifar10", download=False)
+    train, _, _ = load_cifar(tiny_cifar, "cifar10", download=False)
     spec = CIFAR["cifar10"]
     batches = DeviceBatches(train, 100, torch.device("cpu"), train=False, augment=False, mean=spec.mean,
                             std=spec.std)
@@ -105,9 +109,81 @@ def test_normalisation_uses_dataset_statistics(tiny_cifar: Path) -> None:
 
 def test_single_image_remainder_is_dropped(tmp_path: Path) -> None:
     root = write_cifar10(tmp_path, per_batch=13)  # 65 images = 2 batches of 32 + 1
-    train, _ = load_cifar(root, "cifar10", download=False)
+    train, _, _ = load_cifar(root, "cifar10", download=False)
     spec = CIFAR["cifar10"]
     batches = DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=False, mean=spec.mean,
                             std=spec.std)
     assert len(batches) == 2 and sum(len(y) for _, y in batches.epoch(0)) == 64
     assert len(train.labels) == 65
+
+
+# ---------------------------------------------------------------- untrusted files
+
+
+class _Payload:
+    """Unpickling this runs a command (here: it would create a file)."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_a_batch_that_would_run_code_is_refused(tiny_cifar: Path, tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    path = tiny_cifar / "cifar-10-batches-py" / "data_batch_2"
+    with open(path, "wb") as f:
+        pickle.dump({"data": _Payload(target), "labels": [0]}, f)
+    with pytest.raises(DataError, match=r"data_batch_2: not a CIFAR batch \(it asks for (posix|os)\.system"):
+        load_cifar(tiny_cifar, "cifar10", download=False)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"data": np.zeros((4, 3072), dtype=np.float32), "labels": [0] * 4}, "'data' must be a uint8 array"),
+    ({"data": np.zeros((4, 1000), dtype=np.uint8), "labels": [0] * 4}, "'data' must be a uint8 array"),
+    ({"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 10]}, "labels outside 0..9"),
+    ({"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0.5] * 4}, "labels must be a list of integers"),
+])
+def test_images_and_labels_are_checked(tiny_cifar: Path, entry: dict, message: str) -> None:
+    with open(tiny_cifar / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(DataError, match=message):
+        load_cifar(tiny_cifar, "cifar10", download=False)
+
+
+def test_official_sized_files_must_have_the_official_md5(tmp_path: Path) -> None:
+    root = write_cifar10(tmp_path / "data", per_batch=20, test=10000)  # a test batch of the official size
+    with pytest.raises(DataError, match="test_batch: has the official number of images but not the official md5"):
+        load_cifar(root, "cifar10", download=False)
+
+
+def test_other_files_are_accepted_and_their_md5_returned(tiny_cifar: Path) -> None:
+    _, _, md5 = load_cifar(tiny_cifar, "cifar10", download=False)
+    folder = tiny_cifar / "cifar-10-batches-py"
+    assert md5 == {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in
+                   [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]}
+
+
+def test_validation_split_is_class_balanced_fixed_and_disjoint(tmp_path: Path) -> None:
+    root = write_cifar10(tmp_path / "data", per_batch=40)
+    train, _, _ = load_cifar(root, "cifar10", download=False)
+    rest, val = validation_split(train, 30, 10)
+    assert len(val.labels) == 30 and len(rest.labels) == len(train.labels) - 30
+    assert torch.bincount(val.labels, minlength=10).tolist() == [3] * 10
+    again_rest, again_val = validation_split(train, 30, 10)  # no seed: the same images every time
+    assert torch.equal(val.images, again_val.images) and torch.equal(rest.labels, again_rest.labels)
+    rows = {tuple(x.flatten().tolist()) for x in train.images}
+    assert len(rows) == len(train.labels)  # (random images are distinct)
+    assert not {tuple(x.flatten().tolist()) for x in val.images} & {tuple(x.flatten().tolist()) for x in rest.images}
+    with pytest.raises(DataError, match="cannot be split evenly over 10 classes"):
+        validation_split(train, 25, 10)
+
+
+def test_the_fingerprint_tells_data_apart(tmp_path: Path) -> None:
+    a, _, _ = load_cifar(write_cifar10(tmp_path / "a"), "cifar10", download=False)
+    b, _, _ = load_cifar(write_cifar10(tmp_path / "b", seed=1), "cifar10", download=False)
+    assert fingerprint(a) == fingerprint(a) and fingerprint(a) != fingerprint(b)
+    first = Split(a.images[:50], a.labels[:50])
+    assert fingerprint(first) != fingerprint(a)

@@ -71,7 +71,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> N
 
     assert not ranks[1].exists()  # rank 1 trained too, but wrote nothing
     run_dir = ranks[0] / "tiny" / "seed0"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.yaml", "env.json",
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "env.json",
                                                          "history.csv", "metrics.json"]
     assert json.loads((run_dir / "env.json").read_text())["processes"] == 2
     single, single_metrics = load(tmp_path / "single" / "tiny" / "seed0")

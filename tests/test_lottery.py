@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from pruning.base import Duration
 from pruning.methods.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
 from pruning.accounting import prunable_weights
 from pruning.masks import PruneStage
@@ -46,7 +47,7 @@ def fake_training(method: Lottery, model: nn.Module, steps: int) -> list[dict[st
 def test_rewind_restores_the_saved_weights_exactly(rewind_step: int) -> None:
     model = tiny_net()
     init = snapshot(model)
-    method = Lottery(LotteryConfig(sparsity=0.5, rewind_step=rewind_step))
+    method = Lottery(LotteryConfig(sparsity=0.5, rewind=Duration.parse(rewind_step)))
     method.prepare(model, context())
     states = fake_training(method, model, 6)
     saved = init if rewind_step == 0 else states[rewind_step - 1]
@@ -71,7 +72,7 @@ def test_rewind_restores_the_saved_weights_exactly(rewind_step: int) -> None:
 
 def test_rewind_step_never_reached_is_an_error() -> None:
     model = tiny_net()
-    method = Lottery(LotteryConfig(sparsity=0.2, rewind_step=100))
+    method = Lottery(LotteryConfig(sparsity=0.2, rewind=Duration.parse(100)))
     method.prepare(model, context())
     fake_training(method, model, 2)
     with pytest.raises(RuntimeError, match="never reached"):
@@ -125,7 +126,7 @@ def test_reinit_start_is_the_masked_permuted_init() -> None:
 
 
 def test_resume_with_late_rewind_is_exact() -> None:
-    cfg = LotteryConfig(sparsity=0.36, rewind_step=1)
+    cfg = LotteryConfig(sparsity=0.36, rewind=Duration.parse(1))
     checkpoints: list[dict[str, Any]] = []
     full, _, _ = train(cfg, epochs=2, checkpoints=checkpoints)
     assert checkpoints[0]["method"]["rewind"] is not None and checkpoints[0]["method"]["init"] is None

@@ -62,7 +62,7 @@ def test_rda_config_loads_and_checks_its_values(tmp_path: Path) -> None:
     for edit, message in [(("lr: 0.5,", "lr: 0.5, avg: 1.5,"), "avg: expected 'coupled' or a number in [0, 1]"),
                           (("lr: 0.5,", "lr: 0.5, avg: sometimes,"), "optimizer.avg: expected 'coupled' | float"),
                           (("reweight: log", "reweight: sqrt"), "method.reweight: expected one of"),
-                          (("max_factor: 500", "max_factor: 1"), "max_factor: expected > 1"),
+                          (("max_factor: 500", "max_factor: 1"), "method.max_factor: must be > 1, got 1.0"),
                           (("{name: rda, lam", "{name: dense, lam"), "method.lam: unknown key")]:
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("|", r"\|")):
             config.load_config(write(tmp_path, RDA_YAML.replace(*edit)))

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -47,5 +49,18 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
 def test_history_csv_has_the_documented_columns() -> None:
     text = history_csv([{"epoch": 1, "stage": "train", "stage_epoch": 1, "lr": 0.1, "train_loss": 2.0,
                          "train_acc": 0.25, "test_loss": 2.1, "test_acc": 0.2, "sparsity": 0.0, "seconds": 1.5}])
-    assert text.splitlines() == ["epoch,stage,stage_epoch,lr,train_loss,train_acc,test_loss,test_acc,sparsity,seconds",
-                                 "1,train,1,0.1,2,0.25,2.1,0.2,0,1.5"]
+    assert text.splitlines() == [
+        "epoch,stage,stage_epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,sparsity,seconds",
+        "1,train,1,0.1,2,0.25,,,2.1,0.2,0,1.5"]  # no validation split: empty
+
+
+def test_results_files_are_readable_by_others_and_temporary_files_are_removed(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644  # not mkstemp's private 0600
+    (tmp_path / ".checkpoint.pt.abc.tmp").write_bytes(b"x")
+    assert records.remove_temporary_files(tmp_path) == [tmp_path / ".checkpoint.pt.abc.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

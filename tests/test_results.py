@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments import summary
 from reporting import labels, results, tables
 from training.schema import ConfigError
 from tests.fixtures.synthetic_results import PARAMS_DENSE, SYNTHETIC_LABEL, write_results_tree
@@ -181,3 +182,25 @@ def test_empty_results_folder(tmp_path: Path) -> None:
     assert results.aggregate(runs).empty and tables.summary_frame(runs).empty
     assert results.history_frame(runs).empty and results.layer_density(results.layers_frame(runs)).empty
     assert results.matched(runs, "optimizer.avg").empty and results.title_line(runs) == "no runs"
+
+
+def test_a_malformed_record_is_named_skipped_and_the_rest_reported(tree: Path) -> None:
+    metrics = tree / "random_r20_s50" / "seed0" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:200])  # truncated
+    config = tree / "l0hc_r20" / "seed0" / "config.yaml"
+    config.write_text(config.read_text().replace("lam: 2.0e-05", "lam: -1"))  # no longer a valid config
+    with pytest.warns(UserWarning) as caught:
+        runs = results.runs_frame(tree)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith(f"skipped {tree / 'l0hc_r20' / 'seed0'}: ConfigError: method.lam: must be >= 0")
+    assert messages[1].startswith(f"skipped {tree / 'random_r20_s50' / 'seed0'}: JSONDecodeError")
+    assert len(runs) == 16 and "random_r20_s50" not in set(runs.name)
+    assert len(tables.summary_frame(runs)) == 13
+
+
+def test_a_missing_results_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(results.ResultsError, match="no such results folder"):
+        results.runs_frame(tmp_path / "nothing")
+    assert summary.main([str(tmp_path / "nothing")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: no such results folder"

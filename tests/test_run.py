@@ -1,6 +1,13 @@
 import csv
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +17,14 @@ from training.data import DataError
 from training.runner import load_exported
 from models import build_model
 from pruning.accounting import sparsity_report
+import training.loop as loop_module
+import training.runner as runner_module
+from experiments.run import main
+from tests.conftest import ROOT, write_cifar10
 from tests.helpers import comparable_metrics, run_config, run_dir, straight_and_interrupted
+from training.loop import TrainingDiverged, check_finite
+from training.records import atomic_write_json
+from training.runner import run_lock
 
 CONFIG = """\
 model: resnet20
@@ -33,7 +47,7 @@ def read_metrics(tmp_path: Path) -> dict:
 def test_run_writes_every_record(tmp_path: Path, tiny_cifar: Path) -> None:
     assert run(tmp_path, tiny_cifar) == 0
     run_dir = tmp_path / "results" / "tiny" / "seed0"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.yaml", "env.json",
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "env.json",
                                                          "history.csv", "metrics.json"]
     metrics = read_metrics(tmp_path)
     for key in ["test_acc", "test_loss", "train_loss", "sparsity", "sparsity_all", "params_total", "params_nonzero",
@@ -107,3 +121,182 @@ def test_load_exported_rebuilds_the_measured_model(tmp_path: Path, tiny_cifar: P
     (folder / "checkpoint.pt").unlink()
     with pytest.raises(DataError, match="checkpoint.pt"):
         load_exported(folder, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- runs that cannot silently go wrong
+
+
+def test_a_foreign_checkpoint_is_refused(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    assert run_config(other, tiny_cifar, CONFIG.replace("train:", "method: {name: magnitude, sparsity: 0.5, "
+                      "retrain_epochs: 1}\ntrain:")) == 0
+    folder = run_dir(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes((run_dir(other) / "checkpoint.pt").read_bytes())
+    assert run(tmp_path, tiny_cifar) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: was written by a run of another config" in err and "--force" in err
+    assert not (folder / "metrics.json").exists()
+
+
+def test_a_checkpoint_without_config_resumes_and_the_run_ends_with_its_config(
+        tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
+    (run_dir(killed) / "config.yaml").unlink()
+    assert run_config(killed, tiny_cifar, CONFIG) == 0
+    assert (run_dir(killed) / "config.yaml").read_text() == (run_dir(straight) / "config.yaml").read_text()
+    assert comparable_metrics(straight) == comparable_metrics(killed)
+
+
+def test_other_data_is_not_taken_for_finished_results(tmp_path: Path, tiny_cifar: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
+    fingerprint = read_metrics(tmp_path)["data_fingerprint"]
+    other = write_cifar10(tmp_path / "other", seed=1)  # same sizes, other images
+    assert run(tmp_path, other, "--set", "train.epochs=1") == 1
+    assert f"holds results of other data (fingerprint {fingerprint}, now " in capsys.readouterr().err
+
+
+def test_a_second_runner_leaves_a_run_in_progress_alone(tmp_path: Path, tiny_cifar: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    with run_lock(run_dir(tmp_path)):  # another runner is training this run
+        assert run(tmp_path, tiny_cifar) == 0
+    out = capsys.readouterr().out
+    assert "[busy] tiny seed 0:" in out and f"in progress in another runner (pid {os.getpid()})" in out
+    assert not (run_dir(tmp_path) / "config.yaml").exists()
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0  # released: it runs
+
+
+def test_the_lock_of_a_dead_runner_does_not_block(tmp_path: Path, tiny_cifar: Path) -> None:
+    folder = run_dir(tmp_path)
+    code = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
+            f"from training.runner import run_lock; lock = run_lock(Path({str(folder)!r})); lock.__enter__(); "
+            "os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -9 and (folder / ".lock").read_text().strip()
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
+
+
+def test_divergence_in_the_last_epoch_writes_no_metrics(tmp_path: Path, tiny_cifar: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    real, calls = loop_module.evaluate, {"n": 0}
+
+    def diverges_last(*args: Any, **kwargs: Any) -> tuple[float, float]:
+        calls["n"] += 1
+        loss, acc = real(*args, **kwargs)
+        return (math.nan, acc) if calls["n"] == 3 else (loss, acc)  # the test loss of epoch 3 of 3
+
+    monkeypatch.setattr(loop_module, "evaluate", diverges_last)
+    assert run(tmp_path, tiny_cifar) == 1
+    assert "test loss is nan in epoch 3" in capsys.readouterr().err
+    assert not (run_dir(tmp_path) / "metrics.json").exists()
+
+
+def test_non_finite_weights_stop_a_run() -> None:
+    model = torch.nn.Linear(2, 2)
+    check_finite(model, 1, "train", train_loss=0.5)
+    with torch.no_grad():
+        model.bias[1] = math.inf
+    with pytest.raises(TrainingDiverged, match="weights of bias are not finite in epoch 4"):
+        check_finite(model, 4, "train", train_loss=0.5)
+
+
+def test_metrics_are_strict_json(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "m.json", {"test_loss": math.nan})
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_resume_with_another_thread_count_uses_the_original_one(
+        tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
+    env_before = (run_dir(killed) / "env.json").read_text()
+    torch.set_num_threads(2)
+    try:
+        assert run_config(killed, tiny_cifar, CONFIG) == 0
+        assert torch.get_num_threads() == 1  # what the run started with
+    finally:
+        torch.set_num_threads(1)
+    assert "with 1 thread(s), as it started (now 2)" in capsys.readouterr().out
+    assert comparable_metrics(straight) == comparable_metrics(killed)
+    assert (run_dir(killed) / "env.json").read_text() == env_before and comparable_metrics(killed)["threads"] == 1
+
+
+def test_a_failed_run_leaves_nothing_to_protect(tmp_path: Path, tiny_cifar: Path) -> None:
+    assert run(tmp_path, tiny_cifar, "--set", "optimizer.lr=1e12", "--set", "train.epochs=1") == 1
+    assert (run_dir(tmp_path) / "config.yaml").exists() and not (run_dir(tmp_path) / "checkpoint.pt").exists()
+    assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0  # the corrected config is not refused
+
+
+def test_a_damaged_checkpoint_says_what_to_do_and_temporary_files_go(
+        tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    _, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
+    folder = run_dir(killed)
+    checkpoint = folder / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # truncated
+    (folder / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a file")  # a write killed half-way
+    capsys.readouterr()
+    assert run_config(killed, tiny_cifar, CONFIG) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "checkpoint.pt: unreadable" in err[0] and "delete it to start this run again" in err[0]
+    assert not list(folder.glob(".*.tmp"))
+    checkpoint.unlink()
+    assert run_config(killed, tiny_cifar, CONFIG) == 0
+
+
+def test_one_failing_run_does_not_stop_the_others(tmp_path: Path, tiny_cifar: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    real = runner_module.build_data
+
+    def broken_for_bad(cfg: Any, *args: Any) -> Any:
+        if cfg.name == "bad":
+            raise RuntimeError("something broke\nsecond line")
+        return real(cfg, *args)
+
+    monkeypatch.setattr(runner_module, "build_data", broken_for_bad)
+    (tmp_path / "bad.yaml").write_text(CONFIG)
+    (tmp_path / "good.yaml").write_text(CONFIG)
+    results = tmp_path / "results"
+    assert main([str(tmp_path / "bad.yaml"), str(tmp_path / "good.yaml"), "--data-root", str(tiny_cifar),
+                 "--results", str(results), "--no-progress", "--set", "train.epochs=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    log = results / "bad" / "seed0" / "error.log"
+    assert err == [f"error: bad seed 0: RuntimeError: something broke (traceback in {log})"]
+    assert "Traceback" in log.read_text() and (results / "good" / "seed0" / "metrics.json").exists()
+
+
+def test_names_are_plain_path_components(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    for name in ("../../x", "/abs/x", ".hidden", "a/b"):
+        path = tmp_path / "named.yaml"
+        path.write_text(f"name: {name}\n" + CONFIG)
+        assert main([str(path), "--results", str(tmp_path / "results")]) == 2
+        assert "name: must be a plain file name" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_sigterm_stops_the_runner_cleanly(tmp_path: Path, tiny_cifar: Path) -> None:
+    (tmp_path / "slow.yaml").write_text(CONFIG.replace("epochs: 3", "epochs: 50"))
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", str(tmp_path / "slow.yaml"), "--data-root",
+                             str(tiny_cifar), "--results", str(tmp_path / "results"), "--no-progress"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    history = tmp_path / "results" / "slow" / "seed0" / "history.csv"
+    deadline = time.time() + 120
+    while not history.exists() and time.time() < deadline:  # at least one checkpoint
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "interrupted during slow seed 0: rerun the same command to go on" in err
+    assert not list((tmp_path / "results" / "slow" / "seed0").glob(".*.tmp"))
+
+
+def test_an_exclude_naming_no_module_fails_before_training(tmp_path: Path, tiny_cifar: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    text = CONFIG + "method: {name: magnitude, sparsity: 0.5, retrain_epochs: 1, exclude: [classifer]}\n"
+    assert run_config(tmp_path, tiny_cifar, text) == 2
+    assert capsys.readouterr().err.strip() == "error: tiny: method.exclude: no module named 'classifer' in the model"
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*"))

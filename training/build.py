@@ -18,14 +18,15 @@ from pruning.base import Batches, Method, RunContext, Schedule, Stage
 from pruning.registry import METHODS
 from training.config import ExperimentConfig, OptimizerConfig, RDAConfig, SGDConfig
 from training import distributed
-from training.data import CIFAR, DataError, DeviceBatches, describe, load_cifar
+from training.data import CIFAR, DataError, DeviceBatches, describe, fingerprint, load_cifar, validation_split
 from training.loop import Optimizers
 from training.schema import ConfigError
 
 
 def build_data(cfg: ExperimentConfig, data_root: Path, device: torch.device, seed: int,
-               cuda_fast: bool) -> tuple[Any, Any, dict[str, Any]]:
-    """Training and test batches, plus what metrics.json records about the data."""
+               cuda_fast: bool) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Training, validation (None without ``data.validation``) and test batches, and what the run
+    records about its data (label, sizes, the files' md5 sums, the fingerprint of what it loaded)."""
     d = cfg.data
     rank, world = distributed.rank(), distributed.world_size()  # each process takes its share of every batch
     if d.dataset == "imagenet":
@@ -33,27 +34,38 @@ def build_data(cfg: ExperimentConfig, data_root: Path, device: torch.device, see
 
         if problem := distributed.uneven_split(0, d.batch_size, world):
             raise DataError(f"{cfg.name}: {problem}")
-        return imagenet_batches(cfg, data_root, device, seed, rank, world)
+        if d.validation:
+            raise DataError(f"{cfg.name}: data.validation is not available for ImageNet here")
+        train_b, test_b, info = imagenet_batches(cfg, data_root, device, seed, rank, world)
+        return train_b, None, test_b, info
     spec = CIFAR[d.dataset]
-    train, test = load_cifar(data_root, d.dataset)
+    train, test, md5 = load_cifar(data_root, d.dataset)
     full_sizes = (len(train.labels), len(test.labels))
     if d.max_train is not None:
         train = dataclasses.replace(train, images=train.images[:d.max_train], labels=train.labels[:d.max_train])
     if d.max_test is not None:
         test = dataclasses.replace(test, images=test.images[:d.max_test], labels=test.labels[:d.max_test])
+    val = None
+    if d.validation:
+        train, val = validation_split(train, d.validation, spec.num_classes)
     if problem := distributed.uneven_split(len(train.labels), d.batch_size, world):
         raise DataError(f"{cfg.name}: {problem}")
     common = dict(device=device, mean=spec.mean, std=spec.std, channels_last=cuda_fast and cfg.train.channels_last,
                   rank=rank, world_size=world)
     train_b = DeviceBatches(train, d.batch_size, train=True, augment=d.augment, seed=seed, **common)
+    val_b = DeviceBatches(val, 500, train=False, augment=False, **common) if val is not None else None
     test_b = DeviceBatches(test, 500, train=False, augment=False, **common)
     info = {"dataset": d.dataset, "num_classes": spec.num_classes, "input_shape": [3, 32, 32],
             "data_label": describe(d.dataset, *full_sizes, d.max_train, d.max_test),
-            "data_files": {"train": full_sizes[0], "test": full_sizes[1]},
-            "train_size": len(train.labels), "test_size": len(test.labels)}
-    if (len(train.labels), len(test.labels)) != full_sizes:
-        info["data_label"] += f", first {len(train.labels)} train / {len(test.labels)} test images used"
-    return train_b, test_b, info
+            "data_files": {"train": full_sizes[0], "test": full_sizes[1]}, "data_md5": md5,
+            "train_size": len(train.labels), "validation_size": len(val.labels) if val is not None else 0,
+            "test_size": len(test.labels),
+            "data_fingerprint": fingerprint(*(s for s in (train, val, test) if s is not None))}
+    if len(test.labels) != full_sizes[1] or (d.max_train is not None and d.max_train < full_sizes[0]):
+        info["data_label"] += f", first {d.max_train or full_sizes[0]} train / {len(test.labels)} test images used"
+    if val is not None:
+        info["data_label"] += f", {len(val.labels)} training images held out for validation"
+    return train_b, val_b, test_b, info
 
 
 class NoBatches:

@@ -1,42 +1,45 @@
 """The experiment schema: typed dataclasses, YAML loading, overrides and profiles.
 
-``load_config(path, overrides)`` reads one YAML file with ``yaml.safe_load``, applies
-``--set key.path=value`` overrides and validates everything; any problem raises
-``ConfigError`` with one line naming the file and the key. ``resolve(cfg, profile)``
-applies a profile (smoke / subset / full), scaling every epoch count of the config by
-the same ratio so that schedules keep their shape.
+``load_config(path, overrides, profile)`` reads one YAML file with ``yaml.safe_load``, validates
+every key, type and value range, applies the profile (``resolve``: smoke / subset / full, scaling
+every epoch count and duration of the config by the same ratio so that schedules keep their shape),
+then the ``--set key.path=value`` overrides, which are final, and plans the stages (``plan``); any
+problem raises ``ConfigError`` with one line naming the file and the key.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from pruning.base import Duration, Schedule
+from pruning.base import Duration, Schedule, Stage, option
 from pruning.registry import METHODS
-from training.schema import ConfigError, to_dict, validate
+from training.schema import ConfigError, short, to_dict, validate
 
 
 @dataclass
 class DataConfig:
     dataset: Literal["cifar10", "cifar100", "imagenet"]
-    batch_size: int = 128
+    batch_size: int = option(128, ge=2)  # the global batch (batch norm needs two images)
     augment: bool = True
-    max_train: int | None = None  # keep the first N training images
-    max_test: int | None = None
-    workers: int = 8  # ImageNet loader processes; CIFAR lives on the device
+    max_train: int | None = option(None, ge=2)  # keep the first N training images
+    max_test: int | None = option(None, ge=1)
+    validation: int = option(0, ge=0)  # training images held out for validation (class-balanced, fixed)
+    workers: int = option(8, ge=0)  # ImageNet loader processes; CIFAR lives on the device
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(metadata={"epochs": True})
+    epochs: int = option(ge=1, epochs=True)
     schedule: Schedule = field(default_factory=Schedule)
-    label_smoothing: float = 0.0
+    label_smoothing: float = option(0.0, ge=0.0, lt=1.0)
     bf16: bool = False  # autocast on CUDA; ignored on CPU
     channels_last: bool = False  # on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA)
@@ -54,21 +57,25 @@ class OptimizerConfig:
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = option(0.1, gt=0.0)
+    momentum: float = option(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
-    weight_decay: float = 1e-4
+    weight_decay: float = option(1e-4, ge=0.0)
+
+    def __post_init__(self) -> None:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: needs momentum > 0")
 
 
 @dataclass
 class RDAConfig(OptimizerConfig):
     """xRDA (optim/rda.py); the penalty itself (lam, reweighting, groups) is method rda's."""
 
-    lr: float = 1.0
+    lr: float = option(1.0, gt=0.0)
     avg: Literal["coupled"] | float = "coupled"  # a = 1 - lr / lr_0, or a constant in [0, 1]
-    momentum_timescale: float | None = 9.5
-    magnitude_timescale: float | None = None  # None: momentum_timescale
-    weight_decay: float = 5e-4
+    momentum_timescale: float | None = option(9.5, gt=0.0)
+    magnitude_timescale: float | None = option(None, gt=0.0)  # None: momentum_timescale
+    weight_decay: float = option(5e-4, ge=0.0)
 
     def __post_init__(self) -> None:
         if self.avg != "coupled" and not 0.0 <= self.avg <= 1.0:
@@ -90,10 +97,10 @@ class MethodSpec:
 class ProfileConfig:
     """What a profile changes; unset fields keep the experiment's own values."""
 
-    epochs: int | None = None  # main-stage epochs; every epoch count is scaled alike
-    max_train: int | None = None
-    max_test: int | None = None
-    seeds: int | None = None
+    epochs: int | None = option(None, ge=1)  # main-stage epochs; every epoch count is scaled alike
+    max_train: int | None = option(None, ge=2)
+    max_test: int | None = option(None, ge=1)
+    seeds: int | None = option(None, ge=1)
 
 
 # Built-in profiles. An experiment takes part in `full` always, in another profile only if
@@ -113,7 +120,7 @@ class ExperimentConfig:
     train: TrainConfig
     optimizer: OptimizerConfig
     method: MethodSpec = field(default_factory=lambda: METHODS["dense"].Config())
-    seeds: int = 1
+    seeds: int = option(1, ge=1)
     description: str = ""
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     profile: str = "full"  # set by resolve(); recorded in the resolved config
@@ -121,6 +128,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         from models import MODELS
 
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ValueError(f"name: must be a plain file name (letters, digits, '.', '_', '-'), got {short(self.name)}")
         if self.model not in MODELS:
             raise ValueError(f"model: unknown {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
         unknown = set(self.profiles) - set(PROFILES)
@@ -149,7 +158,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected key.path=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {short(text)}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -178,15 +190,40 @@ def load_run_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate one experiment YAML; errors name the file and the key."""
+def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> set[str]:
+    """Set every ``--set key.path=value`` in ``data``; returns the keys set."""
+    keys = set()
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+        keys.add(key)
+    return keys
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, profile: str | None = None
+                ) -> ExperimentConfig:
+    """Read and validate one experiment YAML; errors name the file and the key.
+
+    With ``profile``, the config is resolved (``resolve``) and its stages planned (``plan``), and
+    the ``--set`` overrides are final: they are applied after the profile, which scales only the
+    epoch fields they leave alone (an overridden ``train.epochs`` sets the scale instead).
+    """
     path = Path(path)
     data = _read_mapping(path)
     data.setdefault("name", path.stem)
     try:
-        for text in overrides or []:
-            _set_path(data, *parse_override(text))
-        return validate(ExperimentConfig, data)
+        if profile is None:
+            _apply_overrides(data, overrides or [])
+            return validate(ExperimentConfig, data)
+        base = validate(ExperimentConfig, copy.deepcopy(data))
+        keys = _apply_overrides(data, overrides or [])
+        overridden = validate(ExperimentConfig, data)  # every override checked on its own first
+        epochs = overridden.train.epochs if "train.epochs" in keys else None
+        resolved = to_dict(resolve(base, profile, epochs=epochs))
+        _apply_overrides(resolved, overrides or [])
+        cfg = validate(ExperimentConfig, resolved)
+        plan(cfg)
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -222,8 +259,8 @@ def _scale_epochs(obj: Any, ratio: float, steps_per_epoch: int) -> Any:
         if isinstance(value, Duration):
             changes[f.name] = scale_duration(value, ratio, steps_per_epoch)
         elif f.metadata.get("epochs"):
-            if isinstance(value, list):
-                changes[f.name] = [max(1, round(v * ratio)) for v in value]
+            if isinstance(value, list):  # milestones that rounding makes equal are merged
+                changes[f.name] = list(dict.fromkeys(max(1, round(v * ratio)) for v in value))
             elif value:
                 changes[f.name] = max(1, round(value * ratio))
         elif dataclasses.is_dataclass(value):
@@ -231,21 +268,33 @@ def _scale_epochs(obj: Any, ratio: float, steps_per_epoch: int) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
+def _fit_milestones(cfg: ExperimentConfig) -> None:
+    """After scaling, in place: a milestone that rounding put at or past the end of its (shortened)
+    stage could never take effect and is dropped."""
+    for stage in METHODS[cfg.method.name](cfg.method).stages(cfg.train.epochs):
+        schedule = stage.schedule or cfg.train.schedule
+        schedule.milestones = [m for m in schedule.milestones if m < stage.epochs]
+
+
 def in_profile(cfg: ExperimentConfig, profile: str) -> bool:
     return profile == "full" or profile in cfg.profiles
 
 
-def resolve(cfg: ExperimentConfig, profile: str) -> ExperimentConfig:
-    """Apply a profile: the resolved config is exactly what the run will do."""
+def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> ExperimentConfig:
+    """Apply a profile: the resolved config is exactly what the run will do. ``epochs`` (an explicit
+    ``train.epochs``) replaces the profile's main-stage epochs; every epoch field scales with it."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: unknown {profile!r}; choose from {', '.join(PROFILES)}")
     settings = dataclasses.asdict(PROFILES[profile])
     settings.update({k: v for k, v in dataclasses.asdict(cfg.profiles.get(profile, ProfileConfig())).items()
                      if v is not None})
+    if epochs is not None:
+        settings["epochs"] = epochs
     out = cfg
     if settings["epochs"] is not None and settings["epochs"] != cfg.train.epochs:
         out = _scale_epochs(out, settings["epochs"] / cfg.train.epochs, reference_steps_per_epoch(cfg))
         out = dataclasses.replace(out, train=dataclasses.replace(out.train, epochs=settings["epochs"]))
+        _fit_milestones(out)
     data = out.data
     for key in ("max_train", "max_test"):
         if settings[key] is not None:
@@ -258,17 +307,45 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def _schedule_key(cfg: ExperimentConfig, stage: Stage) -> str:
+    """The config key that holds a stage's schedule."""
+    if stage.schedule is None:
+        return "train.schedule"
+    for f in dataclasses.fields(cfg.method):
+        if getattr(cfg.method, f.name) is stage.schedule:
+            return f"method.{f.name}"
+    return f"the {stage.name} stage's schedule"
+
+
+def plan(cfg: ExperimentConfig, steps_per_epoch: int | None = None) -> list[Stage]:
+    """The stages a resolved config trains, checked before any training: every stage has epochs,
+    every milestone falls inside its stage, and the method fits the budget (``Method.check_budget``,
+    with ``steps_per_epoch`` of the data, by default ``reference_steps_per_epoch``)."""
+    method = METHODS[cfg.method.name](cfg.method)
+    stages = method.stages(cfg.train.epochs)
+    for stage in stages:
+        schedule = stage.schedule or cfg.train.schedule
+        late = [m for m in schedule.milestones if m >= stage.epochs]
+        if late:
+            raise ConfigError(f"{_schedule_key(cfg, stage)}.milestones: {late[0]} is not inside the {stage.name} "
+                              f"stage's {stage.epochs} epochs")
+    try:
+        method.check_budget(steps_per_epoch or reference_steps_per_epoch(cfg), cfg.train.epochs)
+    except ValueError as exc:
+        raise ConfigError(f"method.{exc}") from None
+    return stages
+
+
 def collect_configs(paths: list[Path], profile: str, overrides: list[str], only: str | None) -> list[ExperimentConfig]:
-    """Load every config named (files), or every config of the profile in the folders named."""
+    """Every config named (files), or every config of the profile in the folders named, resolved
+    for ``profile`` with the overrides final (``load_config``)."""
     configs = []
     for path in paths:
-        if path.is_dir():
-            for file in sorted(path.rglob("*.yaml")):
-                cfg = load_config(file, overrides)
-                if in_profile(cfg, profile):
-                    configs.append(cfg)
-        else:
-            configs.append(load_config(path, overrides))
+        files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        for file in files:
+            if path.is_dir() and not in_profile(load_config(file), profile):
+                continue
+            configs.append(load_config(file, overrides, profile))
     if only:
         pattern = only if any(ch in only for ch in "*?[") else f"*{only}*"
         configs = [c for c in configs if fnmatch.fnmatch(c.name, pattern)]

@@ -6,13 +6,22 @@ only then); offline, or with a corrupt file, ``DataError`` says which folder and
 fix it. Training batches are augmented on the device (random crop with 4 pixels of zero
 padding, horizontal flip), then normalised; the order and the augmentation of epoch e
 depend only on (seed, e), so a resumed run sees exactly the batches it would have seen.
+
+The batch files are pickles, which can run code when unpickled: they are read with an
+unpickler that admits only numpy arrays, dtypes and plain containers (the official format),
+their images must be uint8 rows of 3 x 32 x 32 and their labels integers in range. A file of
+the official size must have the official md5 sum (torchvision's list); other files (a subset,
+a copy) are accepted, and every file's md5 is returned to be recorded with the run.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,14 +43,21 @@ class CifarSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     title: str
+    md5: dict[str, str]  # of the official files (as torchvision checks them)
 
 
 CIFAR = {
     "cifar10": CifarSpec("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
                          "labels", 10, 50000, 10000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                         "CIFAR-10"),
+                         "CIFAR-10", {"data_batch_1": "c99cafc152244af753f735de768cd75f",
+                                      "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                                      "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+                                      "data_batch_4": "634d18415352ddfa80567beed471001a",
+                                      "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+                                      "test_batch": "40351d587109b95175f43aff81a1287e"}),
     "cifar100": CifarSpec("cifar-100-python", ("train",), "test", "fine_labels", 100, 50000, 10000,
-                          (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "CIFAR-100"),
+                          (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "CIFAR-100",
+                          {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}),
 }
 
 
@@ -51,21 +67,53 @@ class Split:
     labels: torch.Tensor  # int64, N
 
 
-def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a class or function outside the CIFAR format."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits the classes of the official CIFAR pickles (numpy arrays and dtypes) and nothing else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise RefusedGlobal(f"it asks for {module}.{name}, which is not part of the CIFAR format and was refused")
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path, spec: CifarSpec, official_rows: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Images (N x 3 x 32 x 32 uint8), labels (int64) and the file's md5, all checked."""
     try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(entry[label_key], dtype=np.int64)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: missing; delete {path.parent} and rerun to download it again, "
                         "or point --data-root / DATA_ROOT at a complete copy") from None
+    md5 = hashlib.md5(raw).hexdigest()
+    try:
+        entry = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        data, labels = entry["data"], entry[spec.label_key]
+    except RefusedGlobal as exc:
+        raise DataError(f"{path}: not a CIFAR batch ({exc}); replace it with the official file") from None
     except Exception as exc:  # unpickling garbage raises many kinds of errors
         raise DataError(f"{path}: not a readable CIFAR batch ({type(exc).__name__}); delete {path.parent} "
                         "and rerun to download it again") from None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise DataError(f"{path}: 'data' must be a uint8 array of rows of 3072 values, got "
+                        f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: labels must be a list of integers")
     if len(data) != len(labels):
         raise DataError(f"{path}: {len(data)} images but {len(labels)} labels; the file is corrupt")
-    return data, labels
+    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise DataError(f"{path}: labels outside 0..{spec.num_classes - 1}; the file is corrupt")
+    if len(data) == official_rows and md5 != spec.md5[path.name]:
+        raise DataError(f"{path}: has the official number of images but not the official md5 sum "
+                        f"({md5}, expected {spec.md5[path.name]}): the file is damaged; delete {path.parent} and "
+                        "rerun to download it again")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64), md5
 
 
 def download_cifar(root: Path, dataset: str) -> None:
@@ -81,8 +129,12 @@ def download_cifar(root: Path, dataset: str) -> None:
                         "(python version) there, or point --data-root / DATA_ROOT at a copy") from None
 
 
-def load_cifar(root: str | Path, dataset: str, download: bool = True) -> tuple[Split, Split]:
-    """Train and test splits as uint8 CPU tensors; downloads the data if it is missing."""
+_LOADED: dict[tuple[Any, ...], tuple[Split, Split, dict[str, str]]] = {}
+
+
+def load_cifar(root: str | Path, dataset: str, download: bool = True) -> tuple[Split, Split, dict[str, str]]:
+    """Train and test splits as uint8 CPU tensors, and the md5 of every file read; downloads the data
+    if it is missing. Loaded once per process and set of files (unchanged size and time stamp)."""
     if dataset not in CIFAR:
         raise DataError(f"unknown CIFAR dataset {dataset!r}; choose one of {', '.join(CIFAR)}")
     spec = CIFAR[dataset]
@@ -92,14 +144,42 @@ def load_cifar(root: str | Path, dataset: str, download: bool = True) -> tuple[S
         if not download:
             raise DataError(f"{folder}: not found; point --data-root / DATA_ROOT at the folder that holds it")
         download_cifar(root, dataset)
-    parts = [_read_batch(folder / name, spec.label_key) for name in spec.train_files]
-    train = Split(torch.from_numpy(np.concatenate([p[0] for p in parts])),
-                  torch.from_numpy(np.concatenate([p[1] for p in parts])))
-    test_x, test_y = _read_batch(folder / spec.test_file, spec.label_key)
-    for split, name in ((train, "train"), (Split(torch.from_numpy(test_x), torch.from_numpy(test_y)), "test")):
-        if split.labels.numel() and (split.labels.min() < 0 or split.labels.max() >= spec.num_classes):
-            raise DataError(f"{folder}: {name} labels outside 0..{spec.num_classes - 1}; the files are corrupt")
-    return train, Split(torch.from_numpy(test_x), torch.from_numpy(test_y))
+    files = [(folder / name, spec.train_size // len(spec.train_files)) for name in spec.train_files]
+    files.append((folder / spec.test_file, spec.test_size))
+    key = (dataset, *((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else str(p)
+                      for p, _ in files))
+    if key not in _LOADED:
+        parts = [_read_batch(path, spec, rows) for path, rows in files]
+        train = Split(torch.from_numpy(np.concatenate([p[0] for p in parts[:-1]])),
+                      torch.from_numpy(np.concatenate([p[1] for p in parts[:-1]])))
+        test = Split(torch.from_numpy(parts[-1][0]), torch.from_numpy(parts[-1][1]))
+        _LOADED.clear()  # keep one data set in memory
+        _LOADED[key] = train, test, {path.name: part[2] for (path, _), part in zip(files, parts)}
+    return _LOADED[key]
+
+
+def validation_split(train: Split, images: int, num_classes: int) -> tuple[Split, Split]:
+    """(training, validation): ``images`` training images held out, the same number of every class,
+    chosen by a fixed permutation (the same images for every seed and every run)."""
+    if images % num_classes:
+        raise DataError(f"data.validation: {images} images cannot be split evenly over {num_classes} classes")
+    order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
+    held = torch.zeros(len(train.labels), dtype=torch.bool)
+    for c in range(num_classes):
+        of_class = order[train.labels[order] == c]
+        if len(of_class) <= images // num_classes:
+            raise DataError(f"data.validation: {images} images leave no training image of class {c}")
+        held[of_class[:images // num_classes]] = True
+    return Split(train.images[~held], train.labels[~held]), Split(train.images[held], train.labels[held])
+
+
+def fingerprint(*splits: Split) -> str:
+    """A short hash of the images and labels of ``splits``, in order: what a run was trained on."""
+    digest = hashlib.sha256()
+    for split in splits:
+        digest.update(split.images.contiguous().numpy().tobytes())
+        digest.update(split.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def describe(dataset: str, train_size: int, test_size: int, max_train: int | None, max_test: int | None) -> str:

@@ -220,9 +220,6 @@ def take_shard(items: Sequence[T], k: int, n: int) -> list[T]:
     return list(items[k::n])
 
 
-def load_from_main(path: str | os.PathLike, device: torch.device) -> Any:
-    """A torch file as rank 0 reads it, on ``device`` in every process (other ranks need no copy)."""
-    if not active():
-        return torch.load(path, map_location=device, weights_only=True)
-    state = torch.load(path, map_location="cpu", weights_only=True) if is_main() else None
-    return to_device(broadcast_object(state), device)
+def share_from_main(obj: Any, device: torch.device) -> Any:
+    """Rank 0's ``obj`` (tensors on the CPU) on every process, its tensors moved to ``device``."""
+    return to_device(broadcast_object(obj if is_main() else None), device)

@@ -7,6 +7,7 @@ crop 224 for evaluation. Decoding runs in ``data.workers`` loader processes.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,18 @@ class LoaderBatches:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
+def _fingerprint(root: Path, *datasets: Any) -> str:
+    """A short hash of the images' paths (relative to ``root``) and classes, in order."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        samples = dataset.dataset.samples if isinstance(dataset, torch.utils.data.Subset) else dataset.samples
+        indices = dataset.indices if isinstance(dataset, torch.utils.data.Subset) else range(len(samples))
+        for i in indices:
+            path, label = samples[i]
+            digest.update(f"{Path(path).relative_to(root)}\t{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def imagenet_batches(cfg: Any, data_root: Path, device: torch.device, seed: int, rank: int = 0,
                      world_size: int = 1) -> tuple[LoaderBatches, LoaderBatches, dict[str, Any]]:
     root = Path(data_root) / "imagenet"
@@ -77,6 +90,7 @@ def imagenet_batches(cfg: Any, data_root: Path, device: torch.device, seed: int,
         test = torch.utils.data.Subset(test, range(min(d.max_test, len(test))))
     common = dict(device=device, workers=d.workers, rank=rank, world_size=world_size, seed=seed)
     info = {"dataset": "imagenet", "num_classes": 1000, "input_shape": [3, 224, 224],
-            "data_label": "ImageNet (ILSVRC-2012)", "train_size": len(train), "test_size": len(test)}
+            "data_label": "ImageNet (ILSVRC-2012)", "train_size": len(train), "validation_size": 0,
+            "test_size": len(test), "data_fingerprint": _fingerprint(root, train, test)}
     return (LoaderBatches(train, d.batch_size // world_size, train=True, **common),
             LoaderBatches(test, 250, train=False, **common), info)

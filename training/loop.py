@@ -28,7 +28,7 @@ Optimizers = tuple[list[torch.optim.Optimizer], list[Any]]
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training or test loss, or a weight, became NaN or infinite."""
 
 
 @dataclass
@@ -86,17 +86,32 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device, bf16: boo
     return loss / max(count, 1), right / max(count, 1)
 
 
+def check_finite(model: nn.Module, epoch: int, stage: str, **losses: float | None) -> None:
+    """Raise TrainingDiverged if a loss or any parameter is NaN or infinite (one host sync)."""
+    for name, value in losses.items():
+        if value is not None and not math.isfinite(value):
+            what = {"train_loss": "training loss", "val_loss": "validation loss", "test_loss": "test loss"}[name]
+            raise TrainingDiverged(f"{what} is {value} in epoch {epoch} ({stage}); "
+                                   "lower the learning rate or the penalty")
+    params = [p.detach() for p in model.parameters()]
+    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+        bad = next(n for n, p in model.named_parameters() if not bool(p.isfinite().all()))
+        raise TrainingDiverged(f"weights of {bad} are not finite in epoch {epoch} ({stage}); "
+                               "lower the learning rate or the penalty")
+
+
 class Trainer:
     """Runs a method's stages; ``on_epoch(state)`` receives a checkpointable state dict."""
 
     def __init__(self, model: nn.Module, method: Method, stages: list[Stage], train_batches: Batches,
                  test_batches: Batches, make_optimizers: Callable[[Stage, nn.Module], Optimizers], settings: LoopSettings,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, val_batches: Batches | None = None) -> None:
         self.model = model
         self.method = method
         self.stages = stages
         self.train_batches = train_batches
+        self.val_batches = val_batches  # held out of training: what hyperparameters are chosen on
         self.test_batches = test_batches
         self.make_optimizers = make_optimizers
         self.settings = settings
@@ -179,18 +194,21 @@ class Trainer:
         self.method.end_epoch(self.model, stage)
         loss_total, correct_total, count = totals(loss_sum, correct, count, self.settings.reduce)
         train_loss = loss_total / max(count, 1)
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss is {train_loss} in epoch {epoch} ({stage.name}); "
-                                   "lower the learning rate or the penalty")
-        test_loss, test_acc = evaluate(self.model, self.test_batches, device, self.settings.bf16, self.settings.reduce)
+        reduce, bf16 = self.settings.reduce, self.settings.bf16
+        val_loss, val_acc = (evaluate(self.model, self.val_batches, device, bf16, reduce) if self.val_batches is not None
+                             else (None, None))
+        test_loss, test_acc = evaluate(self.model, self.test_batches, device, bf16, reduce)
+        check_finite(self.model, epoch, stage.name, train_loss=train_loss, val_loss=val_loss, test_loss=test_loss)
         seconds = time.perf_counter() - start
         self.elapsed += seconds
         row = {"epoch": epoch, "stage": stage.name, "stage_epoch": e + 1, "lr": lr, "train_loss": train_loss,
-               "train_acc": correct_total / max(count, 1), "test_loss": test_loss, "test_acc": test_acc,
-               "sparsity": float(self.method.sparsity(self.model)), "seconds": seconds}
+               "train_acc": correct_total / max(count, 1), "val_loss": val_loss, "val_acc": val_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "sparsity": float(self.method.sparsity(self.model)),
+               "seconds": seconds}
         self.history.append(row)
+        val = f" val {val_loss:.4f}/{val_acc:.4f}" if val_loss is not None else ""
         self.log(f"epoch {epoch:4d} {stage.name} {e + 1}/{stage.epochs} lr {lr:.4g} "
-                 f"train {row['train_loss']:.4f}/{row['train_acc']:.4f} test {test_loss:.4f}/{test_acc:.4f} "
+                 f"train {row['train_loss']:.4f}/{row['train_acc']:.4f}{val} test {test_loss:.4f}/{test_acc:.4f} "
                  f"sparsity {row['sparsity']:.4f} {seconds:.1f}s")
         if self.on_epoch is not None:
             self.on_epoch({

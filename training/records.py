@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-HISTORY_FIELDS = ["epoch", "stage", "stage_epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                  "sparsity", "seconds"]
+HISTORY_FIELDS = ["epoch", "stage", "stage_epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                  "test_loss", "test_acc", "sparsity", "seconds"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -27,6 +27,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are files like any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,7 +41,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON: a NaN or an infinity is an error (ValueError), never written."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def remove_temporary_files(folder: str | Path) -> list[Path]:
+    """Delete what an atomic write killed half-way left in ``folder`` (call it holding the folder's lock)."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
@@ -52,7 +64,7 @@ def history_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v) for k, v in row.items()})
     return out.getvalue()
 
 
@@ -77,6 +89,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """The processor a run computes on: the GPU's name, or the CPU model."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -8,8 +8,14 @@ run's final model from those records.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import json
+import os
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,88 +27,235 @@ from pruning.accounting import sparsity_report
 from pruning.base import Method
 from training import distributed
 from training.build import build_data, build_model_and_method, optimizer_factory, run_context
-from training.config import ExperimentConfig, dump_config, load_run_config
+from training.config import ExperimentConfig, dump_config, load_run_config, plan
 from training.data import DataError
-from training.loop import LoopSettings, Trainer, evaluate
-from training.records import atomic_torch_save, atomic_write_json, atomic_write_text, environment, history_csv
+from training.schema import ConfigError
+from training.loop import LoopSettings, Trainer, TrainingDiverged, check_finite, evaluate
+from training.records import (atomic_torch_save, atomic_write_json, atomic_write_text, device_name, environment,
+                              history_csv, remove_temporary_files)
+
+# What a run folder holds (besides the lock): removed by --force, and before a fresh start.
+RECORDS = ("metrics.json", "checkpoint.pt", "history.csv", "env.json", "config.yaml", "error.log")
 
 
 class RunConflict(RuntimeError):
-    """Results exist for a different config."""
+    """The run folder holds results or a checkpoint of another config, other data or another machine."""
+
+
+class RunBusy(RuntimeError):
+    """Another runner holds the run folder's lock."""
+
+
+class RunCorrupt(RuntimeError):
+    """A record in the run folder cannot be read."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (an OS lock, released when the process ends however it ends, so a
+    dead runner's lock never blocks); clears what atomic writes killed half-way left behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            raise RunBusy(f"{run_dir}: in progress in another runner (pid {owner})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        remove_temporary_files(run_dir)
+        try:
+            yield
+        finally:
+            if [p.name for p in run_dir.iterdir()] == [".lock"]:  # nothing was written: leave no trace
+                (run_dir / ".lock").unlink()
+                run_dir.rmdir()
+                with contextlib.suppress(OSError):  # the experiment's folder, if it holds no other seed
+                    run_dir.parent.rmdir()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_identity(resolved: str, data_info: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its seed: the resolved config, the data actually loaded,
+    the device, torch, the number of processes and, on the CPU, the number of threads."""
+    return {"config_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
+            "data_fingerprint": data_info["data_fingerprint"],
+            "device": device_name(device), "torch": str(torch.__version__), "processes": distributed.world_size(),
+            "threads": torch.get_num_threads() if device.type == "cpu" else None}
+
+
+_WHAT = {"config_sha256": "config", "data_fingerprint": "data", "device": "device", "torch": "torch version",
+         "processes": "number of processes"}
+
+
+def _identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [f"{_WHAT[k]} ({recorded.get(k)} then, {current[k]} now)" for k in _WHAT if recorded.get(k) != current[k]]
+
+
+def _inspect(run_dir: Path, resolved: str, identity: dict[str, Any]) -> tuple[str, Any]:
+    """What to do with a run folder: ("skip", None), ("resume", checkpoint) or ("fresh", None);
+    raises RunConflict or RunCorrupt with one line saying what differs and what to do."""
+    config_path, metrics_path, ckpt_path = run_dir / "config.yaml", run_dir / "metrics.json", run_dir / "checkpoint.pt"
+    force = "rerun with --force to replace them"
+    if metrics_path.exists():
+        if not config_path.exists() or config_path.read_text() != resolved:
+            raise RunConflict(f"{run_dir}: holds results of a different config; {force}")
+        try:
+            recorded = json.loads(metrics_path.read_text()).get("data_fingerprint")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise RunCorrupt(f"{metrics_path}: not valid JSON; delete it (the checkpoint resumes the run) "
+                             "or rerun with --force") from None
+        if recorded != identity["data_fingerprint"]:
+            raise RunConflict(f"{run_dir}: holds results of other data (fingerprint {recorded}, now "
+                              f"{identity['data_fingerprint']}: is DATA_ROOT another folder?); {force}")
+        return "skip", None
+    if ckpt_path.exists():
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or damaged file fails in many ways
+            raise RunCorrupt(f"{ckpt_path}: unreadable ({type(exc).__name__}); delete it to start this run again "
+                             "from the beginning, or rerun with --force") from None
+        recorded = state.get("identity") if isinstance(state, dict) else None
+        if recorded is None:
+            raise RunConflict(f"{ckpt_path}: a checkpoint without a run identity (not written by this runner); "
+                              f"{force}")
+        differences = _identity_differences(recorded, identity)
+        if differences:
+            raise RunConflict(f"{ckpt_path}: was written by a run of another {'; '.join(differences)}, and a resumed "
+                              f"run is exact only under the same; {force}")
+        if config_path.exists() and config_path.read_text() != resolved:
+            raise RunConflict(f"{run_dir}: config.yaml is of a different config than its checkpoint; {force}")
+        return "resume", state
+    return "fresh", None
+
+
+def record_failure(run_dir: Path, error: BaseException) -> Path:
+    """Write the traceback of a failed run to ``run_dir/error.log``; returns its path."""
+    path = run_dir / "error.log"
+    atomic_write_text(path, "".join(traceback.format_exception(error)))
+    return path
 
 
 def run_one(cfg: ExperimentConfig, seed: int, out: Path, data_root: Path, device: torch.device,
             force: bool = False, progress: bool = True) -> dict[str, Any] | None:
-    """Train one (experiment, seed); returns its metrics, or None when it was already done."""
+    """Train one (experiment, seed); returns its metrics, or None when it was already done.
+
+    Only rank 0 of several processes holds the folder's lock and reads and writes the folder; what it
+    finds decides for every process.
+    """
     run_dir = out / cfg.name / f"seed{seed}"
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if distributed.is_main():
+            try:
+                stack.enter_context(run_lock(run_dir))
+            except RunBusy as exc:
+                busy = str(exc)
+        busy = distributed.broadcast_object(busy)
+        if busy is not None:
+            raise RunBusy(busy)
+        return _run_locked(cfg, seed, run_dir, data_root, device, force, progress)
+
+
+def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path, device: torch.device,
+                force: bool, progress: bool) -> dict[str, Any] | None:
     resolved = dump_config(dataclasses.replace(cfg, seeds=1)) + f"seed: {seed}\n"
     metrics_path, ckpt_path, config_path = run_dir / "metrics.json", run_dir / "checkpoint.pt", run_dir / "config.yaml"
-    main_rank = distributed.is_main()  # with several processes only rank 0 writes; what it finds decides for all
-    if force and run_dir.exists() and main_rank:
-        for f in ("metrics.json", "checkpoint.pt", "history.csv", "env.json", "config.yaml"):
-            (run_dir / f).unlink(missing_ok=True)
-    conflict, finished, resuming = distributed.broadcast_object(
-        (config_path.exists() and config_path.read_text() != resolved, metrics_path.exists(), ckpt_path.exists()))
-    if conflict:
-        raise RunConflict(f"{run_dir}: holds results of a different config; rerun with --force to replace them")
-    if finished:
-        print(f"[skip] {cfg.name} seed {seed}: finished ({metrics_path})")
-        return None
+    main_rank = distributed.is_main()
+    if force and main_rank:
+        for name in RECORDS:
+            (run_dir / name).unlink(missing_ok=True)
 
     cuda_fast = device.type == "cuda"
-    train_b, test_b, data_info = build_data(cfg, data_root, device, seed, cuda_fast)
+    train_b, val_b, test_b, data_info = build_data(cfg, data_root, device, seed, cuda_fast)
+    identity = run_identity(resolved, data_info, device)
+    action, state, problem = None, None, None
+    if main_rank:
+        try:
+            action, state = _inspect(run_dir, resolved, identity)
+        except (RunConflict, RunCorrupt) as exc:
+            problem = exc
+    action, recorded_threads, problem = distributed.broadcast_object(
+        (action, state["identity"]["threads"] if action == "resume" else None, problem))
+    if problem is not None:
+        raise problem
+    if action == "skip":
+        print(f"[skip] {cfg.name} seed {seed}: finished ({metrics_path})")
+        return None
+    if recorded_threads is not None and recorded_threads != torch.get_num_threads():
+        print(f"[resume] {cfg.name} seed {seed}: with {recorded_threads} thread(s), as it started (now "
+              f"{torch.get_num_threads()}): an exact resume needs the same")
+        torch.set_num_threads(recorded_threads)
+        identity["threads"] = recorded_threads
+
     torch.manual_seed(seed)
     ctx = run_context(device, data_info, train_b, seed)
-    model, method = build_model_and_method(cfg, ctx, channels_last=cuda_fast and cfg.train.channels_last)
-    stages = method.stages(cfg.train.epochs)
+    try:  # what only the built model can check (e.g. an ``exclude`` naming no module)
+        model, method = build_model_and_method(cfg, ctx, channels_last=cuda_fast and cfg.train.channels_last)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: method.{exc}") from None
+    stages = plan(cfg, ctx.steps_per_epoch)  # with the data's own epoch length
 
-    resume = None
-    if resuming:
-        resume = distributed.load_from_main(ckpt_path, device)
-        print(f"[resume] {cfg.name} seed {seed}: from epoch {len(resume['history'])}")
-    elif main_rank:
-        atomic_write_text(config_path, resolved)
     env = environment(device) | {"bf16": cuda_fast and cfg.train.bf16,
                                  "channels_last": cuda_fast and cfg.train.channels_last,
                                  "compile": cuda_fast and cfg.train.compile, "processes": distributed.world_size()}
-    if main_rank:
-        atomic_write_json(run_dir / "env.json", env)
+    resume = None
+    if action == "resume":
+        resume = distributed.share_from_main(state, device)
+        print(f"[resume] {cfg.name} seed {seed}: from epoch {len(resume['history'])}")
+        if main_rank and not config_path.exists():  # the checkpoint vouches for the config
+            atomic_write_text(config_path, resolved)
+    elif main_rank:  # nothing to protect: no checkpoint, no metrics
+        for name in RECORDS:
+            (run_dir / name).unlink(missing_ok=True)
+        atomic_write_text(config_path, resolved)
+        atomic_write_json(run_dir / "env.json", env)  # the environment the run started in (kept on resume)
     print(f"[run] {cfg.name} seed {seed}: {cfg.model} / {cfg.method.name} on {data_info['data_label']}, "
           f"{sum(s.epochs for s in stages)} epochs, {device}")
 
-    def on_epoch(state: dict[str, Any]) -> None:
+    def on_epoch(epoch_state: dict[str, Any]) -> None:
         if not main_rank:
             return
-        atomic_write_text(run_dir / "history.csv", history_csv(state["history"]))
-        atomic_torch_save(ckpt_path, state)
+        atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
+        atomic_torch_save(ckpt_path, epoch_state | {"identity": identity})
 
     parallel = distributed.active()  # DDP for forward and backward; methods keep the model itself
     settings = LoopSettings(seed=seed, device=device, label_smoothing=cfg.train.label_smoothing,
                             bf16=env["bf16"], compile=env["compile"], progress=progress and main_rank,
                             wrap=(lambda m: distributed.wrap_ddp(m, device)) if parallel else None,
                             reduce=distributed.all_reduce_sum if parallel else None)
-    trainer = Trainer(model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch)
+    trainer = Trainer(model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch,
+                      val_batches=val_b)
     model = trainer.run(resume)
 
     final = method.export(model)
     test_loss, test_acc = evaluate(final, test_b, device, settings.bf16, settings.reduce)
+    val_loss, val_acc = (evaluate(final, val_b, device, settings.bf16, settings.reduce) if val_b is not None
+                         else (None, None))
+    check_finite(final, len(trainer.history), "exported model", test_loss=test_loss, val_loss=val_loss)
     dense = build_model(cfg.model, data_info["num_classes"]).to(device)
     report = sparsity_report(final, dense, tuple(data_info["input_shape"]))
     last = trainer.history[-1]
     metrics = {
         "name": cfg.name, "method": cfg.method.name, "model": cfg.model, "seed": seed, "profile": cfg.profile,
         **data_info,
-        "test_acc": test_acc, "test_loss": test_loss,
+        "test_acc": test_acc, "test_loss": test_loss, "val_acc": val_acc, "val_loss": val_loss,
         "train_loss": last["train_loss"], "train_acc": last["train_acc"],
-        "epochs": len(trainer.history), "steps": trainer.step,
+        "epochs": len(trainer.history), "steps": trainer.step, "steps_per_epoch": ctx.steps_per_epoch,
         **{k: v for k, v in report.items() if k != "layers"},
         "wall_time_s": trainer.elapsed,
-        "device": env["device_name"], "git_revision": env["git_revision"],
+        "device": env["device_name"], "threads": identity["threads"], "git_revision": env["git_revision"],
         **method.metrics(final),
         "layers": report["layers"],
     }
     if main_rank:
-        atomic_write_json(metrics_path, metrics)
+        try:
+            atomic_write_json(metrics_path, metrics)
+        except ValueError as exc:  # a NaN the checks above did not catch: no metrics, as for divergence
+            raise TrainingDiverged(f"metrics.json would not be strict JSON ({exc})") from None
     print(f"[done] {cfg.name} seed {seed}: test acc {test_acc:.4f}, sparsity {report['sparsity']:.4f}, "
           f"{trainer.elapsed:.0f}s -> {run_dir}")
     return metrics

@@ -10,6 +10,8 @@ and *tagged* dataclasses: a field typed with a base class that has a
 from __future__ import annotations
 
 import dataclasses
+import operator
+import reprlib
 import types
 import typing
 from typing import Any, Literal, Union
@@ -17,6 +19,30 @@ from typing import Any, Literal, Union
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 4, 4, 1
+
+
+def short(value: Any) -> str:
+    """A value for an error message, cut short (a huge or deeply nested value is not expanded)."""
+    return _SHORT.repr(value)
+
+
+_BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+
+
+def check_range(value: Any, bounds: dict[str, float], key: str) -> None:
+    """``value`` (each element of a list; None passes) within ``bounds`` (``option(ge=..., ...)``)."""
+    for item in value if isinstance(value, list) else [value]:
+        if item is None:
+            continue
+        for name, bound in bounds.items():
+            test, sign = _BOUNDS[name]
+            if not test(item, bound):
+                wanted = " and ".join(f"{_BOUNDS[n][1]} {b:g}" for n, b in bounds.items())
+                raise ConfigError(f"{key}: must be {wanted}, got {short(value)}")
 
 
 def _type_name(tp: Any) -> str:
@@ -40,23 +66,23 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 return _convert(option, value, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {short(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
+        raise ConfigError(f"{key}: expected null, got {short(value)}")
     if origin is Literal:
-        if value in typing.get_args(tp):
+        if isinstance(value, typing.Hashable) and value in typing.get_args(tp):
             return value
-        raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {short(value)}")
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {short(value)}")
         (item,) = typing.get_args(tp)
         return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {short(value)}")
         _, item = typing.get_args(tp)
         return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
     if hasattr(tp, "parse"):  # a value type with its own syntax (pruning.base.Duration)
@@ -86,7 +112,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
     else:
         raise TypeError(f"unsupported field type {tp!r} at {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {short(value)}")
 
 
 def validate(cls: type, data: Any, where: str = "") -> Any:
@@ -96,11 +122,11 @@ def validate(cls: type, data: Any, where: str = "") -> Any:
         if not isinstance(data, dict) or "name" not in data:
             raise ConfigError(f"{prefix}name: required (one of {', '.join(sorted(cls.registry()))})")
         choices = cls.registry()
-        if data["name"] not in choices:
-            raise ConfigError(f"{prefix}name: unknown {data['name']!r}; choose one of {', '.join(sorted(choices))}")
+        if not isinstance(data["name"], str) or data["name"] not in choices:
+            raise ConfigError(f"{prefix}name: unknown {short(data['name'])}; choose one of {', '.join(sorted(choices))}")
         cls = choices[data["name"]]
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {short(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
@@ -110,12 +136,14 @@ def validate(cls: type, data: Any, where: str = "") -> Any:
     for name, f in fields.items():
         if name in data:
             values[name] = _convert(hints[name], data[name], prefix + name)
+            if "range" in f.metadata:
+                check_range(values[name], f.metadata["range"], prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{prefix}{name}: required key is missing")
     try:
         return cls(**values)
-    except (ValueError, TypeError) as exc:  # __post_init__ checks
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # __post_init__ checks, whose messages start with the key
+        raise ConfigError(f"{prefix or (where or 'config') + ': '}{exc}") from None
 
 
 def to_dict(obj: Any) -> Any:

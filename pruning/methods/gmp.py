@@ -19,23 +19,22 @@ from typing import Literal
 
 from torch import nn
 
-from pruning.base import Duration, RunContext, Variant, duration_field
+from pruning.base import Duration, RunContext, Variant, duration_field, option
 from pruning.masks import MaskedConfig, MaskedMethod, global_magnitude_masks
 
 
 @dataclass
 class GMPConfig(MaskedConfig):
     name: str = "gmp"
-    initial_sparsity: float = 0.0  # s_i, applied at the first pruning step
+    initial_sparsity: float = option(0.0, ge=0.0, lt=1.0)  # s_i, applied at the first pruning step
     begin: Duration = duration_field("8ep")  # t_0
     end: Duration = duration_field("120ep")  # the target is reached at the last pruning step up to here
     every: Duration = duration_field("100it")  # dt
     scope: Literal["global", "layer"] = "global"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.initial_sparsity <= self.sparsity:
-            raise ValueError(f"initial_sparsity must lie in [0, sparsity], got {self.initial_sparsity}")
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(f"initial_sparsity must not exceed sparsity, got {self.initial_sparsity}")
 
 
 def cubic_sparsity(t: int, initial: float, final: float, t0: int, n: int, dt: int) -> float | None:
@@ -52,6 +51,12 @@ class GMP(MaskedMethod):
     Config = GMPConfig
     variant_info = Variant("gradual magnitude (GMP)", "unstructured", order=45, color="#393b79")
     cfg: GMPConfig
+
+    def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
+        end = self.cfg.end.steps(steps_per_epoch)
+        if end > steps_per_epoch * train_epochs:
+            raise ValueError(f"end: {self.cfg.end} (step {end}) is beyond the training's "
+                             f"{steps_per_epoch * train_epochs} steps")
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         model = super().prepare(model, ctx)

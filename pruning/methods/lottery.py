@@ -3,7 +3,7 @@
 Iterative magnitude pruning (IMP): train dense (round 0), then each round removes
 ``prune_fraction`` (20%) of the weights still alive, globally by |w| over the selected
 conv + linear weights, rewinds every surviving parameter and buffer (BN statistics
-included) to their values after ``rewind_step`` optimizer steps of round 0 (0 = the
+included) to their values after ``rewind`` (iterations or epochs) of round 0 (0 = the
 original initialisation: the ticket of Frankle & Carbin; e.g. 500 or 2000 = late
 rewinding) and retrains with the full training schedule. After r rounds the sparsity is
 1 - (1 - p)^r; the last round prunes to ``sparsity`` exactly, so the number of rounds is
@@ -18,7 +18,7 @@ the initialisers of models/ draw each tensor i.i.d., so a permuted tensor is a n
 from the same distribution, without rerunning the architecture's init code.
 
 Each round retrains for ``train.epochs`` epochs from the start of the schedule (open_lth
-instead resumes the schedule at the rewind step; the difference is ``rewind_step``
+instead resumes the schedule at the rewind step; the difference is ``rewind``
 iterations at the initial learning rate).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruning.base import MethodConfig, RunContext, Stage, Variant
+from pruning.base import Duration, MethodConfig, RunContext, Stage, Variant, duration_field, option
 from pruning.masks import MaskedConfig, MaskedMethod, PruneStage, global_magnitude_masks
 
 State = dict[str, torch.Tensor]
@@ -39,16 +39,9 @@ State = dict[str, torch.Tensor]
 @dataclass
 class LotteryConfig(MaskedConfig):
     name: str = "lottery"
-    prune_fraction: float = 0.2  # of the weights still alive, per round
-    rewind_step: int = 0  # optimizer steps of round 0 (iterations, not scaled by profiles)
+    prune_fraction: float = option(0.2, gt=0.0, lt=1.0)  # of the weights still alive, per round
+    rewind: Duration = duration_field("0it")  # the rewind point in round 0 (e.g. 2000it; profiles scale it)
     reinit: bool = False  # control: the last round starts from a random re-initialisation
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 < self.prune_fraction < 1.0:
-            raise ValueError(f"prune_fraction must lie in (0, 1), got {self.prune_fraction}")
-        if self.rewind_step < 0:
-            raise ValueError(f"rewind_step must be >= 0, got {self.rewind_step}")
 
 
 def imp_targets(sparsity: float, prune_fraction: float) -> list[float]:
@@ -90,9 +83,16 @@ class Lottery(MaskedMethod):
         model = super().prepare(model, ctx)
         c = self.cfg
         # The original initialisation: the rewind point for k = 0, the source of the re-init.
-        self.init: State | None = snapshot(model) if (c.rewind_step == 0 or c.reinit) else None
-        self.rewind: State | None = self.init if c.rewind_step == 0 else None
+        self.rewind_step = c.rewind.steps(ctx.steps_per_epoch)
+        self.init: State | None = snapshot(model) if (self.rewind_step == 0 or c.reinit) else None
+        self.rewind: State | None = self.init if self.rewind_step == 0 else None
         return model
+
+    def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
+        steps = self.cfg.rewind.steps(steps_per_epoch)
+        if steps >= steps_per_epoch * train_epochs:
+            raise ValueError(f"rewind: {self.cfg.rewind} (step {steps}) is not inside round 0's "
+                             f"{steps_per_epoch * train_epochs} steps")
 
     def stages(self, train_epochs: int) -> list[Stage]:
         targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
@@ -104,7 +104,7 @@ class Lottery(MaskedMethod):
 
     def after_step(self, model: nn.Module, step: int) -> None:
         super().after_step(model, step)
-        if self.rewind is None and step + 1 == self.cfg.rewind_step:
+        if self.rewind is None and step + 1 == self.rewind_step:
             self.rewind = snapshot(model)
 
     def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
@@ -116,8 +116,8 @@ class Lottery(MaskedMethod):
             model.load_state_dict(permuted(self.init))
         else:
             if self.rewind is None:
-                raise RuntimeError(f"lottery: rewind_step {self.cfg.rewind_step} was never reached in round 0; "
-                                   "use a smaller rewind_step")
+                raise RuntimeError(f"lottery: the rewind point {self.cfg.rewind} (step {self.rewind_step}) was never "
+                                   "reached in round 0; use an earlier rewind")
             model.load_state_dict(self.rewind)
         self.masker.set(masks)
         return model
@@ -128,9 +128,9 @@ class Lottery(MaskedMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.init = state["init"]
-        self.rewind = state["rewind"] if self.cfg.rewind_step else self.init
+        self.rewind = state["rewind"] if self.rewind_step else self.init
 
     def metrics(self, model: nn.Module) -> dict[str, Any]:
         targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
         return {**super().metrics(model), "rounds": len(targets), "round_sparsities": targets,
-                "rewind_step": self.cfg.rewind_step, "reinit": self.cfg.reinit}
+                "rewind": str(self.cfg.rewind), "rewind_step": self.rewind_step, "reinit": self.cfg.reinit}

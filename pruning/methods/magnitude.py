@@ -19,23 +19,19 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pruning.base import MethodConfig, Schedule, Stage, Variant, epochs_field
+from pruning.base import MethodConfig, Schedule, Stage, Variant, epochs_field, option
 from pruning.masks import MaskedConfig, MaskedMethod, PruneStage, global_magnitude_masks
 
 
 @dataclass
 class MagnitudeConfig(MaskedConfig):
     name: str = "magnitude"
-    rounds: int = 1  # prune + retrain rounds; 1 = one-shot
+    rounds: int = option(1, ge=1)  # prune + retrain rounds; 1 = one-shot
     round_schedule: Literal["geometric", "linear"] = "geometric"
     retrain_epochs: int = epochs_field(40)  # per round
-    retrain_lr: float | None = 0.001  # None: the optimizer's lr
+    retrain_lr: float | None = option(0.001, gt=0.0)  # None: the optimizer's lr
     retrain_schedule: Schedule = field(default_factory=lambda: Schedule(name="constant"))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
 
 
 def round_targets(sparsity: float, rounds: int, kind: str) -> list[float]:

@@ -16,23 +16,17 @@ import torch
 from torch import nn
 
 from pruning.accounting import prunable_layers
-from pruning.base import Method, MethodConfig, Variant, lam_point
+from pruning.base import Method, MethodConfig, Variant, lam_point, option
 
 
 @dataclass
 class RDAMethodConfig(MethodConfig):
     name: str = "rda"
-    lam: float = 1e-6  # penalty weight of conv and linear weights
+    lam: float = option(1e-6, ge=0.0)  # penalty weight of conv and linear weights
     reweight: Literal["none", "log"] = "log"  # "none": plain l1
-    max_factor: float = 500.0  # M: the largest omega, given to the smallest weights
+    max_factor: float = option(500.0, gt=1.0)  # M: the largest omega, given to the smallest weights
     group: Literal["none", "kernel", "channel"] = "none"  # structured modes act on conv weights
     prox: Literal["l1", "group"] = "l1"  # "group": group-lasso step, whole kernels / filters to zero
-
-    def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ValueError(f"lam: expected >= 0, got {self.lam}")
-        if not self.max_factor > 1:
-            raise ValueError(f"max_factor: expected > 1, got {self.max_factor}")
 
 
 def zero_group_fractions(model: nn.Module) -> dict[str, float]:

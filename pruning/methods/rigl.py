@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pruning.base import Duration, RunContext, Variant, duration_field
+from pruning.base import Duration, RunContext, Variant, duration_field, option
 from pruning.masks import MaskedConfig, MaskedMethod, random_masks
 
 
@@ -28,14 +28,9 @@ from pruning.masks import MaskedConfig, MaskedMethod, random_masks
 class RigLConfig(MaskedConfig):
     name: str = "rigl"
     distribution: Literal["erk", "uniform"] = "erk"  # per-layer densities
-    drop_fraction: float = 0.3  # alpha: the fraction of active weights moved at the first update
+    drop_fraction: float = option(0.3, gt=0.0, lt=1.0)  # alpha: the fraction of active weights moved at the first update
     every: Duration = duration_field("100it")  # Delta T: steps between updates
     end: Duration = duration_field("120ep")  # T_end: no updates from here on (75% of training in the paper)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 < self.drop_fraction < 1.0:
-            raise ValueError(f"drop_fraction must lie in (0, 1), got {self.drop_fraction}")
 
 
 def erk_densities(shapes: dict[str, torch.Size], density: float) -> dict[str, float]:
@@ -61,6 +56,12 @@ class RigL(MaskedMethod):
     Config = RigLConfig
     variant_info = Variant("RigL", "unstructured", order=74, color="#d6616b")
     cfg: RigLConfig
+
+    def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
+        end = self.cfg.end.steps(steps_per_epoch)
+        if end > steps_per_epoch * train_epochs:
+            raise ValueError(f"end: {self.cfg.end} (step {end}) is beyond the training's "
+                             f"{steps_per_epoch * train_epochs} steps")
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         weights = self.selected(model)

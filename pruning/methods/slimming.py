@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pruning import surgery
-from pruning.base import Method, MethodConfig, RunContext, Schedule, Stage, Variant, epochs_field
+from pruning.base import Method, MethodConfig, RunContext, Schedule, Stage, Variant, epochs_field, option
 from pruning.latency import pruned_vs_dense
 from pruning.masks import ParamMasks
 
@@ -38,23 +38,15 @@ from pruning.masks import ParamMasks
 @dataclass
 class SlimmingConfig(MethodConfig):
     name: str = "slimming"
-    l1: float = 1e-4  # s: 1e-4 for VGG, 1e-5 for ResNet / DenseNet
-    channel_ratio: float = 0.5  # fraction of the prunable BNs' channels removed
-    min_channels: int = 1  # never fewer channels in a layer
+    l1: float = option(1e-4, ge=0.0)  # s: 1e-4 for VGG, 1e-5 for ResNet / DenseNet
+    channel_ratio: float = option(0.5, ge=0.0, lt=1.0)  # fraction of the prunable BNs' channels removed
+    min_channels: int = option(1, ge=1)  # never fewer channels in a layer
     finetune_epochs: int = epochs_field(160)
-    finetune_lr: float | None = 0.1  # None: the optimizer's lr
+    finetune_lr: float | None = option(0.1, gt=0.0)  # None: the optimizer's lr
     finetune_schedule: Schedule = field(default_factory=lambda: Schedule(name="multistep", milestones=[80, 120]))
-    latency_batch_sizes: list[int] = field(default_factory=lambda: [1, 128])
-    latency_warmup: int = 2
-    latency_repeats: int = 5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.channel_ratio < 1.0:
-            raise ValueError(f"channel_ratio must lie in [0, 1), got {self.channel_ratio}")
-        if self.min_channels < 1:
-            raise ValueError(f"min_channels must be at least 1, got {self.min_channels}")
-        if self.l1 < 0:
-            raise ValueError(f"l1 must be >= 0, got {self.l1}")
+    latency_batch_sizes: list[int] = option(default_factory=lambda: [1, 128], ge=1)
+    latency_warmup: int = option(2, ge=0)
+    latency_repeats: int = option(5, ge=1)
 
 
 def channel_keep(gammas: dict[str, torch.Tensor], ratio: float, min_channels: int = 1) -> dict[str, torch.Tensor]:

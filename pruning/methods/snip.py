@@ -17,19 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.base import Stage, Variant
+from pruning.base import Stage, Variant, option
 from pruning.masks import MaskedConfig, MaskedMethod, global_magnitude_masks
 
 
 @dataclass
 class SNIPConfig(MaskedConfig):
     name: str = "snip"
-    batches: int = 1  # mini-batches of training data the sensitivity is computed on
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.batches < 1:
-            raise ValueError(f"batches must be at least 1, got {self.batches}")
+    batches: int = option(1, ge=1)  # mini-batches of training data the sensitivity is computed on
 
 
 class SNIP(MaskedMethod):

@@ -1,0 +1,61 @@
+"""run_all.sh: the main job stops before the notebooks without data, and SIGTERM stops every runner."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, write_cifar10
+
+CONFIG = """\
+model: resnet20
+data: {dataset: cifar10, batch_size: 32}
+train: {epochs: EPOCHS, schedule: {name: constant}}
+optimizer: {name: sgd, lr: 0.05}
+profiles: {smoke: {epochs: EPOCHS}}
+"""
+
+
+def configs(tmp_path: Path, epochs: int, names: tuple[str, ...] = ("a",)) -> Path:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for name in names:
+        (folder / f"{name}.yaml").write_text(CONFIG.replace("EPOCHS", str(epochs)))
+    return folder
+
+
+def start(tmp_path: Path, folder: Path, data: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--configs", str(folder),
+                             "--data-root", str(data), "--results", str(tmp_path / "results"), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_without_data_it_stops_before_the_notebooks_with_the_error_last(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "cifar-10-batches-py").mkdir(parents=True)  # a folder without its files: no download is tried
+    proc = start(tmp_path, configs(tmp_path, 1), data)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3
+    assert "[notebook]" not in out and "stopped before the notebooks" in err
+    assert err.strip().splitlines()[-1] == (f"error: {data / 'cifar-10-batches-py' / 'data_batch_1'}: missing; delete "
+                                           f"{data / 'cifar-10-batches-py'} and rerun to download it again, or point "
+                                           "--data-root / DATA_ROOT at a complete copy")
+
+
+def test_sigterm_stops_every_runner(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data")
+    results = tmp_path / "results"
+    proc = start(tmp_path, configs(tmp_path, 50, ("a", "b")), data, "--jobs", "2")
+    deadline = time.time() + 240
+    while len(list(results.glob("*/seed0/history.csv"))) < 2 and time.time() < deadline:  # both runners training
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: rerun the same command to go on" in err
+    assert "Traceback" not in err
+    left = subprocess.run(["pgrep", "-f", str(results)], capture_output=True, text=True).stdout.split()
+    assert left == []  # no runner goes on writing
+    assert not list(results.glob("*/seed0/metrics.json"))
