@@ -242,7 +242,7 @@ NOTEBOOKS["table7_summary"] = ("""\
 Every experiment (method, model, data set) with its seeds, epochs, final test accuracy and
 weight sparsity (mean ± sample std over seeds, %), compression ratio, FLOPs kept (nonzero
 multiply-adds / dense), nonzero parameters, and the figure the reproduced paper reports for
-the same setting where one is cited in `reporting.tables.PAPER_REPORTED` (with its table);
+the same setting where one is cited in `reporting/reported.yaml` (with its source);
 blank where none is cited. The data label and profile follow the table.
 
 Writes `table7_summary.md` and `table7_summary.csv` (numbers in percent, unrounded).""", [SETUP, '''\

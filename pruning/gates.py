@@ -20,28 +20,35 @@ channels cannot be removed physically; the export sets them to exact zeros inste
 convolution's filters and the input columns of the layers reading the stem output directly),
 so they count as zeros in the sparsity, not as a smaller model.
 
-**Penalty** (``lam`` times one of two expected sizes, ``penalty`` in the config):
+**Penalty** (``lam`` times an expected size, ``penalty`` in the config). With E_l = sum over the
+gates of layer l of P(z != 0) (clamped to [1e-6, 1 - 1e-6], as the release does) and k_l the
+kernel area of its convolution:
 
-- ``params`` (default, the Dep-L0 release): the expected number of weights of the gated
-  convolutions, sum over gated layers l of k_l^2 E[C_in,l] E[C_out,l], with E[C] = sum over
-  the layer's gates of P(z != 0); C_in is the expected open channels of the gated layer whose
-  output the convolution reads, or the convolution's fixed input width if that input is not
-  gated (a block's first convolution reads the residual stream). A channel is weighted by the
-  weights it carries, and closing channels of one layer also lowers the price of the next
-  layer's channels. This is the release's CIFAR formula, with two differences: its ResNet-56
-  chains C_in through consecutive gates even where a block reads the residual stream (fixed
-  width here), and its ResNet-50 code counts k^4 C_in E[C_out] with the full input width (the
-  kernel area enters twice, and conv2's gated input is ignored); here every model uses
-  k^2 E[C_in] E[C_out]. Layers that read gated channels but have no gates themselves (a
-  block's conv2 or conv3, the VGG classifier) are not in the sum, as in the release.
+- ``release`` (the Dep-L0 release, used by the paper configs): what each of its models computes.
+  VGG-16 and the CIFAR ResNets chain the gated layers in forward order, sum over l of
+  k_l E_{l-1} E_l with E_0 = the network's input width (3): on VGG, whose gated layers follow one
+  another, that is the expected number of conv weights; on ResNet-56 a block's conv1 is charged
+  for the previous block's conv1 gates, although it reads the residual stream (so closing a
+  block's gates is pressed about twice as hard as its weights alone would say). ResNet-50
+  (bottlenecks) sums k_l^2 C_in,l E_l over its gated layers, with the full input width C_in and
+  the kernel area counted twice (dep-l0 ``models/resnet50/l0_layers.py``).
+- ``params`` (this repository's correction): the expected number of weights of the gated
+  convolutions, sum over l of k_l E[C_in,l] E_l, where E[C_in,l] is E of the gated layer whose
+  output the convolution reads, or its fixed input width where it reads an ungated tensor (a
+  block's first convolution reads the residual stream). It equals ``release`` on VGG; it charges
+  each channel for the weights it carries on ResNets. Layers that read gated channels but have
+  no gates themselves (a block's conv2 or conv3, the VGG classifier) are not in the sum, as in
+  the release.
 - ``gates`` (the textbook expected L0 norm of the gates): sum of P(z != 0) over every gate.
   Each channel costs the same whatever its size, so ``lam`` is on a different scale (about
   the cost per channel rather than per weight).
 
-**Optimisation.** Weights use the experiment's optimizer; gate parameters (the log alphas here,
-the generator of ``pruning.methods.dep_l0``) form their own group with Adam (``gate_lr``, no weight
-decay), driven by the same learning-rate schedule. An optional last stage (``finetune_epochs``)
-trains the weights with the gates frozen at their deterministic values and no penalty.
+**Optimisation.** Weights use the experiment's optimizer; gate parameters (the log alphas of
+``l0hc``, the generator of ``dep_l0``) have an Adam of their own (``gate_lr``, no weight decay),
+on the weights' learning-rate schedule unless ``gate_schedule`` gives one (the release's VGG
+script never decays the gates; its ResNet-50 script decays them x0.2 where the weights go x0.1).
+An optional last stage (``finetune_epochs``, ``finetune_lr``, ``finetune_schedule``) trains the
+weights with the gates frozen at their deterministic values and no penalty.
 
 **Export.** The deterministic gates are folded into the BN affine parameters
 (z * BN(x) = BN'(x) with weight and bias scaled by z), then the channels whose gate is 0 are
@@ -62,6 +69,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from models.resnet import Bottleneck
 from models.topology import ChannelSite, channel_sites
 from pruning.accounting import prunable_layers
 from pruning.base import (ExtraOptimizer, Method, MethodConfig, RunContext, Schedule, Stage, epochs_field, lam_point,
@@ -81,8 +89,9 @@ GATES = "l0_gates"  # attribute of the model holding the gate parameters (in its
 
 
 def prob_nonzero(log_alpha: torch.Tensor) -> torch.Tensor:
-    """P(z != 0) = sigmoid(log alpha - beta log(-gamma / zeta)), elementwise."""
-    return torch.sigmoid(log_alpha - BETA * CLOSED_BELOW)
+    """P(z != 0) = sigmoid(log alpha - beta log(-gamma / zeta)), elementwise, clamped to
+    [1e-6, 1 - 1e-6] as the release clamps it (no gradient beyond; log alpha outside (-15.4, 12.2))."""
+    return torch.sigmoid(log_alpha - BETA * CLOSED_BELOW).clamp(EPS, 1 - EPS)
 
 
 def deterministic_gates(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -127,10 +136,12 @@ class GateConfig(MethodConfig):
     """Options shared by L0-HC and Dep-L0."""
 
     lam: float = option(5e-7, ge=0.0)  # penalty coefficient
-    penalty: Literal["params", "gates"] = "params"  # expected gated-conv weights, or sum of P(z != 0)
+    penalty: Literal["release", "params", "gates"] = "release"  # see the module docstring
     gate_lr: float = option(1e-3, gt=0.0)  # Adam learning rate of the gate parameters (no weight decay)
+    gate_schedule: Schedule | None = None  # None: the weights' schedule
     finetune_epochs: int = epochs_field(0, ge=0)  # last stage: frozen deterministic gates, no penalty
-    finetune_lr: float | None = option(None, gt=0.0)  # constant learning rate of that stage; required with it
+    finetune_lr: float | None = option(None, gt=0.0)  # learning rate of that stage; required with it
+    finetune_schedule: Schedule = field(default_factory=lambda: Schedule(name="constant"))
     latency_batch_sizes: list[int] = option(default_factory=lambda: [1, 128], ge=1)  # exported against dense
     latency_warmup: int = option(2, ge=0)
     latency_repeats: int = option(5, ge=1)
@@ -170,6 +181,11 @@ class ChannelGates(Method):
     def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
         raise NotImplementedError
 
+    def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
+        late = [m for m in (self.cfg.gate_schedule.milestones if self.cfg.gate_schedule else []) if m >= train_epochs]
+        if late:
+            raise ValueError(f"gate_schedule.milestones: {late[0]} is not inside the train stage's {train_epochs} epochs")
+
     # ------------------------------------------------ wiring
 
     @classmethod
@@ -185,6 +201,8 @@ class ChannelGates(Method):
         self._source = [reads.get(layer.producer) for layer in self.layers]
         self._kernel = [math.prod(c.kernel_size) for c in convs]
         self._in_width = [c.in_channels // c.groups for c in convs]
+        # The release's ResNet-50 counts its own way (module docstring); its other models chain.
+        self._bottlenecks = any(isinstance(m, Bottleneck) for m in model.modules())
         self._weights = [(m.weight.numel(), produces.get(name), reads.get(name))
                          for name, m in prunable_layers(model).items()]
         self._widths = [model.get_submodule(layer.bn).num_features for layer in self.layers]
@@ -233,13 +251,13 @@ class ChannelGates(Method):
         """The gate parameters: Adam at ``gate_lr``, no weight decay (none while frozen)."""
         if self.frozen:
             return []
-        return [ExtraOptimizer(list(self.gates.parameters()), "adam", self.cfg.gate_lr, 0.0)]
+        return [ExtraOptimizer(list(self.gates.parameters()), "adam", self.cfg.gate_lr, 0.0, self.cfg.gate_schedule)]
 
     def stages(self, train_epochs: int) -> list[Stage]:
         stages = [Stage("train", train_epochs)]
         if self.cfg.finetune_epochs > 0:
             stages.append(Stage("finetune", self.cfg.finetune_epochs, lr=self.cfg.finetune_lr,
-                                schedule=Schedule("constant"), penalty=False))
+                                schedule=self.cfg.finetune_schedule, penalty=False))
         return stages
 
     def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
@@ -252,9 +270,13 @@ class ChannelGates(Method):
         if self.cfg.penalty == "gates":
             return torch.stack([p.sum() for p in probs]).sum()
         open_ = [p.sum() for p in probs]
-        terms = [k * (open_[s] if s is not None else w) * c
-                 for k, s, w, c in zip(self._kernel, self._source, self._in_width, open_)]
-        return torch.stack(terms).sum()
+        if self.cfg.penalty == "params":
+            inputs = [open_[s] if s is not None else w for s, w in zip(self._source, self._in_width)]
+        elif self._bottlenecks:  # release, ResNet-50: k^2 (k^2 C_in) E_out with the full input width
+            return torch.stack([k * k * w * c for k, w, c in zip(self._kernel, self._in_width, open_)]).sum()
+        else:  # release, VGG and CIFAR ResNets: E of the previous gated layer, the input width first
+            inputs = [self._in_width[0], *open_[:-1]]
+        return torch.stack([k * i * c for k, i, c in zip(self._kernel, inputs, open_)]).sum()
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.cfg.lam == 0:

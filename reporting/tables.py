@@ -5,34 +5,38 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from reporting.results import aggregate
 
-# Figures reported by the reproduced papers, keyed by experiment name (a config file's stem):
-#   {"test_acc": fraction, "sparsity": fraction over the paper's own count, "source": "<paper>, Table N"}.
-# Only numbers read from a specific table of a specific paper belong here; an experiment without an
-# entry shows blank paper columns in the summary table. No entry has been verified yet.
-PAPER_REPORTED: dict[str, dict[str, Any]] = {}
+REPORTED_FILE = Path(__file__).resolve().parent / "reported.yaml"
+
+
+def reported_numbers(path: Path = REPORTED_FILE) -> dict[str, dict[str, Any]]:
+    """What the reproduced papers or their releases report for an experiment, keyed by its name
+    (``reporting/reported.yaml``: test_acc, params, source)."""
+    return yaml.safe_load(path.read_text()) or {}
 
 
 SUMMARY_COLUMNS = (
     "experiment", "variant", "model", "dataset", "profile", "seeds", "epochs", "test_acc_pct", "test_acc_std_pct",
     "sparsity_pct", "sparsity_std_pct", "compression", "flops_kept_pct", "params_nonzero", "params_kept_pct",
-    "paper_test_acc_pct", "paper_sparsity_pct", "paper_source", "data",
+    "paper_test_acc_pct", "paper_params", "paper_source", "data",
 )
 
 
 def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """The summary table, one row per experiment (mean and sample std over seeds), in percent.
 
-    Columns: SUMMARY_COLUMNS. ``paper_*`` come from ``reported`` (default PAPER_REPORTED) keyed by
+    Columns: SUMMARY_COLUMNS. ``paper_*`` come from ``reported`` (default ``reported_numbers()``) keyed by
     experiment name and stay empty (NaN / "") for experiments without a cited figure.
     Rows are sorted by dataset, model, variant (the methods' legend order) and sparsity.
     """
-    reported = PAPER_REPORTED if reported is None else reported
+    reported = reported_numbers() if reported is None else reported
     points = aggregate(frame)
     rows = []
     for _, p in points.iterrows():
@@ -45,7 +49,7 @@ def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | Non
             "compression": p["compression"], "flops_kept_pct": 100 * p["flops_kept"],
             "params_nonzero": p["params_nonzero"], "params_kept_pct": 100 * p["params_kept"],
             "paper_test_acc_pct": 100 * paper["test_acc"] if "test_acc" in paper else math.nan,
-            "paper_sparsity_pct": 100 * paper["sparsity"] if "sparsity" in paper else math.nan,
+            "paper_params": str(paper.get("params", "")),
             "paper_source": paper.get("source", ""), "data": p["data_label"],
         })
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -73,7 +77,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
     alone for one seed), the paper columns blank where no figure is cited; the data labels follow
     as a footnote."""
     header = ["experiment", "method", "model", "dataset", "seeds", "epochs", "test acc (%)", "sparsity (%)",
-              "compression", "FLOPs kept (%)", "nonzero params", "paper test acc (%)", "paper sparsity (%)",
+              "compression", "FLOPs kept (%)", "nonzero params", "paper test acc (%)", "paper params",
               "paper source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for _, r in table.iterrows():
@@ -82,7 +86,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
                  _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
                  _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]), _cell(float(r["compression"]), 1),
                  _cell(float(r["flops_kept_pct"]), 1), f"{int(round(r['params_nonzero'])):,}",
-                 _cell(float(r["paper_test_acc_pct"]), 2), _cell(float(r["paper_sparsity_pct"]), 2),
+                 _cell(float(r["paper_test_acc_pct"]), 2), _cell(r["paper_params"], 0),
                  _cell(r["paper_source"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
     labels = sorted(set(table["data"].astype(str)))

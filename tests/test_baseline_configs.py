@@ -13,7 +13,7 @@ from experiments.run import CONFIG_DIR
 from training.config import collect_configs
 from pruning.registry import METHODS
 
-FAMILIES = ("magnitude", "lottery", "random", "slimming")
+FAMILIES = ("magnitude", "lottery", "random_finetune", "slimming")
 FILES = sorted(p for family in FAMILIES for p in (CONFIG_DIR / family).rglob("*.yaml"))
 
 
@@ -58,13 +58,19 @@ def test_recipe_of_liu_et_al_and_open_lth(path: Path) -> None:
     assert (opt.name, opt.lr, opt.momentum, opt.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
     assert cfg.data.batch_size in (64, 128)
     m = cfg.method
-    if m.name in ("magnitude", "random"):
+    if m.name in ("magnitude", "random_finetune"):
         assert (m.retrain_epochs, m.retrain_lr, m.retrain_schedule.name) == (40, 0.001, "constant")
-    if m.name == "lottery":
-        assert m.prune_fraction == 0.2
-    if m.name == "slimming":
+    if m.name == "magnitude":  # Liu et al.'s weight-level pruning: the convolutions only
+        assert m.layers == ("conv" if "_conv_s" in path.stem else "conv_linear")
+    if m.name == "lottery":  # open_lth: 20% a round, BN scales U(0, 1), VGG's classifier dense
+        assert m.prune_fraction == 0.2 and cfg.bn_weight_init == "uniform"
+        assert m.exclude == (["classifier"] if cfg.model == "vgg16" else [])
+    if m.name == "slimming":  # the network-slimming release: BN scales 0.5, L1 on every BN
         assert m.l1 == (1e-4 if cfg.model.startswith("vgg") else 1e-5)
-        assert (m.finetune_epochs, m.finetune_lr, m.finetune_schedule.milestones) == (160, 0.1, [80, 120])
+        assert cfg.bn_weight_init == 0.5 and m.l1_on == "all"
+        ft40 = path.stem.endswith("_ft40")  # the rethinking paper's fine-tuning instead of the release's
+        assert (m.finetune_epochs, m.finetune_lr, m.finetune_schedule.milestones) == (
+            (40, 0.001, []) if ft40 else (160, 0.1, [80, 120]))
 
 
 def test_five_operating_points_per_method_model_and_dataset() -> None:

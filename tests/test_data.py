@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import (CIFAR, DataError, DeviceBatches, Split, augment_batch, describe, fingerprint, load_cifar,
-                           validation_split)
+from training.data import (CIFAR, DataError, DeviceBatches, Split, augment_batch, describe, erase_boxes, fingerprint,
+                           load_cifar, validation_split)
 from tests.conftest import write_cifar10
 
 
@@ -187,3 +187,40 @@ def test_the_fingerprint_tells_data_apart(tmp_path: Path) -> None:
     assert fingerprint(a) == fingerprint(a) and fingerprint(a) != fingerprint(b)
     first = Split(a.images[:50], a.labels[:50])
     assert fingerprint(first) != fingerprint(a)
+
+
+# ---------------------------------------------------------------- random erasing (the xRDA release's ResNet-20)
+
+
+def test_erase_boxes_follow_torchvision_random_erasing() -> None:
+    n = 4000
+    boxes = erase_boxes(n, 0.5, 32, 32, torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.T
+    erased = h > 0
+    assert abs(erased.float().mean().item() - 0.5) < 0.03  # p = 0.5 (a box of zero area is no box)
+    assert ((h < 32) & (w < 32)).all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= 32).all() and (left + w <= 32).all()
+    area = (h * w).float()[erased] / 1024
+    assert area.max() <= 0.4 + 0.05 and area.mean() > 0.1  # up to 40% of the image (rounding adds a little)
+    ratio = (h.float() / w.float())[erased & (w > 2) & (h > 2)]
+    assert ratio.min() > 0.2 and ratio.max() < 5  # aspect within (0.3, 3.3), up to rounding
+    assert torch.equal(boxes, erase_boxes(n, 0.5, 32, 32, torch.Generator().manual_seed(0)))
+
+
+def test_erasing_zeroes_its_box_after_normalisation_and_changes_no_other_draw(tiny_cifar: Path) -> None:
+    train, _, _ = load_cifar(tiny_cifar, "cifar10", download=False)
+    spec = CIFAR["cifar10"]
+    common = dict(batch_size=25, device=torch.device("cpu"), train=True, augment=True, mean=spec.mean,
+                  std=spec.std, seed=3)
+    plain = list(DeviceBatches(train, **common).epoch(1))
+    erased = list(DeviceBatches(train, erasing=0.5, **common).epoch(1))
+    off = list(DeviceBatches(train, erasing=0.0, **common).epoch(1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(plain, off))  # p = 0: the same batches as before
+    changed = 0
+    for (x, y), (xe, ye) in zip(plain, erased):
+        assert torch.equal(y, ye)  # same order
+        differs = x != xe
+        assert (xe[differs] == 0).all()  # only erased pixels differ, and they are 0 (the mean, normalised)
+        changed += int(differs.flatten(1).any(1).sum())
+    assert 20 <= changed <= 80  # about half of the 100 images
+    assert DeviceBatches(train, **{**common, "train": False}, erasing=0.5).erasing == 0.0  # never at evaluation

@@ -83,9 +83,9 @@ def test_method_uses_the_generator_for_gates_penalty_and_export() -> None:
         f"{GATES}.{kind}.{i}" for kind in ("weight", "bias") for i in range(4)]
     (gates,) = method.extra_optimizers(model)
     assert gates.kind == "adam" and gates.params == list(method.gates.parameters())
-    # Penalty: 1e-3 x (k^2 E[C_in] E[C_out]) from the generated log alphas.
+    # Penalty: the release's, 1e-3 x k^2 E[previous gated layer] E[C_out], from the generated log alphas.
     e = [prob_nonzero(la).sum().item() for la in method.gates.log_alphas()]
-    hand = 9 * 3 * e[0] + 9 * e[0] * e[1] + 9 * 4 * e[2] + 9 * 6 * e[3]
+    hand = 9 * 3 * e[0] + 9 * e[0] * e[1] + 9 * e[1] * e[2] + 9 * e[2] * e[3]
     penalty = method.penalty(model)
     assert penalty.item() == pytest.approx(1e-3 * hand, rel=1e-5)
     penalty.backward()
@@ -131,3 +131,15 @@ def test_penalty_reuses_the_log_alphas_of_the_training_forward() -> None:
         method.gates.zero_grad()
         penalty.backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.gates.parameters())
+
+
+def test_the_input_width_of_the_chain_is_an_option() -> None:
+    """The release feeds both VGG chains a 64-wide input: backward starts 64 -> 512, not 512 -> 512."""
+    widths = [64, 128, 512]
+    release = GateGenerator(widths, "backward", input_width=64)
+    assert [tuple(w.shape) for w in release.weight] == [(512, 64), (128, 512), (64, 128)]
+    default = GateGenerator(widths, "backward")
+    assert tuple(default.weight[0].shape) == (512, 512)
+    method = DepL0(DepL0Config(direction="backward", input_width=64))
+    method.prepare(build_model("vgg16", 10), context())
+    assert tuple(method.gates.weight[0].shape) == (512, 64) and len(method.gates.log_alphas()) == 13

@@ -1,6 +1,7 @@
 """The L0-HC and Dep-L0 experiment configs: they load, resolve, follow the Dep-L0 release, and run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from training.config import load_config, resolve
 from experiments.run import main
+from pruning.base import Schedule
 from pruning.registry import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +30,7 @@ def key(cfg) -> tuple[str, str | None, str]:  # noqa: ANN001
 
 
 def test_every_config_loads_and_resolves_for_its_profiles() -> None:
-    assert len(PATHS) == 21
+    assert len(PATHS) == 30
     names = set()
     for path in PATHS:
         cfg = load_config(path)
@@ -41,35 +43,53 @@ def test_every_config_loads_and_resolves_for_its_profiles() -> None:
     assert len(names) == len(PATHS)  # experiment names are unique
 
 
+RELEASE = [p for p in PATHS if p not in SUBSET and not p.stem.endswith("_params")]
+
+
 def test_cifar_configs_follow_the_release() -> None:
     seen = set()
-    for path in PATHS:
+    for path in RELEASE:
         cfg = load_config(path)
-        if cfg.data.dataset == "imagenet" or path in SUBSET:
+        if cfg.data.dataset == "imagenet":
             continue
         seen.add((*key(cfg), cfg.data.dataset))
         assert cfg.method.lam == RELEASE_LAM[key(cfg)], path.name
-        assert cfg.train.epochs == 300 and cfg.data.batch_size == 128
-        assert cfg.train.schedule.milestones == [60, 120, 180, 240]
+        assert cfg.train.epochs == 299 and cfg.data.batch_size == 128  # the release's range(1, 300)
         vgg = cfg.model == "vgg16"
+        # VGG steps its scheduler after each epoch, ResNet-56 before it (decayed from epoch 60 on)
+        assert cfg.train.schedule.milestones == ([60, 120, 180, 240] if vgg else [59, 119, 179, 239])
         assert (cfg.optimizer.lr, cfg.train.schedule.gamma) == ((0.05, 0.2) if vgg else (0.1, 0.1))
         assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 5e-4)
-        assert (cfg.method.gate_lr, cfg.method.penalty, cfg.method.finetune_epochs) == (1e-3, "params", 0)
+        assert (cfg.method.gate_lr, cfg.method.penalty, cfg.method.finetune_epochs) == (1e-3, "release", 0)
+        # the VGG gates are never decayed; the ResNet-56 gates follow the weights
+        assert cfg.method.gate_schedule == (Schedule("constant") if vgg else None)
+        assert getattr(cfg.method, "input_width", None) == (64 if vgg and key(cfg)[1] == "backward" else None)
         assert cfg.profiles == {}  # full runs only
     assert len(seen) == 12  # 3 methods x 2 models x 2 data sets
 
 
+def test_the_corrected_penalty_has_configs_of_its_own() -> None:
+    params = [p for p in PATHS if p.stem.endswith("_params")]
+    assert len(params) == 9  # ResNet-56 on both CIFARs and ResNet-50: L0-HC and both Dep-L0 directions
+    for path in params:
+        cfg, release = load_config(path), load_config(path.with_name(path.stem.removesuffix("_params") + ".yaml"))
+        assert cfg.method.penalty == "params" and release.method.penalty == "release"
+        assert cfg.method == dataclasses.replace(release.method, penalty="params") and cfg.train == release.train
+
+
 def test_imagenet_configs_follow_the_release() -> None:
-    paths = [p for p in PATHS if load_config(p).data.dataset == "imagenet"]
+    paths = [p for p in RELEASE if load_config(p).data.dataset == "imagenet"]
     assert len(paths) == 3
     for path in paths:
         cfg = load_config(path)
         assert cfg.model == "resnet50" and cfg.data.batch_size == 256 and cfg.method.lam == 5e-9
         assert cfg.train.epochs == 90 and cfg.train.schedule.milestones == [30, 60]
         assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (0.1, 1e-4)
+        assert cfg.method.gate_schedule == Schedule("multistep", [30, 60], 0.2)  # the gates: x0.2
         stages = METHODS[cfg.method.name](cfg.method).stages(cfg.train.epochs)
         assert [(s.name, s.epochs, s.penalty, s.lr) for s in stages] == [
-            ("train", 90, True, None), ("finetune", 10, False, 1e-4)]
+            ("train", 90, True, None), ("finetune", 10, False, 1e-3)]
+        assert stages[1].schedule == Schedule("multistep", [1], 0.1)  # 1e-3, then 1e-4, as the release
     assert {key(load_config(p))[:2] for p in paths} == {("l0hc", None), ("dep_l0", "forward"),
                                                         ("dep_l0", "backward")}
 

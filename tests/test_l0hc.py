@@ -15,7 +15,10 @@ from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.resnet_cifar import CifarResNet
 from models.vgg import VGG
 from pruning.accounting import sparsity_report
+from pruning.base import Schedule
 from pruning.gates import GATES, deterministic_gates, gate_placement, prob_nonzero, sample_gates
+from training.build import optimizer_factory
+from training.config import DataConfig, ExperimentConfig, SGDConfig, TrainConfig
 from pruning.methods.l0hc import L0HC, L0HCConfig
 from pruning.surgery import prunable_bns
 from tests.helpers import comparable_metrics, context, randomize_bns, run_config, run_dir, straight_and_interrupted
@@ -35,10 +38,11 @@ def sigmoid(x: float) -> float:
 
 
 
-def gated(case: str, seed: int = 0, lam: float = 1e-3) -> tuple[nn.Module, L0HC, tuple[int, int, int]]:
+def gated(case: str, seed: int = 0, lam: float = 1e-3, penalty: str = "release"
+          ) -> tuple[nn.Module, L0HC, tuple[int, int, int]]:
     build, shape = CASES[case]
     torch.manual_seed(seed)
-    method = L0HC(L0HCConfig(lam=lam))
+    method = L0HC(L0HCConfig(lam=lam, penalty=penalty))
     model = method.prepare(build(), context(input_shape=shape))
     randomize_bns(model, torch.Generator().manual_seed(seed))
     return model, method, shape
@@ -102,7 +106,7 @@ def test_densenet_has_no_placement() -> None:
 
 
 def test_params_penalty_against_hand_computation_vgg() -> None:
-    model, method, _ = gated("vgg", lam=1e-3)
+    model, method, _ = gated("vgg", lam=1e-3, penalty="params")
     a = torch.tensor([-1.0, 0.0, 2.0, 3.0])
     b = torch.tensor([-3.0, -2.0, 0.5, 1.0, 1.5, 4.0])
     set_log_alphas(method, [a, b])
@@ -117,7 +121,7 @@ def test_params_penalty_against_hand_computation_vgg() -> None:
 
 
 def test_params_penalty_resnet_reads_the_residual_stream_at_full_width() -> None:
-    model, method, _ = gated("cifar_resnet", lam=1.0)
+    model, method, _ = gated("cifar_resnet", lam=1.0, penalty="params")
     values = [torch.linspace(-3, 3, w) for w in (4, 4, 6, 8)]  # stem, layers.0/1/2.bn1
     set_log_alphas(method, values)
     e = [sum(sigmoid(x + 2 / 3 * LOG11) for x in v.tolist()) for v in values]
@@ -125,6 +129,92 @@ def test_params_penalty_resnet_reads_the_residual_stream_at_full_width() -> None
     hand = 9 * 3 * e[0] + 9 * e[0] * e[1] + 9 * 4 * e[2] + 9 * 6 * e[3]
     assert method.penalty(model).item() == pytest.approx(hand, rel=1e-5)
     assert L0HC(L0HCConfig(lam=0.0)).penalty(model) is None
+
+
+def probs(values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """P(z != 0) written out: sigmoid(log alpha + (2/3) log 11), clamped to [1e-6, 1 - 1e-6]."""
+    return [torch.sigmoid(v + 2 / 3 * LOG11).clamp(1e-6, 1 - 1e-6) for v in values]
+
+
+def check_value_and_gradient(method: L0HC, model: nn.Module, values: list[torch.Tensor], hand) -> None:  # noqa: ANN001
+    """The method's penalty and its gradient against ``hand(values)``, a formula written out here."""
+    set_log_alphas(method, values)
+    leaves = [v.clone().requires_grad_() for v in values]
+    expected = hand(leaves)
+    expected.backward()
+    got = method.penalty(model)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    for p, leaf in zip(method.gates.log_alpha, leaves):
+        assert torch.allclose(p.grad, leaf.grad, rtol=1e-4, atol=1e-12)
+
+
+def test_release_penalty_vgg_is_the_expected_conv_weights() -> None:
+    model, method, _ = gated("vgg", lam=1e-3)  # release: conv 3 -> 4 -> 6, gates chained
+    values = [torch.tensor([-1.0, 0.0, 2.0, 3.0]), torch.tensor([-3.0, -2.0, 0.5, 1.0, 1.5, 4.0])]
+
+    def hand(v: list[torch.Tensor]) -> torch.Tensor:
+        e1, e2 = (p.sum() for p in probs(v))
+        return 1e-3 * (9 * 3 * e1 + 9 * e1 * e2)
+
+    check_value_and_gradient(method, model, values, hand)
+
+
+def test_release_penalty_cifar_resnet_chains_consecutive_gates() -> None:
+    model, method, _ = gated("cifar_resnet", lam=1.0)  # stem 4, blocks 4, 6, 8 channels
+    values = [torch.linspace(-3, 3, w) for w in (4, 4, 6, 8)]
+
+    def hand(v: list[torch.Tensor]) -> torch.Tensor:
+        # the release charges each block's conv1 for the previous gated layer's channels,
+        # although blocks 1 and 2 read the residual stream (4 and 6 channels wide)
+        e = [p.sum() for p in probs(v)]
+        return 9 * 3 * e[0] + 9 * e[0] * e[1] + 9 * e[1] * e[2] + 9 * e[2] * e[3]
+
+    check_value_and_gradient(method, model, values, hand)
+
+
+def test_release_penalty_resnet50_counts_the_kernel_twice_and_the_full_input() -> None:
+    model, method, _ = gated("resnet50_like", lam=1.0)
+    widths = [model.get_submodule(site.bn).num_features for site in method.layers]
+    assert widths == [64, 64, 64, 128, 128, 256, 256, 512, 512]  # stem, then bn1 and bn2 of four bottlenecks
+    values = [torch.linspace(-4, 4, w) for w in widths]
+    convs = [model.get_submodule(site.producer) for site in method.layers]
+
+    def hand(v: list[torch.Tensor]) -> torch.Tensor:
+        # sum over gated convs of (k_h k_w)^2 * full input width * E_out: stem 49^2 * 3, conv1 1 * C_in,
+        # conv2 81 * planes
+        terms = [(c.kernel_size[0] * c.kernel_size[1]) ** 2 * c.in_channels * p.sum() for c, p in zip(convs, probs(v))]
+        return torch.stack(terms).sum()
+
+    assert [c.kernel_size for c in convs][:3] == [(7, 7), (1, 1), (3, 3)]
+    check_value_and_gradient(method, model, values, hand)
+
+
+def test_p_nonzero_is_clamped_as_in_the_release() -> None:
+    la = torch.tensor([-30.0, 0.0, 30.0], requires_grad=True)
+    p = prob_nonzero(la)
+    assert p[0].item() == pytest.approx(1e-6) and p[2].item() == pytest.approx(1 - 1e-6)
+    p.sum().backward()
+    assert la.grad[0] == 0 and la.grad[2] == 0 and la.grad[1] > 0  # no gradient beyond the clamp
+
+
+def test_gate_schedule_is_the_gates_own() -> None:
+    model, method, _ = gated("vgg")
+    method.cfg = L0HCConfig(gate_schedule=Schedule("constant"))
+    (extra,) = method.extra_optimizers(model)
+    assert extra.schedule == Schedule("constant")
+    exp = ExperimentConfig(name="t", model="vgg16", data=DataConfig(dataset="cifar10"),
+                           train=TrainConfig(epochs=4, schedule=Schedule(milestones=[1, 2], gamma=0.2)),
+                           optimizer=SGDConfig(name="sgd", lr=0.05), method=method.cfg)
+    optimizers, schedulers = optimizer_factory(exp, method)(method.stages(4)[0], model)
+    for _ in range(3):
+        for opt, sched in zip(optimizers, schedulers):
+            opt.step()
+            sched.step()
+    assert optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.2 ** 2)  # the weights decay
+    assert optimizers[1].param_groups[0]["lr"] == pytest.approx(1e-3)  # the gates do not
+    with pytest.raises(ValueError, match="gate_schedule.milestones: 5 is not inside"):
+        L0HC(L0HCConfig(gate_schedule=Schedule(milestones=[5]))).check_budget(10, 4)
 
 
 def test_penalty_gradient_closes_gates() -> None:

@@ -45,7 +45,7 @@ def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
         "rda_r20_ablation_proximal_sgd": "proximal SGD log-l1", "rda_r20_ablation_rda": "RDA (a=1) log-l1",
         "rda_r20_channel": "xRDA log-l1 (channel)", "magnitude_r20_oneshot_s80": "magnitude one-shot",
         "lottery_r20_s80": "lottery ticket", "lottery_r20_s80_reinit": "lottery ticket (random reinit)",
-        "random_r20_s50": "random", "slimming_r20_c30": "network slimming", "l0hc_r20": "L0-HC",
+        "random_r20_s50": "random pruning, fine-tuned", "slimming_r20_c30": "network slimming", "l0hc_r20": "L0-HC",
         "dep_l0_fwd_r20": "Dep-L0 (forward)",
     }
     families = dict(zip(runs.name, runs.family))
@@ -162,18 +162,24 @@ def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
     single = table.set_index("experiment").loc["random_r20_s50"]
     assert f"| 1 | 3 | 73.00 | {single.sparsity_pct:.2f} |" in markdown  # the mean alone for one seed
     assert SYNTHETIC_LABEL in markdown and "Profile: subset" in markdown
-    reported = {"dense_r20": {"test_acc": 0.5, "sparsity": 0.25, "source": "Paper, Table 9"}}
+    reported = {"dense_r20": {"test_acc": 0.5, "params": "1.5M", "source": "Paper, Table 9"}}
     cited = tables.summary_frame(runs, reported=reported)
     row = cited.set_index("experiment").loc["dense_r20"]
-    assert row.paper_test_acc_pct == pytest.approx(50.0) and row.paper_sparsity_pct == pytest.approx(25.0)
+    assert row.paper_test_acc_pct == pytest.approx(50.0) and row.paper_params == "1.5M"
     assert row.paper_source == "Paper, Table 9"
-    assert "| 50.00 | 25.00 | Paper, Table 9 |" in tables.summary_markdown(cited)
+    assert "| 50.00 | 1.5M | Paper, Table 9 |" in tables.summary_markdown(cited)
 
 
-def test_paper_reported_entries_are_sourced() -> None:
-    for name, entry in tables.PAPER_REPORTED.items():
-        assert "Table" in entry["source"], name
-        assert 0 <= entry["test_acc"] <= 1 and 0 <= entry.get("sparsity", 0) <= 1, name
+def test_reported_numbers_are_sourced_and_name_shipped_experiments() -> None:
+    from experiments.run import CONFIG_DIR
+
+    names = {p.stem for p in CONFIG_DIR.rglob("*.yaml")}
+    reported = tables.reported_numbers()
+    assert reported  # the network-slimming README's numbers
+    for name, entry in reported.items():
+        assert name in names, name
+        assert set(entry) == {"test_acc", "params", "source"} and 0 < entry["test_acc"] < 1, name
+        assert "@" in entry["source"] and "README" in entry["source"], name  # where, at which commit
 
 
 def test_empty_results_folder(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def test_minimum_width_no_layer_left_empty(min_channels: int, expected: list[boo
 
 def test_l1_subgradient_on_prunable_bn_scales_only() -> None:
     model = tiny_resnet()
-    method = Slimming(quick(l1=1e-3))
+    method = Slimming(quick(l1=1e-3, l1_on="prunable"))
     method.prepare(model, context())
     with torch.no_grad():
         model.layers[0].bn1.weight.copy_(torch.tensor([0.5, -0.2, 0.0, 1.0]))
@@ -61,6 +61,18 @@ def test_l1_subgradient_on_prunable_bn_scales_only() -> None:
     assert model.layers[0].bn1.weight.grad.tolist() == pytest.approx([1e-3, -1e-3, 0.0, 1e-3])
     assert model.layers[0].bn2.weight.grad is None and model.bn1.weight.grad is None
     assert method.bns == ["layers.0.bn1", "layers.1.bn1", "layers.2.bn1"]
+
+
+def test_l1_on_every_bn_as_the_release() -> None:
+    model = tiny_resnet()
+    method = Slimming(quick(l1=1e-3))  # l1_on: all, the default (the release's updateBN)
+    method.prepare(model, context())
+    with torch.no_grad():
+        model.bn1.weight.copy_(torch.tensor([0.5, -0.2, 0.0, 1.0]))
+    method.penalty(model).backward()
+    assert model.bn1.weight.grad.tolist() == pytest.approx([1e-3, -1e-3, 0.0, 1e-3])  # the stem's BN too
+    assert all(m.weight.grad is not None for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert method.bns == ["layers.0.bn1", "layers.1.bn1", "layers.2.bn1"]  # what can be removed is unchanged
 
 
 def tiny_densenet() -> nn.Module:

@@ -52,7 +52,8 @@ def build_data(cfg: ExperimentConfig, data_root: Path, device: torch.device, see
         raise DataError(f"{cfg.name}: {problem}")
     common = dict(device=device, mean=spec.mean, std=spec.std, channels_last=cuda_fast and cfg.train.channels_last,
                   rank=rank, world_size=world)
-    train_b = DeviceBatches(train, d.batch_size, train=True, augment=d.augment, seed=seed, **common)
+    train_b = DeviceBatches(train, d.batch_size, train=True, augment=d.augment, seed=seed, erasing=d.random_erasing,
+                            **common)
     val_b = DeviceBatches(val, 500, train=False, augment=False, **common) if val is not None else None
     test_b = DeviceBatches(test, 500, train=False, augment=False, **common)
     info = {"dataset": d.dataset, "num_classes": spec.num_classes, "input_shape": [3, 32, 32],
@@ -94,7 +95,13 @@ def run_context(device: torch.device, data_info: dict[str, Any], train_batches: 
 def build_model_and_method(cfg: ExperimentConfig, ctx: RunContext,
                            channels_last: bool = False) -> tuple[nn.Module, Method]:
     """The dense architecture on ``ctx.device``, prepared by the config's method (gates, masks)."""
-    model = build_model(cfg.model, ctx.num_classes).to(ctx.device)
+    model = build_model(cfg.model, ctx.num_classes)
+    if cfg.bn_weight_init != 1.0:  # the release's initial BN scales (after the architecture's own init)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                with torch.no_grad():
+                    m.weight.uniform_(0.0, 1.0) if cfg.bn_weight_init == "uniform" else m.weight.fill_(cfg.bn_weight_init)
+    model = model.to(ctx.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = METHODS[cfg.method.name](cfg.method)

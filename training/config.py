@@ -32,6 +32,7 @@ class DataConfig:
     max_train: int | None = option(None, ge=2)  # keep the first N training images
     max_test: int | None = option(None, ge=1)
     validation: int = option(0, ge=0)  # training images held out for validation (class-balanced, fixed)
+    random_erasing: float = option(0.0, ge=0.0, le=1.0)  # probability; the xRDA release's ResNet-20 uses 0.5
     workers: int = option(8, ge=0)  # ImageNet loader processes; CIFAR lives on the device
 
 
@@ -120,6 +121,7 @@ class ExperimentConfig:
     train: TrainConfig
     optimizer: OptimizerConfig
     method: MethodSpec = field(default_factory=lambda: METHODS["dense"].Config())
+    bn_weight_init: float | Literal["uniform"] = 1.0  # initial BN scale: 0.5 (network slimming), U(0, 1) (open_lth)
     seeds: int = option(1, ge=1)
     description: str = ""
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)

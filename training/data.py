@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -204,11 +205,14 @@ class DeviceBatches:
     ``epoch(e)`` yields the batches of epoch e; with ``train`` the order is shuffled and the images
     augmented from a generator seeded by (seed, e); without, the order is fixed.
     A trailing batch of one image is dropped in training (batch norm cannot use it).
+    ``erasing`` > 0 adds random erasing after normalisation (``erase_boxes``), as the xRDA release's
+    ResNet-20 script does; its random numbers are drawn after the others, so that switching it on
+    changes no other draw.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, train: bool, augment: bool,
                  mean: tuple[float, ...], std: tuple[float, ...], seed: int = 0,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, erasing: float = 0.0) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -220,6 +224,7 @@ class DeviceBatches:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.rank, self.world_size = rank, world_size
+        self.erasing = erasing if self.augment else 0.0
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -237,6 +242,8 @@ class DeviceBatches:
             shifts = torch.randint(0, 9, (n, 2), generator=gen)
             flips = torch.rand(n, generator=gen) < 0.5
             order, shifts, flips = (t.to(self.device, non_blocking=True) for t in (order, shifts, flips))
+            if self.erasing:
+                boxes = erase_boxes(n, self.erasing, self.images.shape[2], self.images.shape[3], gen).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
         for b in range(len(self)):
@@ -246,11 +253,44 @@ class DeviceBatches:
             x = self.images[idx]
             if self.augment:
                 x = augment_batch(x, shifts[idx], flips[idx])
-            yield self.normalise(x), self.labels[idx]
+            x = self.normalise(x)
+            if self.erasing:
+                x = erase(x, boxes[idx])
+            yield x, self.labels[idx]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
+
+
+def erase_boxes(n: int, p: float, height: int, width: int, generator: torch.Generator,
+                scale: tuple[float, float] = (0.0, 0.4), ratio: tuple[float, float] = (0.3, 3.3),
+                attempts: int = 10) -> torch.Tensor:
+    """Random-erasing rectangles (top, left, height, width) for ``n`` images, as torchvision's
+    ``RandomErasing(p, scale, ratio)`` draws them: with probability ``p`` an image gets the first
+    of ``attempts`` candidates (area a fraction in ``scale`` of the image, log aspect ratio uniform in
+    ``ratio``) that fits inside it, and no box (height 0) if none fits or it is not erased."""
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, attempts, generator=generator))
+    log_ratio = torch.empty(n, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    h = torch.sqrt(area * torch.exp(log_ratio)).round().long()
+    w = torch.sqrt(area / torch.exp(log_ratio)).round().long()
+    top = (torch.rand(n, attempts, generator=generator) * (height - h + 1)).floor().long()
+    left = (torch.rand(n, attempts, generator=generator) * (width - w + 1)).floor().long()
+    erased = torch.rand(n, generator=generator) < p
+    fits = (h < height) & (w < width)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.zeros(n, dtype=torch.long))
+    pick = lambda t: t.gather(1, first[:, None])[:, 0]  # noqa: E731
+    keep = erased & fits.any(1)
+    return torch.stack([pick(top), pick(left), pick(h) * keep, pick(w) * keep], 1)
+
+
+def erase(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) with each image's box (top, left, height, width) set to 0."""
+    rows = torch.arange(x.shape[2], device=x.device).view(1, -1, 1)
+    cols = torch.arange(x.shape[3], device=x.device).view(1, 1, -1)
+    top, left, h, w = (boxes[:, k].view(-1, 1, 1) for k in range(4))
+    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    return x.masked_fill(inside[:, None], 0.0)
 
 
 def augment_batch(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int = 4) -> torch.Tensor:

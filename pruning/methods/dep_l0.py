@@ -11,9 +11,11 @@ to the last; ``backward``: from the last to the first (its outputs are then reve
 the release, W_l keeps PyTorch's Linear initialisation (U(-1/sqrt(fan_in), 1/sqrt(fan_in)))
 and b_l ~ N(3, 0.01^2): the first layer's gates start open (pre-activation 3 +- 0.6); later
 layers' pre-activations spread as 3 +- about 2.6, so about 7% of all gates start closed
-(VGG-16, ResNet-56, ResNet-50; the mean P(z != 0) is about 0.92). One difference from the release: its VGG backward chain is fed a 64-wide input
-(the first layer's width) rather than the last layer's; a constant input's width only sets
-the first Linear's shape, and at initialisation W_1 1 has the same spread either way.
+(VGG-16, ResNet-56, ResNet-50; the mean P(z != 0) is about 0.92). The chain's input is as wide as
+its first layer, except where ``input_width`` says otherwise: the release's VGG feeds both of its
+chains a 64-wide input, so its backward chain starts 64 -> 512 (the VGG backward paper configs set
+``input_width: 64``). The width of a constant input changes the first Linear's initial spread
+(U(-1/sqrt(fan_in), 1/sqrt(fan_in))) and how fast Adam moves its pre-activations.
 
 Everything else (gate placement, penalty, Adam for the gate parameters, export) is that of
 ``pruning.gates``; here the generator's weights and biases are the gate parameters.
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.base import MethodConfig, Variant
+from pruning.base import MethodConfig, Variant, option
 from pruning.gates import ChannelGates, GateConfig, GateParameters
 
 LOG_ALPHA_LIMIT = math.log(100.0)
@@ -39,7 +41,7 @@ class GateGenerator(GateParameters):
     mistaken for a prunable layer of the network."""
 
     def __init__(self, widths: list[int], direction: Literal["forward", "backward"] = "forward",
-                 init_bias: float = 3.0, device: torch.device | None = None) -> None:
+                 init_bias: float = 3.0, device: torch.device | None = None, input_width: int | None = None) -> None:
         super().__init__()
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction: expected 'forward' or 'backward', got {direction!r}")
@@ -47,7 +49,7 @@ class GateGenerator(GateParameters):
         order = list(widths) if direction == "forward" else list(reversed(widths))
         self.weight = nn.ParameterList()
         self.bias = nn.ParameterList()
-        for fan_in, fan_out in zip([order[0], *order[:-1]], order):
+        for fan_in, fan_out in zip([input_width or order[0], *order[:-1]], order):
             w = torch.empty(fan_out, fan_in, device=device)
             nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # nn.Linear's default
             self.weight.append(nn.Parameter(w))
@@ -68,6 +70,7 @@ class DepL0Config(GateConfig):
     lam: float = 1e-6
     direction: Literal["forward", "backward"] = "forward"  # order in which the chain runs over layers
     init_bias: float = 3.0  # mean of the generator's initial biases (std 0.01)
+    input_width: int | None = option(None, ge=1)  # width of the chain's all-ones input; None: its first layer's
 
 
 class DepL0(ChannelGates):
@@ -83,4 +86,5 @@ class DepL0(ChannelGates):
         return Variant("Dep-L0 (forward)", "structured", order=160, color="#e6ab02")
 
     def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
-        return GateGenerator(widths, self.cfg.direction, self.cfg.init_bias, device=device)
+        return GateGenerator(widths, self.cfg.direction, self.cfg.init_bias, device=device,
+                             input_width=self.cfg.input_width)

@@ -112,15 +112,15 @@ class Lottery(MaskedMethod):
             return model
         weights = self.selected(model)
         masks = global_magnitude_masks(weights, stage.target, self.current_keep(weights))
-        if stage.name.endswith("_reinit"):
-            model.load_state_dict(permuted(self.init))
-        else:
-            if self.rewind is None:
-                raise RuntimeError(f"lottery: the rewind point {self.cfg.rewind} (step {self.rewind_step}) was never "
-                                   "reached in round 0; use an earlier rewind")
-            model.load_state_dict(self.rewind)
+        model.load_state_dict(permuted(self.init) if stage.name.endswith("_reinit") else self.rewind_state())
         self.masker.set(masks)
         return model
+
+    def rewind_state(self) -> State:
+        if self.rewind is None:
+            raise RuntimeError(f"lottery: the rewind point {self.cfg.rewind} (step {self.rewind_step}) was never "
+                               "reached in round 0; use an earlier rewind")
+        return self.rewind
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "init": self.init, "rewind": self.rewind}

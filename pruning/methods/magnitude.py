@@ -47,9 +47,12 @@ class Magnitude(MaskedMethod):
 
     @classmethod
     def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
+        conv = cfg.layers == "conv"  # Liu et al.'s weight-level pruning leaves the classifier dense
         if cfg.rounds == 1:
-            return Variant("magnitude one-shot", "unstructured", order=30, color="#2ca02c")
-        return Variant("magnitude iterative", "unstructured", order=40, color="#d62728")
+            return (Variant("magnitude one-shot (conv only)", "unstructured", order=32, color="#98df8a") if conv else
+                    Variant("magnitude one-shot", "unstructured", order=30, color="#2ca02c"))
+        return (Variant("magnitude iterative (conv only)", "unstructured", order=42, color="#ff9896") if conv else
+                Variant("magnitude iterative", "unstructured", order=40, color="#d62728"))
 
     def stages(self, train_epochs: int) -> list[Stage]:
         c = self.cfg

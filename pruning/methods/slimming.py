@@ -2,11 +2,11 @@
 
 Stages:
 
-1. ``train``: the loss gets s * sum |gamma| over the scales of the prunable BNs
-   (``surgery.prunable_bns``), whose subgradient is s * sign(gamma) (s = 1e-4 for VGG,
-   1e-5 for ResNet and DenseNet). Only prunable BNs are penalised: the others (e.g. the
-   BNs writing into a residual stream) keep every channel, and shrinking them would
-   only cost accuracy.
+1. ``train``: the loss gets s * sum |gamma| over the BN scales, whose subgradient is
+   s * sign(gamma) (s = 1e-4 for VGG, 1e-5 for ResNet and DenseNet): over every BN, as the
+   release's ``updateBN`` does (``l1_on: all``), or over the prunable ones only (``prunable``:
+   the BNs writing into a residual stream keep every channel, and shrinking their scales
+   only costs accuracy). On VGG and DenseNet every BN is prunable, so the two agree.
 2. ``finetune``: channels are ranked by |gamma| over all prunable BNs together and the
    ``round(channel_ratio * C)`` smallest are removed (ties by position); a layer left
    with fewer than ``min_channels`` keeps its ``min_channels`` largest, so no layer
@@ -24,7 +24,7 @@ CUDA when available) at the configured batch sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ from pruning.masks import ParamMasks
 class SlimmingConfig(MethodConfig):
     name: str = "slimming"
     l1: float = option(1e-4, ge=0.0)  # s: 1e-4 for VGG, 1e-5 for ResNet / DenseNet
+    l1_on: Literal["all", "prunable"] = "all"  # the BNs penalised: every one (the release), or the prunable
     channel_ratio: float = option(0.5, ge=0.0, lt=1.0)  # fraction of the prunable BNs' channels removed
     min_channels: int = option(1, ge=1)  # never fewer channels in a layer
     finetune_epochs: int = epochs_field(160)
@@ -71,7 +72,14 @@ def channel_keep(gammas: dict[str, torch.Tensor], ratio: float, min_channels: in
 class Slimming(Method):
     name = "slimming"
     Config = SlimmingConfig
-    variant_info = Variant("network slimming", "structured", order=140, color="#e7298a")
+
+    @classmethod
+    def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
+        """The network-slimming recipe retrains the pruned network at the training lr; the rethinking
+        paper's fine-tunes it at a small constant lr (40 epochs at 0.001)."""
+        if cfg.finetune_lr is not None and cfg.finetune_lr < 0.01:
+            return Variant("network slimming (rethinking fine-tune)", "structured", order=142, color="#ce6dbd")
+        return Variant("network slimming", "structured", order=140, color="#e7298a")
 
     @classmethod
     def operating_point(cls, cfg: MethodConfig) -> str:
@@ -82,6 +90,9 @@ class Slimming(Method):
         self.sites = surgery.removable_sites(model)
         self.bns = list(self.sites)
         self.gammas = [model.get_submodule(n).weight for n in self.bns]
+        penalised = (self.bns if self.cfg.l1_on == "prunable" else
+                     [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)])
+        self.penalised = [model.get_submodule(n).weight for n in penalised]
         self.masker = ParamMasks(model)
         self.keep: dict[str, torch.Tensor] | None = None
         self.reference: nn.Module | None = None  # set by export: the masked dense architecture
@@ -95,7 +106,7 @@ class Slimming(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.cfg.l1 == 0:
             return None
-        return self.cfg.l1 * torch.stack([g.abs().sum() for g in self.gammas]).sum()
+        return self.cfg.l1 * torch.stack([g.abs().sum() for g in self.penalised]).sum()
 
     def _set_keep(self, keep: dict[str, torch.Tensor]) -> None:
         """Masks of removed channels: BN weight and bias, the producing conv's filters and the
