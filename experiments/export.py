@@ -5,6 +5,7 @@ its smallest exact encoding (``training.export``), checks that decoding restores
 sizes against the dense state_dict and writes OUT if asked; ``training.export.load(OUT)`` gives the
 dense state_dict back.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint["model"] if "model" in checkpoint else checkpoint
     report = export_model(state, args.output)
-    print(f"{path}: {report['tensors']} tensors, {report['float_zero_fraction']:.4f} of float entries zero; "
-          f"encodings {report['encodings']}")
-    print(f"payload {report['dense_bytes']:,} -> {report['export_bytes']:,} bytes ({report['ratio']:.2f}x smaller); "
-          f"file {report['file_bytes_dense']:,} -> {report['file_bytes_export']:,} bytes "
-          f"({report['file_ratio']:.2f}x smaller)" + (f"; written to {args.output}" if args.output else ""))
+    print(
+        f"{path}: {report['tensors']} tensors, {report['float_zero_fraction']:.4f} of float entries zero; "
+        f"encodings {report['encodings']}"
+    )
+    print(
+        f"payload {report['dense_bytes']:,} -> {report['export_bytes']:,} bytes ({report['ratio']:.2f}x smaller); "
+        f"file {report['file_bytes_dense']:,} -> {report['file_bytes_export']:,} bytes "
+        f"({report['file_ratio']:.2f}x smaller)" + (f"; written to {args.output}" if args.output else "")
+    )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"source": str(path), **report}, indent=2) + "\n")

@@ -5,6 +5,7 @@ Each notebook reads ``RESULTS_DIR`` and writes its figures to ``FIGURES_DIR``
 committed results (the ``subset`` profile), so for that profile they are rewritten in
 place; for any other profile the executed copies go beside the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,9 @@ COMMITTED_PROFILE = "subset"
 def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: int = 600) -> None:
     import nbformat
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     from training.records import atomic_write_text
-
-    from traitlets.config import Config
 
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:  # timestamps of an earlier execution
@@ -38,9 +38,15 @@ def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: in
     # A local kernel over IPC sockets: no network port, and no warning about unencrypted TCP.
     with tempfile.TemporaryDirectory() as sockets:
         config = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                                coalesce_streams=True, config=config,
-                                resources={"metadata": {"path": str(notebook.parent)}})
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            record_timing=False,
+            coalesce_streams=True,
+            config=config,
+            resources={"metadata": {"path": str(notebook.parent)}},
+        )
         client.execute()
     atomic_write_text(out, nbformat.writes(nb) + "\n")
 
@@ -61,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             execute(notebook, results, figures, out)
-            print(f"[notebook] {notebook.name}: {time.perf_counter() - start:.0f}s -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+            where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+            print(f"[notebook] {notebook.name}: {time.perf_counter() - start:.0f}s -> {where}")
         except Exception as exc:  # report every failing notebook, not just the first
-            print(f"error: notebook {notebook.name}: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}",
-                  file=sys.stderr)
+            last = str(exc).splitlines()[-1] if str(exc) else ""
+            print(f"error: notebook {notebook.name}: {type(exc).__name__}: {last}", file=sys.stderr)
             failed.append(notebook.name)
     return 1 if failed else 0
 

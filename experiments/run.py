@@ -12,6 +12,7 @@ Under ``torchrun --nproc_per_node N -m experiments.run ...`` every run is data-p
 the N processes (``training.distributed``); only rank 0 writes and prints. ``--shard K/N``
 runs every N-th (experiment, seed) pair, for N runner processes side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,22 +36,42 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("configs", nargs="*", type=Path, default=[CONFIG_DIR],
-                   help="YAML files, or folders searched for the experiments of the profile (default: all)")
+    p.add_argument(
+        "configs",
+        nargs="*",
+        type=Path,
+        default=[CONFIG_DIR],
+        help="YAML files, or folders searched for the experiments of the profile (default: all)",
+    )
     p.add_argument("--profile", default="full", choices=list(config.PROFILES))
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="folder holding cifar-10-batches-py / cifar-100-python (default: $DATA_ROOT, else ./data)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding cifar-10-batches-py / cifar-100-python (default: $DATA_ROOT, else ./data)",
+    )
     p.add_argument("--results", type=Path, default=None, help="output folder (default: results/<profile>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1); default: the profile's")
     p.add_argument("--only", default=None, help="run only experiments whose name matches (substring or glob)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
     p.add_argument("--force", action="store_true", help="rerun finished runs, replacing their results")
     p.add_argument("--list", action="store_true", help="list the selected experiments and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
-                   help="run only every N-th (experiment, seed) pair, starting at pair K (0 <= K < N)")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="run only every N-th (experiment, seed) pair, starting at pair K (0 <= K < N)",
+    )
     return p.parse_args(argv)
 
 
@@ -119,21 +140,33 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error: {exc}", file=sys.stderr)
                     config_errors.append(current)
                 except (TrainingDiverged, RunConflict, RunCorrupt) as exc:
-                    print(f"error: {current}: {exc}" + ("; no metrics written" if isinstance(exc, TrainingDiverged)
-                                                          else ""), file=sys.stderr)
+                    print(
+                        f"error: {current}: {exc}"
+                        + ("; no metrics written" if isinstance(exc, TrainingDiverged) else ""),
+                        file=sys.stderr,
+                    )
                     failures.append(current)
                 except DataError:
                     raise  # no data: every other run would fail alike
                 except Exception as exc:  # one run's failure does not stop the others
                     log = record_failure(run_dir, exc) if distributed.is_main() else run_dir / "error.log"
-                    print(f"error: {current}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                          f"(traceback in {log})", file=sys.stderr)
+                    print(
+                        f"error: {current}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                        f"(traceback in {log})",
+                        file=sys.stderr,
+                    )
                     failures.append(current)
             current = None
-            summary = (f"{len(configs)} experiment(s)"
-                       + (f", shard {args.shard[0]}/{args.shard[1]}: {len(runs)} run(s)" if args.shard else "")
-                       + f", {time.perf_counter() - start:.0f}s")
-            for label, names in (("failed", failures), ("config errors", config_errors), ("in progress elsewhere", busy)):
+            summary = (
+                f"{len(configs)} experiment(s)"
+                + (f", shard {args.shard[0]}/{args.shard[1]}: {len(runs)} run(s)" if args.shard else "")
+                + f", {time.perf_counter() - start:.0f}s"
+            )
+            for label, names in (
+                ("failed", failures),
+                ("config errors", config_errors),
+                ("in progress elsewhere", busy),
+            ):
                 if names:
                     summary += f"; {label}: {', '.join(names)}"
             print(summary)
@@ -141,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"\ninterrupted{f' during {current}' if current else ''}: rerun the same command to go on "
-              "(finished runs are skipped, the interrupted one resumes from its last epoch)", file=sys.stderr)
+        print(
+            f"\ninterrupted{f' during {current}' if current else ''}: rerun the same command to go on "
+            "(finished runs are skipped, the interrupted one resumes from its last epoch)",
+            file=sys.stderr,
+        )
         return 130
     finally:
         distributed.teardown()

@@ -1,4 +1,5 @@
 """Print the summary table of a results folder: ``python -m experiments.summary results/smoke``."""
+
 from __future__ import annotations
 
 import sys

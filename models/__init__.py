@@ -1,4 +1,5 @@
 """Model registry: ``build_model(name, num_classes)`` for every architecture used here."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ Three dense blocks of 12 pre-activation layers (BN-ReLU-3x3 conv adding k channe
 no bottleneck and no compression; transitions are BN-ReLU-1x1 conv-2x2 average pool.
 About 1.06M parameters.
 """
+
 from __future__ import annotations
 
 import torch

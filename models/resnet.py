@@ -4,6 +4,7 @@ The CIFAR stem is one 3x3 stride-1 convolution and no max-pool (11.2M parameters
 the ImageNet stem is the usual 7x7 stride-2 convolution and a 3x3 max-pool
 (ResNet-50: 25.6M). Projection shortcuts (1x1 convolution + BN) where shapes change.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,8 +23,7 @@ def projection(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     """Option-B shortcut: identity where the shape stays, else a strided 1x1 convolution + BN."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                         nn.BatchNorm2d(out_channels))
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
 
 def _shortcut_convs(block: nn.Module) -> tuple[str, ...]:
@@ -87,14 +87,16 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], blocks: tuple[int, ...],
-                 num_classes: int, cifar_stem: bool) -> None:
+    def __init__(
+        self, block: type[BasicBlock] | type[Bottleneck], blocks: tuple[int, ...], num_classes: int, cifar_stem: bool
+    ) -> None:
         super().__init__()
         if cifar_stem:
             self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
         else:
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                                      nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+            )
         layers = []
         in_channels = 64
         for i, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512))):

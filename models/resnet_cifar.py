@@ -4,6 +4,7 @@ Three stages of 16/32/64 channels, ``n`` basic blocks each (depth = 6n + 2), and
 option-A shortcuts: where the shape changes, the identity is subsampled and padded
 with zero channels, so shortcuts add no parameters (ResNet-20 has 0.27M).
 """
+
 from __future__ import annotations
 
 import torch

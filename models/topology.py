@@ -8,6 +8,7 @@ Every module class of ``models/`` that has such sites declares them with a metho
 model and collects them all, with qualified names, in module order (forward order for the
 architectures here). Surgery, slimming and the gate methods read this one declaration.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -31,14 +32,22 @@ def _prefixed(site: ChannelSite, prefix: str) -> ChannelSite:
     def q(name: str) -> str:
         return f"{prefix}.{name}" if prefix else name
 
-    return replace(site, bn=q(site.bn), producer=q(site.producer) if site.producer else None,
-                   consumers=tuple(q(c) for c in site.consumers))
+    return replace(
+        site,
+        bn=q(site.bn),
+        producer=q(site.producer) if site.producer else None,
+        consumers=tuple(q(c) for c in site.consumers),
+    )
 
 
 def channel_sites(model: nn.Module) -> list[ChannelSite]:
     """Every site declared by ``model`` and its submodules, qualified, ordered as the BNs are in
     ``model.named_modules()``."""
-    sites = [_prefixed(site, prefix) for prefix, module in model.named_modules()
-             if callable(getattr(module, "channel_sites", None)) for site in module.channel_sites()]
+    sites = [
+        _prefixed(site, prefix)
+        for prefix, module in model.named_modules()
+        if callable(getattr(module, "channel_sites", None))
+        for site in module.channel_sites()
+    ]
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return sorted(sites, key=lambda s: order[s.bn])

@@ -3,6 +3,7 @@
 Batch norm after every convolution, four max-pools, a 2x2 average pool and a single
 linear classifier (512 -> classes): VGG-16 has 14.7M parameters, VGG-19 20.0M.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,11 @@ class VGG(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
                 continue
-            layers += [nn.Conv2d(in_channels, int(item), 3, padding=1, bias=False),
-                       nn.BatchNorm2d(int(item)), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels, int(item), 3, padding=1, bias=False),
+                nn.BatchNorm2d(int(item)),
+                nn.ReLU(inplace=True),
+            ]
             in_channels = int(item)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AvgPool2d(2)

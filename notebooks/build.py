@@ -5,6 +5,7 @@ notebook's cells differ from them (outputs are ignored, so executed notebooks pa
 Execute them with ``python -m experiments.notebooks --profile P``. Each notebook reads
 ``RESULTS_DIR`` and writes its figure (PNG + PDF) or table (Markdown + CSV) to ``FIGURES_DIR``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,7 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = '''\
+SETUP = """\
 %matplotlib inline
 import os, sys
 sys.path.insert(0, os.path.abspath(".."))  # the repository root; notebooks run from notebooks/
@@ -26,16 +27,19 @@ from reporting import figures, results, tables
 RESULTS = Path(os.environ.get("RESULTS_DIR", "../results/subset"))
 FIGURES = Path(os.environ.get("FIGURES_DIR", "../figures/subset"))
 runs = results.runs_frame(RESULTS)
-print(f"{len(runs)} finished run(s) of {runs['name'].nunique()} experiment(s) under {RESULTS}")'''
+print(f"{len(runs)} finished run(s) of {runs['name'].nunique()} experiment(s) under {RESULTS}")"""
 
-CONVENTIONS = ("Every point is one experiment: the mean over its seeds of the **final-epoch** test accuracy, "
-               "error bars one sample standard deviation. Sparsity counts exact zeros of the conv + linear "
-               "weights against the dense architecture. The caption names the data set (\"CIFAR-10 subset\" "
-               "for the subset), the profile and the seeds per point.")
+CONVENTIONS = (
+    "Every point is one experiment: the mean over its seeds of the **final-epoch** test accuracy, "
+    "error bars one sample standard deviation. Sparsity counts exact zeros of the conv + linear "
+    'weights against the dense architecture. The caption names the data set ("CIFAR-10 subset" '
+    "for the subset), the profile and the seeds per point."
+)
 
 NOTEBOOKS: dict[str, tuple[str, list[str]]] = {}
 
-NOTEBOOKS["fig1_accuracy_vs_sparsity"] = (f"""\
+NOTEBOOKS["fig1_accuracy_vs_sparsity"] = (
+    f"""\
 # Figure 1: accuracy against sparsity, unstructured methods
 
 Per model and data set: final test accuracy against the compression ratio (dense weights /
@@ -44,7 +48,10 @@ log-reweighted l1 penalty, xRDA with plain l1, magnitude pruning (one-shot, iter
 lottery tickets (and their random re-initialisation control) and random pruning; the dense
 control is the dashed line, its band ± one std. {CONVENTIONS}
 
-Writes `fig1_accuracy_vs_sparsity.png` / `.pdf`.""", [SETUP, '''\
+Writes `fig1_accuracy_vs_sparsity.png` / `.pdf`.""",
+    [
+        SETUP,
+        """\
 sel = runs[runs.family.isin(["dense", "unstructured"]) & runs.main]
 points = results.aggregate(sel)
 sparse = points[points.family == "unstructured"]
@@ -62,9 +69,12 @@ if not figures.missing(sparse, "unstructured runs (xRDA log-l1 / plain l1, magni
     figures.finish(fig, axes, "Accuracy against compression, unstructured methods (dense control: dashed, ± std band)",
              sel, FIGURES, "fig1_accuracy_vs_sparsity")
     plt.show()
-    print(points[["name", "variant", "seeds", "test_acc", "test_acc_std", "sparsity", "compression"]].round(4))'''])
+    print(points[["name", "variant", "seeds", "test_acc", "test_acc_std", "sparsity", "compression"]].round(4))""",
+    ],
+)
 
-NOTEBOOKS["fig2_structured"] = (f"""\
+NOTEBOOKS["fig2_structured"] = (
+    f"""\
 # Figure 2: structured sparsity, accuracy against FLOPs and parameters kept
 
 Per model and data set: final test accuracy against the FLOPs kept (multiply-adds with a
@@ -73,7 +83,10 @@ architecture's) and against the nonzero parameters kept, for xRDA with kernel- o
 channel-grouped penalties, network slimming, L0-HC and Dep-L0; the dense control sits at
 100%. {CONVENTIONS}
 
-Writes `fig2_structured.png` / `.pdf`.""", [SETUP, '''\
+Writes `fig2_structured.png` / `.pdf`.""",
+    [
+        SETUP,
+        """\
 sel = runs[runs.family.isin(["dense", "structured"])]
 points = results.aggregate(sel)
 structured = points[points.family == "structured"]
@@ -92,9 +105,12 @@ if not figures.missing(structured, "structured runs (xRDA kernel / channel, netw
     figures.finish(fig, axes, "Structured sparsity: accuracy against FLOPs and parameters kept", sel, FIGURES,
              "fig2_structured")
     plt.show()
-    print(points[["name", "variant", "seeds", "test_acc", "flops_kept", "params_kept"]].round(4))'''])
+    print(points[["name", "variant", "seeds", "test_acc", "flops_kept", "params_kept"]].round(4))""",
+    ],
+)
 
-NOTEBOOKS["fig3_layer_density"] = (f"""\
+NOTEBOOKS["fig3_layer_density"] = (
+    f"""\
 # Figure 3: per-layer density of the sparse networks
 
 One panel per model, data set and method: the density (nonzero / dense weights) of every
@@ -102,7 +118,10 @@ prunable layer, in network order, for each operating point of the method (mean o
 the legend gives the operating point and the achieved overall sparsity). Removed channels
 count as zeros. {CONVENTIONS}
 
-Writes `fig3_layer_density.png` / `.pdf` and the numbers as `fig3_layer_density.csv`.""", [SETUP, '''\
+Writes `fig3_layer_density.png` / `.pdf` and the numbers as `fig3_layer_density.csv`.""",
+    [
+        SETUP,
+        """\
 sel = runs[runs.family.isin(["unstructured", "structured"])]
 density = results.layer_density(results.layers_frame(sel))
 if not figures.missing(density, "per-layer tables of sparse runs"):
@@ -122,9 +141,12 @@ if not figures.missing(density, "per-layer tables of sparse runs"):
         ax.legend(fontsize=6)
     figures.finish(fig, axes, "Per-layer density of the sparse networks (conv + linear layers in network order)", sel,
              FIGURES, "fig3_layer_density", legend=False)
-    plt.show()'''])
+    plt.show()""",
+    ],
+)
 
-NOTEBOOKS["fig4_training_dynamics"] = (f"""\
+NOTEBOOKS["fig4_training_dynamics"] = (
+    f"""\
 # Figure 4: training dynamics, xRDA against dense
 
 Test accuracy and weight sparsity per epoch (mean over seeds, band ± one std) of xRDA with the
@@ -133,7 +155,10 @@ sparse network is trained from random initialisation in one stage, no pruning st
 per-epoch test accuracy is shown as a diagnostic only; the reported figure is the final
 epoch's. {CONVENTIONS}
 
-Writes `fig4_training_dynamics.png` / `.pdf`.""", [SETUP, '''\
+Writes `fig4_training_dynamics.png` / `.pdf`.""",
+    [
+        SETUP,
+        """\
 sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
 curves = results.epoch_mean(results.history_frame(sel))
 if not figures.missing(curves[curves.method == "rda"], "per-epoch histories of xRDA log-l1 runs"):
@@ -155,9 +180,12 @@ if not figures.missing(curves[curves.method == "rda"], "per-epoch histories of x
         axes[2 * i + 1].legend(fontsize=7)
     figures.finish(fig, axes, "Training dynamics: xRDA log-l1 (one stage, from scratch) against dense", sel, FIGURES,
              "fig4_training_dynamics", legend=False)
-    plt.show()'''])
+    plt.show()""",
+    ],
+)
 
-NOTEBOOKS["fig5_ablations"] = (f"""\
+NOTEBOOKS["fig5_ablations"] = (
+    f"""\
 # Figure 5: ablations
 
 **(a)** Reweighting: xRDA with the log-reweighted l1 penalty against plain l1 (no
@@ -167,7 +195,10 @@ except for one field, side by side: the averaging of the optimizer (xRDA, a = 1 
 proximal SGD, a = 0; classic RDA, a = 1) and the reweighting (log-l1 vs plain l1 at equal
 `lam`); final test accuracy and sparsity. {CONVENTIONS}
 
-Writes `fig5a_reweighting.png` / `.pdf` and `fig5b_matched_ablations.png` / `.pdf`.""", [SETUP, '''\
+Writes `fig5a_reweighting.png` / `.pdf` and `fig5b_matched_ablations.png` / `.pdf`.""",
+    [
+        SETUP,
+        """\
 rda = runs[runs.method == "rda"]
 sel = rda[rda.variant.isin(["xRDA log-l1", "xRDA plain l1"])]
 points, dense = results.aggregate(sel), results.aggregate(runs[runs.family == "dense"])
@@ -182,7 +213,8 @@ if not figures.missing(points[points.variant == "xRDA plain l1"], "xRDA plain-l1
         ax.set(title=f"{model}, {dataset}", ylabel="final test accuracy (%)")
     figures.finish(fig, axes, "Ablation (a): log-reweighted against plain l1 (xRDA; each point one lam)", sel, FIGURES,
              "fig5a_reweighting")
-    plt.show()''', '''\
+    plt.show()""",
+        """\
 studies = {"optimizer.avg": "averaging: xRDA / proximal SGD / RDA", "method.reweight": "log-l1 vs plain l1"}
 found = {field: results.matched(rda, field) for field in studies}
 found = {field: m for field, m in found.items() if not figures.missing(m, f"matched runs for {studies[field]}")}
@@ -198,9 +230,12 @@ if found:
         print(points[["name", "variant", "match", "seeds", "test_acc", "test_acc_std", "sparsity"]].round(4))
     figures.finish(fig, axes, "Ablation (b): controlled comparisons", pd.concat(list(found.values())), FIGURES,
              "fig5b_matched_ablations")
-    plt.show()'''])
+    plt.show()""",
+    ],
+)
 
-NOTEBOOKS["fig6_generalisation"] = (f"""\
+NOTEBOOKS["fig6_generalisation"] = (
+    f"""\
 # Figure 6: generalisation, train-test gap
 
 Left: the gap between training and test accuracy at the end of training (percentage points;
@@ -208,7 +243,10 @@ training accuracy is the running accuracy over the last epoch's augmented batche
 dense control and of xRDA log-l1 at each `lam`, smallest first. Right: the gap per epoch of
 the dense control and of xRDA at the smallest `lam` (mean over seeds). {CONVENTIONS}
 
-Writes `fig6_generalisation.png` / `.pdf`.""", [SETUP, '''\
+Writes `fig6_generalisation.png` / `.pdf`.""",
+    [
+        SETUP,
+        """\
 sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
 points = results.aggregate(sel)
 if not figures.missing(points[points.method == "rda"], "xRDA log-l1 runs"):
@@ -234,9 +272,12 @@ if not figures.missing(points[points.method == "rda"], "xRDA log-l1 runs"):
     figures.finish(fig, axes, "Generalisation: train-test gap, dense against xRDA log-l1", sel, FIGURES,
              "fig6_generalisation", legend=False)
     plt.show()
-    print(points[["name", "variant", "seeds", "train_acc", "test_acc", "gap", "gap_std", "sparsity"]].round(4))'''])
+    print(points[["name", "variant", "seeds", "train_acc", "test_acc", "gap", "gap_std", "sparsity"]].round(4))""",
+    ],
+)
 
-NOTEBOOKS["table7_summary"] = ("""\
+NOTEBOOKS["table7_summary"] = (
+    """\
 # Table 7: summary
 
 Every experiment (method, model, data set) with its seeds, epochs, final test accuracy and
@@ -245,7 +286,10 @@ multiply-adds / dense), nonzero parameters, and the figure the reproduced paper 
 the same setting where one is cited in `reporting/reported.yaml` (with its source);
 blank where none is cited. The data label and profile follow the table.
 
-Writes `table7_summary.md` and `table7_summary.csv` (numbers in percent, unrounded).""", [SETUP, '''\
+Writes `table7_summary.md` and `table7_summary.csv` (numbers in percent, unrounded).""",
+    [
+        SETUP,
+        """\
 from IPython.display import Markdown, display
 
 table = tables.summary_frame(runs)
@@ -256,15 +300,19 @@ if not figures.missing(table, "finished runs"):
     (FIGURES / "table7_summary.md").write_text(markdown)
     print(f"wrote {FIGURES / 'table7_summary.md'}, {FIGURES / 'table7_summary.csv'}; "
           f"{table.paper_source.ne('').sum()} row(s) with a cited paper figure")
-    display(Markdown(markdown))'''])
+    display(Markdown(markdown))""",
+    ],
+)
 
 
 def notebook(stem: str) -> nbformat.NotebookNode:
     """The notebook ``stem`` built from its sources (no outputs; stable cell ids)."""
     markdown, code = NOTEBOOKS[stem]
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
     nb.cells = [nbformat.v4.new_markdown_cell(markdown, id=f"{stem}-0")]
     nb.cells += [nbformat.v4.new_code_cell(source, id=f"{stem}-{k}") for k, source in enumerate(code, 1)]
     return nb

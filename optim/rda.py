@@ -43,6 +43,7 @@ buffers per parameter, all of its shape: ``z`` (dual average), ``v`` (momentum),
 (reweight="log" and lam > 0), beta only where lam > 0: with lam = 0 the threshold
 lam beta is zero whatever beta is, and x = z.
 """
+
 from __future__ import annotations
 
 import math
@@ -111,14 +112,32 @@ class RDA(torch.optim.Optimizer):
     State per parameter: exactly four buffers of its shape, ``z``, ``v``, ``r``, ``beta``.
     """
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float, lam: float = 0.0,
-                 avg: str | float = "coupled", momentum_timescale: float | None = None,
-                 magnitude_timescale: float | None = None, weight_decay: float = 0.0,
-                 reweight: str = "none", max_factor: float = 500.0, group: str = "none",
-                 prox: str = "l1") -> None:
-        defaults = dict(lr=lr, lam=lam, avg=avg, momentum_timescale=momentum_timescale,
-                        magnitude_timescale=magnitude_timescale, weight_decay=weight_decay,
-                        reweight=reweight, max_factor=max_factor, group=group, prox=prox)
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        lam: float = 0.0,
+        avg: str | float = "coupled",
+        momentum_timescale: float | None = None,
+        magnitude_timescale: float | None = None,
+        weight_decay: float = 0.0,
+        reweight: str = "none",
+        max_factor: float = 500.0,
+        group: str = "none",
+        prox: str = "l1",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            lam=lam,
+            avg=avg,
+            momentum_timescale=momentum_timescale,
+            magnitude_timescale=magnitude_timescale,
+            weight_decay=weight_decay,
+            reweight=reweight,
+            max_factor=max_factor,
+            group=group,
+            prox=prox,
+        )
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -189,8 +208,9 @@ class RDA(torch.optim.Optimizer):
         self._prox(group, params, zs, betas, dims)
 
     @staticmethod
-    def _omega_terms(group: dict[str, Any], eta: float, rs: list[Tensor],
-                     roots: list[float]) -> tuple[list[Tensor], list[Tensor]]:
+    def _omega_terms(
+        group: dict[str, Any], eta: float, rs: list[Tensor], roots: list[float]
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """(n, d) with n / d = eta omega per tensor, without a host sync.
 
         omega = M / (1 + (M - 1) r / max r) = M eps / (eps + r) with eps = max r / (M - 1) (times
@@ -205,8 +225,9 @@ class RDA(torch.optim.Optimizer):
         return numerators, torch._foreach_add(rs, list(eps.unbind()))
 
     @staticmethod
-    def _update_magnitudes(group: dict[str, Any], eta: float, params: list[Tensor], rs: list[Tensor],
-                           dims: list[tuple[int, ...] | None]) -> None:
+    def _update_magnitudes(
+        group: dict[str, Any], eta: float, params: list[Tensor], rs: list[Tensor], dims: list[tuple[int, ...] | None]
+    ) -> None:
         """r <- e^(-eta/tau_b) r + (1 - e^(-eta/tau_b)) |x|, |x| a group mean in the structured modes."""
         tau_b = group["magnitude_timescale"] or group["momentum_timescale"]
         weight = -math.expm1(-eta / tau_b) if tau_b else 1.0
@@ -218,8 +239,13 @@ class RDA(torch.optim.Optimizer):
                 r.lerp_(p.abs().mean(dim=d, keepdim=True).expand_as(r), weight)
 
     @staticmethod
-    def _prox(group: dict[str, Any], params: list[Tensor], zs: list[Tensor], betas: list[Tensor],
-              dims: list[tuple[int, ...] | None]) -> None:
+    def _prox(
+        group: dict[str, Any],
+        params: list[Tensor],
+        zs: list[Tensor],
+        betas: list[Tensor],
+        dims: list[tuple[int, ...] | None],
+    ) -> None:
         """x <- prox of z with threshold lam beta: per element (soft threshold) or per group."""
         lam = group["lam"]
         if lam == 0.0:

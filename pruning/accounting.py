@@ -10,6 +10,7 @@
   architecture's; ``flops_effective`` counts only the multiply-adds with a nonzero weight,
   on the final (possibly physically smaller) model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -22,8 +23,9 @@ LayerScope = Literal["conv_linear", "conv"]
 _KINDS: dict[str, tuple[type[nn.Module], ...]] = {"conv_linear": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,)}
 
 
-def prunable_layers(model: nn.Module, scope: LayerScope = "conv_linear",
-                    exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
+def prunable_layers(
+    model: nn.Module, scope: LayerScope = "conv_linear", exclude: Iterable[str] = ()
+) -> dict[str, nn.Module]:
     """The layers whose ``weight`` is prunable, by qualified name, in module order: every Conv2d and
     Linear (``scope="conv"``: Conv2d only, as Liu et al. prune), except the modules named in
     ``exclude`` (e.g. a classifier left dense); naming a module the model lacks is an error."""
@@ -34,8 +36,9 @@ def prunable_layers(model: nn.Module, scope: LayerScope = "conv_linear",
     return {name: m for name, m in model.named_modules() if isinstance(m, _KINDS[scope]) and name not in skip}
 
 
-def prunable_weights(model: nn.Module, scope: LayerScope = "conv_linear",
-                     exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
+def prunable_weights(
+    model: nn.Module, scope: LayerScope = "conv_linear", exclude: Iterable[str] = ()
+) -> dict[str, nn.Parameter]:
     """The same layers' weights, keyed by parameter name (``"layers.0.conv1.weight"``)."""
     return {f"{name}.weight": m.weight for name, m in prunable_layers(model, scope, exclude).items()}
 
@@ -45,8 +48,10 @@ def _spatial_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[s
     positions: dict[str, int] = {}
     hooks = []
     for name, m in prunable_layers(model).items():
+
         def hook(mod: nn.Module, inputs: Any, out: torch.Tensor, name: str = name) -> None:
             positions[name] = out[0].numel() // out.shape[1] if out.dim() == 4 else 1
+
         hooks.append(m.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -81,17 +86,19 @@ def sparsity_report(final: nn.Module, dense: nn.Module, input_shape: tuple[int, 
     for name, m in dense_layers.items():
         kept = final_layers.get(name)
         nonzero = int(torch.count_nonzero(kept.weight)) if kept is not None else 0
-        table.append({
-            "layer": name,
-            "type": type(m).__name__,
-            "shape": list(m.weight.shape),
-            "shape_final": list(kept.weight.shape) if kept is not None else None,
-            "weights": m.weight.numel(),
-            "nonzero": nonzero,
-            "density": nonzero / m.weight.numel(),
-            "flops_dense": dense_flops[name][0],
-            "flops_effective": final_flops[name][1] if kept is not None else 0,
-        })
+        table.append(
+            {
+                "layer": name,
+                "type": type(m).__name__,
+                "shape": list(m.weight.shape),
+                "shape_final": list(kept.weight.shape) if kept is not None else None,
+                "weights": m.weight.numel(),
+                "nonzero": nonzero,
+                "density": nonzero / m.weight.numel(),
+                "flops_dense": dense_flops[name][0],
+                "flops_effective": final_flops[name][1] if kept is not None else 0,
+            }
+        )
     prunable_dense = sum(r["weights"] for r in table)
     prunable_nonzero = sum(int(torch.count_nonzero(m.weight)) for m in final_layers.values())
     params_dense = sum(p.numel() for p in dense.parameters())

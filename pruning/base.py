@@ -28,6 +28,7 @@ weights, the step of its last update) therefore lives in ``state_dict()``.
 ``ctx.optimizers`` holds the current stage's optimizers while it trains (a method that resets
 optimizer state, such as RigL's regrown weights, reads them in ``after_step``).
 """
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,16 @@ from torch import nn
 from pruning.accounting import weight_sparsity
 
 
-def option(default: Any = MISSING, *, default_factory: Any = MISSING, ge: float | None = None,
-           gt: float | None = None, le: float | None = None, lt: float | None = None, epochs: bool = False) -> Any:
+def option(
+    default: Any = MISSING,
+    *,
+    default_factory: Any = MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    epochs: bool = False,
+) -> Any:
     """A config field with its valid range, checked when a config is loaded (``training.schema``):
     ``ge`` / ``gt`` / ``le`` / ``lt`` bound the value (every element of a list; None passes).
     ``epochs``: a count of epochs, which profiles scale with the training budget."""

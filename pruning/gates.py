@@ -15,8 +15,9 @@ Gating after BN is also gating after its ReLU (z >= 0), so it matches the refere
 **Placement** (``gate_placement``): the gated channel sites the architectures declare
 (``models.topology``). VGG: the BN of every convolution. CIFAR ResNets and ResNet-18: the stem BN
 and ``bn1`` of every block. ResNet-50: the stem BN, ``bn1`` and ``bn2`` of every bottleneck. The
-BNs that write into the residual stream keep their width. The stem gate is the exception: it is learned, but since the stem feeds the residual stream its closed
-channels cannot be removed physically; the export sets them to exact zeros instead (the stem
+BNs that write into the residual stream keep their width. The stem gate is the exception: it is
+learned, but since the stem feeds the residual stream its closed channels cannot be removed
+physically; the export sets them to exact zeros instead (the stem
 convolution's filters and the input columns of the layers reading the stem output directly),
 so they count as zeros in the sparsity, not as a smaller model.
 
@@ -59,6 +60,7 @@ unchanged), since a layer cannot have zero channels. The exported model has no g
 hooks and computes, in eval mode, what the gated model computed. Its latency is measured against
 the unshrunk model (``pruning.latency.pruned_vs_dense``) at ``latency_batch_sizes``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -72,8 +74,17 @@ from torch import nn
 from models.resnet import Bottleneck
 from models.topology import ChannelSite, channel_sites
 from pruning.accounting import prunable_layers
-from pruning.base import (ExtraOptimizer, Method, MethodConfig, RunContext, Schedule, Stage, epochs_field, lam_point,
-                          option)
+from pruning.base import (
+    ExtraOptimizer,
+    Method,
+    MethodConfig,
+    RunContext,
+    Schedule,
+    Stage,
+    epochs_field,
+    lam_point,
+    option,
+)
 from pruning.latency import pruned_vs_dense
 from pruning.surgery import physical_report, shrink
 
@@ -113,8 +124,10 @@ def gate_placement(model: nn.Module) -> list[ChannelSite]:
     """The gated channel sites of a model, in forward order (see the module docstring)."""
     sites = [site for site in channel_sites(model) if site.gated]
     if not sites:
-        raise ValueError(f"L0 channel gates: {type(model).__name__} declares no gated channel sites "
-                         "(supported: VGG, CIFAR ResNets, ResNet-18/50)")
+        raise ValueError(
+            f"L0 channel gates: {type(model).__name__} declares no gated channel sites "
+            "(supported: VGG, CIFAR ResNets, ResNet-18/50)"
+        )
     return sites
 
 
@@ -184,7 +197,9 @@ class ChannelGates(Method):
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
         late = [m for m in (self.cfg.gate_schedule.milestones if self.cfg.gate_schedule else []) if m >= train_epochs]
         if late:
-            raise ValueError(f"gate_schedule.milestones: {late[0]} is not inside the train stage's {train_epochs} epochs")
+            raise ValueError(
+                f"gate_schedule.milestones: {late[0]} is not inside the train stage's {train_epochs} epochs"
+            )
 
     # ------------------------------------------------ wiring
 
@@ -203,8 +218,9 @@ class ChannelGates(Method):
         self._in_width = [c.in_channels // c.groups for c in convs]
         # The release's ResNet-50 counts its own way (module docstring); its other models chain.
         self._bottlenecks = any(isinstance(m, Bottleneck) for m in model.modules())
-        self._weights = [(m.weight.numel(), produces.get(name), reads.get(name))
-                         for name, m in prunable_layers(model).items()]
+        self._weights = [
+            (m.weight.numel(), produces.get(name), reads.get(name)) for name, m in prunable_layers(model).items()
+        ]
         self._widths = [model.get_submodule(layer.bn).num_features for layer in self.layers]
         self.gates = self.make_gates(self._widths, next(model.parameters()).device)
         self._attach(model)
@@ -234,6 +250,7 @@ class ChannelGates(Method):
             else:
                 z = deterministic_gates(log_alpha)[None, :, None, None]
             return out * z.to(out.dtype)
+
         return hook
 
     def _set_frozen(self, frozen: bool) -> None:
@@ -256,8 +273,15 @@ class ChannelGates(Method):
     def stages(self, train_epochs: int) -> list[Stage]:
         stages = [Stage("train", train_epochs)]
         if self.cfg.finetune_epochs > 0:
-            stages.append(Stage("finetune", self.cfg.finetune_epochs, lr=self.cfg.finetune_lr,
-                                schedule=self.cfg.finetune_schedule, penalty=False))
+            stages.append(
+                Stage(
+                    "finetune",
+                    self.cfg.finetune_epochs,
+                    lr=self.cfg.finetune_lr,
+                    schedule=self.cfg.finetune_schedule,
+                    penalty=False,
+                )
+            )
         return stages
 
     def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
@@ -297,7 +321,8 @@ class ChannelGates(Method):
         total = 0
         for numel, out_gate, in_gate in self._weights:
             kept = kept + numel * (opened[out_gate] if out_gate is not None else one) * (
-                opened[in_gate] if in_gate is not None else one)
+                opened[in_gate] if in_gate is not None else one
+            )
             total += numel
         return 1.0 - kept / total
 
@@ -347,8 +372,14 @@ class ChannelGates(Method):
         shape = self.ctx.input_shape
         out.update(physical_report(model, shape))
         if self.reference is not None:
-            out["latency"] = pruned_vs_dense(model, self.reference, shape, self.cfg.latency_batch_sizes,
-                                             self.cfg.latency_warmup, self.cfg.latency_repeats)
+            out["latency"] = pruned_vs_dense(
+                model,
+                self.reference,
+                shape,
+                self.cfg.latency_batch_sizes,
+                self.cfg.latency_warmup,
+                self.cfg.latency_repeats,
+            )
         return out
 
     def state_dict(self) -> dict[str, Any]:

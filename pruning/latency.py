@@ -11,6 +11,7 @@ processes on the machine falls on all of them alike. Reported: median and interq
 images per second, and on CUDA the peak memory of a pass (the model's parameters and buffers
 plus what the pass allocated), in bytes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,9 +28,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], batch_size: int,
-                    device: str | torch.device, warmup: int = 10, repeats: int = 50,
-                    seed: int = 0) -> dict[str, dict[str, Any]]:
+def compare_latency(
+    models: dict[str, nn.Module],
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    device: str | torch.device,
+    warmup: int = 10,
+    repeats: int = 50,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Time forward passes of one batch of ``batch_size`` inputs of ``input_shape`` (C, H, W) through
     each model (of one dtype), in turns.
 
@@ -47,7 +54,7 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], 
     times_ms: dict[str, list[float]] = {name: [] for name in nets}
     peak: dict[str, int] = dict.fromkeys(nets, 0)
     with torch.no_grad():
-        for name, net in nets.items():
+        for net in nets.values():
             for _ in range(warmup):
                 net(x)
         for _ in range(repeats):
@@ -65,8 +72,11 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], 
                     peak[name] = max(peak[name], int(pass_peak))
     result = {}
     for name, net in nets.items():
-        q25, median, q75 = torch.tensor(times_ms[name], dtype=torch.float64).quantile(
-            torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+        q25, median, q75 = (
+            torch.tensor(times_ms[name], dtype=torch.float64)
+            .quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+            .tolist()
+        )
         resident = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
         result[name] = {
             "latency_median_ms": median,
@@ -81,8 +91,9 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], 
     return result
 
 
-def pruned_vs_dense(pruned: nn.Module, dense: nn.Module, input_shape: tuple[int, ...], batch_sizes: list[int],
-                    warmup: int, repeats: int) -> dict[str, Any]:
+def pruned_vs_dense(
+    pruned: nn.Module, dense: nn.Module, input_shape: tuple[int, ...], batch_sizes: list[int], warmup: int, repeats: int
+) -> dict[str, Any]:
     """Per device (the CPU, and CUDA when available) and batch size, ``"<device>_batch<b>"``: the
     pruned and the dense architecture timed in turns, and ``speedup`` = dense / pruned median.
     ``load_average`` is the machine's 1-minute load average just before (None where the OS has
@@ -91,8 +102,9 @@ def pruned_vs_dense(pruned: nn.Module, dense: nn.Module, input_shape: tuple[int,
     result: dict[str, Any] = {"load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     for device in devices:
         for batch in batch_sizes:
-            timing: dict[str, Any] = compare_latency({"pruned": pruned, "dense": dense}, input_shape, batch,
-                                                     device, warmup=warmup, repeats=repeats)
+            timing: dict[str, Any] = compare_latency(
+                {"pruned": pruned, "dense": dense}, input_shape, batch, device, warmup=warmup, repeats=repeats
+            )
             timing["speedup"] = timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"]
             result[f"{device}_batch{batch}"] = timing
     return result

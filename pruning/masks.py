@@ -15,6 +15,7 @@ Conventions:
   fresh optimizer's momentum buffer stays exactly 0 there and weight decay and momentum
   cannot revive a pruned weight (Adam's moments likewise stay 0).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,8 +36,9 @@ class PruneStage(Stage):
     target: float = 0.0
 
 
-def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
-                           keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def global_magnitude_masks(
+    weights: dict[str, torch.Tensor], sparsity: float, keep: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Masks removing the ``round(sparsity * N)`` smallest |w| over all ``weights`` together.
 
     ``keep`` (optional, same keys) marks weights still alive: the others count as pruned
@@ -63,9 +65,12 @@ def densities(masks: dict[str, torch.Tensor]) -> dict[str, float]:
     return {n: int(m.sum()) / m.numel() for n, m in masks.items()}
 
 
-def random_masks(shapes: dict[str, torch.Size], density: dict[str, float],
-                 keep: dict[str, torch.Tensor] | None = None,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def random_masks(
+    shapes: dict[str, torch.Size],
+    density: dict[str, float],
+    keep: dict[str, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """Per layer, ``round(density * n)`` entries kept at uniformly random positions.
 
     Positions come from the (seeded) ``generator`` on the CPU; with ``keep`` they are drawn
@@ -108,6 +113,7 @@ class ParamMasks:
             mask = self.masks.get(name)
             if mask is not None and p.grad is not None:
                 p.grad.mul_(mask)
+
         return hook
 
     def set(self, masks: dict[str, torch.Tensor]) -> None:
@@ -194,5 +200,8 @@ class MaskedMethod(Method):
         masks = self.masker.masks
         total = sum(m.numel() for m in masks.values())
         kept = sum(int(m.sum()) for m in masks.values())
-        return {"target_sparsity": self.cfg.sparsity, "pruned_layers": self.cfg.layers,
-                "mask_sparsity": 1.0 - kept / total if total else 0.0}
+        return {
+            "target_sparsity": self.cfg.sparsity,
+            "pruned_layers": self.cfg.layers,
+            "mask_sparsity": 1.0 - kept / total if total else 0.0,
+        }

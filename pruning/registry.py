@@ -3,6 +3,7 @@
 A method registers itself by being defined (``pruning.base.Method.__init_subclass__``); this
 module imports every module of ``pruning/methods/``, so a new method is one new file there.
 """
+
 from __future__ import annotations
 
 import importlib

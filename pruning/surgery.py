@@ -18,6 +18,7 @@ exactly nothing; the kept channels see the same weights and running statistics. 
 zeroing, ``shrink`` still removes the channels; the outputs then differ by whatever the
 removed channels contributed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,10 @@ def removable_sites(model: nn.Module) -> dict[str, ChannelSite]:
     """BN name -> its channel site, for every site whose channels ``shrink`` can remove."""
     sites = {site.bn: site for site in channel_sites(model) if site.removable}
     if not sites:
-        raise ValueError(f"channel surgery does not support {type(model).__name__}: "
-                         "it declares no removable channels (models.topology)")
+        raise ValueError(
+            f"channel surgery does not support {type(model).__name__}: "
+            "it declares no removable channels (models.topology)"
+        )
     return sites
 
 
@@ -58,8 +61,7 @@ def prunable_bns(model: nn.Module) -> list[str]:
 def _check_keep(model: nn.Module, keep: dict[str, torch.Tensor], sites: dict[str, ChannelSite]) -> None:
     for name, mask in keep.items():
         if name not in sites:
-            raise ValueError(f"{name!r} is not a prunable BatchNorm2d of this model; "
-                             f"prunable: {', '.join(sites)}")
+            raise ValueError(f"{name!r} is not a prunable BatchNorm2d of this model; prunable: {', '.join(sites)}")
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             raise ValueError(f"keep[{name!r}] must be a boolean tensor")
         channels = model.get_submodule(name).num_features
@@ -88,9 +90,19 @@ def _sliced_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Te
         weight = weight.index_select(0, out_idx.to(weight.device))
     if in_idx is not None:
         weight = weight.index_select(1, in_idx.to(weight.device))
-    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, 1, conv.bias is not None, conv.padding_mode,
-                    device=weight.device, dtype=weight.dtype)
+    new = nn.Conv2d(
+        weight.shape[1],
+        weight.shape[0],
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        1,
+        conv.bias is not None,
+        conv.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_(weight)
         if conv.bias is not None:
@@ -101,8 +113,7 @@ def _sliced_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Te
 
 def _sliced_linear(linear: nn.Linear, in_idx: torch.Tensor) -> nn.Linear:
     weight = linear.weight.detach().index_select(1, in_idx.to(linear.weight.device))
-    new = nn.Linear(weight.shape[1], weight.shape[0], linear.bias is not None,
-                    device=weight.device, dtype=weight.dtype)
+    new = nn.Linear(weight.shape[1], weight.shape[0], linear.bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
         if linear.bias is not None:
@@ -119,8 +130,11 @@ def _sliced_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, select: bool) -> nn.BatchN
     else:
         index = idx
     args = (bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
-    new = (SelectBatchNorm2d(index, *args, device=ref.device, dtype=ref.dtype) if select else
-           nn.BatchNorm2d(idx.numel(), *args, device=ref.device, dtype=ref.dtype))
+    new = (
+        SelectBatchNorm2d(index, *args, device=ref.device, dtype=ref.dtype)
+        if select
+        else nn.BatchNorm2d(idx.numel(), *args, device=ref.device, dtype=ref.dtype)
+    )
     with torch.no_grad():
         if bn.affine:
             new.weight.copy_(bn.weight.detach().index_select(0, idx))

@@ -8,10 +8,12 @@ mean over its seeds with the sample standard deviation as error bar; every figur
 (suptitle) says what it shows and, from ``results.title_line``, the data set label (which says
 "CIFAR-10 subset" for the subset), the profile and the number of seeds per point.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,16 +59,23 @@ def grid(panels: int, ncols: int = 3, size: tuple[float, float] = (4.6, 3.6)) ->
     ncols = max(1, min(ncols, panels))
     nrows = max(1, -(-panels // ncols))
     width = max(size[0] * ncols, 8.0)  # room for the two-line caption
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, size[1] * nrows + 0.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, size[1] * nrows + 0.8), squeeze=False, layout="constrained")
     flat = list(axes.flat)
     for ax in flat[panels:]:
         ax.set_visible(False)
     return fig, flat[:panels]
 
 
-def curve(ax: plt.Axes, points: pd.DataFrame, x: str, y: str, label: str, x_scale: float = 1.0,
-          y_scale: float = 100.0, **style: Any) -> None:
+def curve(
+    ax: plt.Axes,
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    label: str,
+    x_scale: float = 1.0,
+    y_scale: float = 100.0,
+    **style: Any,
+) -> None:
     """``aggregate`` rows as one line with error bars (``<x>_std``, ``<y>_std``), sorted by x.
 
     Points whose x is not finite (e.g. the compression of an all-zero network) are left out
@@ -91,8 +100,15 @@ def grouped_bars(ax: plt.Axes, points: pd.DataFrame, y: str, group: str = "match
     for k, variant in enumerate(variants):
         rows = points[points["variant"] == variant]
         offsets = [clusters.index(c) + (k - (len(variants) - 1) / 2) * width for c in rows[group]]
-        ax.bar(offsets, rows[y] * scale, width, yerr=rows[f"{y}_std"] * scale, capsize=2, color=rows["color"].iloc[0],
-               label=variant)
+        ax.bar(
+            offsets,
+            rows[y] * scale,
+            width,
+            yerr=rows[f"{y}_std"] * scale,
+            capsize=2,
+            color=rows["color"].iloc[0],
+            label=variant,
+        )
     first = [points[points[group] == c].iloc[0] for c in clusters]
     ax.set_xticks(range(len(clusters)), [f"{r['model']}, {r['dataset']}\n{r['point']}" for r in first], fontsize=7)
 
@@ -115,16 +131,24 @@ def compression_axis(ax: plt.Axes) -> None:
     ax.set_xlabel("compression ratio, log scale (weight sparsity)")
 
 
-def band(ax: plt.Axes, x: pd.Series, mean: pd.Series, std: pd.Series, label: str, color: Any, scale: float = 100.0
-         ) -> None:
+def band(
+    ax: plt.Axes, x: pd.Series, mean: pd.Series, std: pd.Series, label: str, color: Any, scale: float = 100.0
+) -> None:
     """A line with a ± std band."""
     x, mean, std = np.asarray(x, float), np.asarray(mean, float) * scale, np.asarray(std, float) * scale
     ax.plot(x, mean, color=color, lw=1.2, label=label)
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
 
 
-def finish(fig: plt.Figure, axes: list[plt.Axes], what: str, frame: pd.DataFrame, figures: str | Path, stem: str,
-           legend: bool = True) -> list[Path]:
+def finish(
+    fig: plt.Figure,
+    axes: list[plt.Axes],
+    what: str,
+    frame: pd.DataFrame,
+    figures: str | Path,
+    stem: str,
+    legend: bool = True,
+) -> list[Path]:
     """Caption, one shared legend below the panels; saves ``<stem>.png`` and ``<stem>.pdf`` in ``figures``."""
     if legend:
         handles: dict[str, Any] = {}
@@ -132,8 +156,14 @@ def finish(fig: plt.Figure, axes: list[plt.Axes], what: str, frame: pd.DataFrame
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(label, handle)
         if handles:
-            fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(4, len(handles)),
-                       fontsize=8, frameon=False)
+            fig.legend(
+                handles.values(),
+                handles.keys(),
+                loc="outside lower center",
+                ncol=min(4, len(handles)),
+                fontsize=8,
+                frameon=False,
+            )
     fig.suptitle(f"{what}\n{title_line(frame)}", fontsize=9)
     return save(fig, figures, stem)
 
@@ -146,6 +176,8 @@ def save(fig: plt.Figure, figures: str | Path, stem: str) -> list[Path]:
     for path in paths:
         # bbox "tight" keeps a caption wider than the panels; no creation date, so that drawing
         # unchanged results again gives the same bytes.
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
+        fig.savefig(
+            path, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if path.suffix == ".pdf" else None
+        )
     print("wrote " + ", ".join(str(p) for p in paths))
     return paths

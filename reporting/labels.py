@@ -4,6 +4,7 @@ Each method declares its variants (``pruning.base.Variant``: label, family, lege
 and its operating point beside its class; ``describe`` validates a run's resolved config and asks
 the method. A new method therefore appears in every table and figure with no edit here.
 """
+
 from __future__ import annotations
 
 from typing import Any

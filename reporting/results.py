@@ -1,5 +1,6 @@
 """Load what the runner wrote under a results folder into tables (pandas), for notebooks and summaries:
 one row per run, aggregation over seeds, per-epoch and per-layer tables, controlled comparisons."""
+
 from __future__ import annotations
 
 import json
@@ -48,18 +49,64 @@ def load_runs(results: str | Path) -> list[dict[str, Any]]:
 
 # Entries of a run's metrics that are averaged over seeds by `aggregate` (when present).
 METRICS = (
-    "test_acc", "train_acc", "gap", "test_loss", "train_loss", "sparsity", "sparsity_all", "compression",
-    "flops_kept", "params_kept", "params_nonzero", "params_total", "flops_effective", "params_physical",
-    "flops_physical", "kernel_sparsity", "channel_sparsity", "channel_ratio_achieved", "wall_time_s",
+    "test_acc",
+    "train_acc",
+    "gap",
+    "test_loss",
+    "train_loss",
+    "sparsity",
+    "sparsity_all",
+    "compression",
+    "flops_kept",
+    "params_kept",
+    "params_nonzero",
+    "params_total",
+    "flops_effective",
+    "params_physical",
+    "flops_physical",
+    "kernel_sparsity",
+    "channel_sparsity",
+    "channel_ratio_achieved",
+    "wall_time_s",
 )
 
 # Columns `runs_frame` always has, so that filters work on an empty results folder too.
 FRAME_COLUMNS = (
-    "name", "seed", "method", "variant", "family", "main", "order", "color", "point", "label", "lam", "model",
-    "dataset", "data_label", "profile", "epochs", "test_acc", "train_acc", "gap", "test_loss", "train_loss",
-    "sparsity", "sparsity_all", "compression", "flops_dense", "flops_effective", "flops_kept", "params_dense",
-    "params_nonzero", "params_kept", "run_dir", "config", "layers",
+    "name",
+    "seed",
+    "method",
+    "variant",
+    "family",
+    "main",
+    "order",
+    "color",
+    "point",
+    "label",
+    "lam",
+    "model",
+    "dataset",
+    "data_label",
+    "profile",
+    "epochs",
+    "test_acc",
+    "train_acc",
+    "gap",
+    "test_loss",
+    "train_loss",
+    "sparsity",
+    "sparsity_all",
+    "compression",
+    "flops_dense",
+    "flops_effective",
+    "flops_kept",
+    "params_dense",
+    "params_nonzero",
+    "params_kept",
+    "run_dir",
+    "config",
+    "layers",
 )
+
 
 def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
     value = config.get(key)
@@ -88,15 +135,21 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
         lam = _section(config, "method").get("lam")
         variant, point = run["variant"], run["point"]
         row.update(
-            variant=variant.label, family=variant.family, main=variant.main, order=variant.order,
-            color=color_of(variant), point=point, label=f"{variant.label}, {point}" if point else variant.label,
+            variant=variant.label,
+            family=variant.family,
+            main=variant.main,
+            order=variant.order,
+            color=color_of(variant),
+            point=point,
+            label=f"{variant.label}, {point}" if point else variant.label,
             lam=float(lam) if lam is not None else math.nan,
             data_label=run.get("data_label", run.get("dataset", "")),
             gap=float(run.get("train_acc", math.nan)) - float(run.get("test_acc", math.nan)),
             compression=1.0 / (1.0 - sparsity) if sparsity < 1.0 else math.inf,
             flops_kept=_ratio(run.get("flops_effective"), run.get("flops_dense")),
             params_kept=_ratio(run.get("params_nonzero"), run.get("params_dense")),
-            config=config, layers=run.get("layers", []),
+            config=config,
+            layers=run.get("layers", []),
         )
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -150,8 +203,20 @@ def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch rows (history.csv) of every run of ``frame``, with the run's name, seed,
     method, variant, family, color, label, lam, model, dataset, data_label and profile. Runs without a
     history.csv are left out."""
-    keep = ["name", "seed", "method", "variant", "family", "color", "label", "lam", "model", "dataset", "data_label",
-            "profile"]
+    keep = [
+        "name",
+        "seed",
+        "method",
+        "variant",
+        "family",
+        "color",
+        "label",
+        "lam",
+        "model",
+        "dataset",
+        "data_label",
+        "profile",
+    ]
     parts = []
     for _, run in frame.iterrows():
         path = Path(run["run_dir"]) / "history.csv"
@@ -163,12 +228,14 @@ def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def epoch_mean(history: pd.DataFrame, columns: tuple[str, ...] = ("test_acc", "train_acc", "sparsity")
-               ) -> pd.DataFrame:
+def epoch_mean(history: pd.DataFrame, columns: tuple[str, ...] = ("test_acc", "train_acc", "sparsity")) -> pd.DataFrame:
     """Per experiment and epoch: mean and sample std over seeds of ``columns`` (``<c>_std``; NaN for one
     seed), with the experiment's descriptive columns and ``seeds``."""
-    info = [c for c in ("method", "variant", "family", "color", "label", "lam", "model", "dataset", "data_label",
-                        "profile") if c in history]
+    info = [
+        c
+        for c in ("method", "variant", "family", "color", "label", "lam", "model", "dataset", "data_label", "profile")
+        if c in history
+    ]
     if history.empty:
         return pd.DataFrame(columns=["name", "epoch", *info, *columns, *(f"{c}_std" for c in columns), "seeds"])
     grouped = history.groupby(["name", "epoch"], sort=True)
@@ -186,17 +253,38 @@ def layers_frame(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, run in frame.iterrows():
         for index, layer in enumerate(run["layers"] or []):
-            rows.append({**{k: run[k] for k in keep}, "layer_index": index, "layer": layer["layer"],
-                         "type": layer.get("type", ""), "weights": layer["weights"], "nonzero": layer["nonzero"],
-                         "density": layer["density"]})
+            rows.append(
+                {
+                    **{k: run[k] for k in keep},
+                    "layer_index": index,
+                    "layer": layer["layer"],
+                    "type": layer.get("type", ""),
+                    "weights": layer["weights"],
+                    "nonzero": layer["nonzero"],
+                    "density": layer["density"],
+                }
+            )
     return pd.DataFrame(rows, columns=keep + ["layer_index", "layer", "type", "weights", "nonzero", "density"])
 
 
 def layer_density(layers: pd.DataFrame) -> pd.DataFrame:
     """Per experiment and layer: density mean and sample std over seeds (``density_std``; NaN for one
     seed), the run-level sparsity averaged likewise, and ``seeds``."""
-    columns = ["name", "variant", "point", "model", "dataset", "layer_index", "layer", "type", "weights",
-               "density", "density_std", "sparsity", "seeds"]
+    columns = [
+        "name",
+        "variant",
+        "point",
+        "model",
+        "dataset",
+        "layer_index",
+        "layer",
+        "type",
+        "weights",
+        "density",
+        "density_std",
+        "sparsity",
+        "seeds",
+    ]
     if layers.empty:
         return pd.DataFrame(columns=columns)
     grouped = layers.groupby(["name", "layer_index"], sort=True)
@@ -234,9 +322,10 @@ def matched(frame: pd.DataFrame, field: str) -> pd.DataFrame:
     share a ``match`` id; only groups with at least two distinct values of the field are kept.
     ``value`` holds the field's value as text.
     """
-    frame = frame.assign(match=[json.dumps(_without(c or {}, field), sort_keys=True, default=str)
-                                for c in frame["config"]],
-                         value=[str(_lookup(c or {}, field)) for c in frame["config"]])
+    frame = frame.assign(
+        match=[json.dumps(_without(c or {}, field), sort_keys=True, default=str) for c in frame["config"]],
+        value=[str(_lookup(c or {}, field)) for c in frame["config"]],
+    )
     kept = frame.groupby("match")["value"].transform("nunique") >= 2
     frame = frame[kept].copy()
     ids = {key: i for i, key in enumerate(sorted(frame["match"].unique()))}

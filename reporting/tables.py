@@ -2,6 +2,7 @@
 
 ``summary_frame`` is the one pipeline; ``summary_markdown`` and ``summary_text`` only format it.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,25 @@ def reported_numbers(path: Path = REPORTED_FILE) -> dict[str, dict[str, Any]]:
 
 
 SUMMARY_COLUMNS = (
-    "experiment", "variant", "model", "dataset", "profile", "seeds", "epochs", "test_acc_pct", "test_acc_std_pct",
-    "sparsity_pct", "sparsity_std_pct", "compression", "flops_kept_pct", "params_nonzero", "params_kept_pct",
-    "paper_test_acc_pct", "paper_params", "paper_source", "data",
+    "experiment",
+    "variant",
+    "model",
+    "dataset",
+    "profile",
+    "seeds",
+    "epochs",
+    "test_acc_pct",
+    "test_acc_std_pct",
+    "sparsity_pct",
+    "sparsity_std_pct",
+    "compression",
+    "flops_kept_pct",
+    "params_nonzero",
+    "params_kept_pct",
+    "paper_test_acc_pct",
+    "paper_params",
+    "paper_source",
+    "data",
 )
 
 
@@ -41,17 +58,29 @@ def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | Non
     rows = []
     for _, p in points.iterrows():
         paper = reported.get(p["name"], {})
-        rows.append({
-            "experiment": p["name"], "variant": p["variant"], "model": p["model"], "dataset": p["dataset"],
-            "profile": p["profile"], "seeds": int(p["seeds"]), "epochs": p["epochs"],
-            "test_acc_pct": 100 * p["test_acc"], "test_acc_std_pct": 100 * p["test_acc_std"],
-            "sparsity_pct": 100 * p["sparsity"], "sparsity_std_pct": 100 * p["sparsity_std"],
-            "compression": p["compression"], "flops_kept_pct": 100 * p["flops_kept"],
-            "params_nonzero": p["params_nonzero"], "params_kept_pct": 100 * p["params_kept"],
-            "paper_test_acc_pct": 100 * paper["test_acc"] if "test_acc" in paper else math.nan,
-            "paper_params": str(paper.get("params", "")),
-            "paper_source": paper.get("source", ""), "data": p["data_label"],
-        })
+        rows.append(
+            {
+                "experiment": p["name"],
+                "variant": p["variant"],
+                "model": p["model"],
+                "dataset": p["dataset"],
+                "profile": p["profile"],
+                "seeds": int(p["seeds"]),
+                "epochs": p["epochs"],
+                "test_acc_pct": 100 * p["test_acc"],
+                "test_acc_std_pct": 100 * p["test_acc_std"],
+                "sparsity_pct": 100 * p["sparsity"],
+                "sparsity_std_pct": 100 * p["sparsity_std"],
+                "compression": p["compression"],
+                "flops_kept_pct": 100 * p["flops_kept"],
+                "params_nonzero": p["params_nonzero"],
+                "params_kept_pct": 100 * p["params_kept"],
+                "paper_test_acc_pct": 100 * paper["test_acc"] if "test_acc" in paper else math.nan,
+                "paper_params": str(paper.get("params", "")),
+                "paper_source": paper.get("source", ""),
+                "data": p["data_label"],
+            }
+        )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     if table.empty:
         return table
@@ -76,36 +105,80 @@ def summary_markdown(table: pd.DataFrame) -> str:
     """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std" (%; the mean
     alone for one seed), the paper columns blank where no figure is cited; the data labels follow
     as a footnote."""
-    header = ["experiment", "method", "model", "dataset", "seeds", "epochs", "test acc (%)", "sparsity (%)",
-              "compression", "FLOPs kept (%)", "nonzero params", "paper test acc (%)", "paper params",
-              "paper source"]
+    header = [
+        "experiment",
+        "method",
+        "model",
+        "dataset",
+        "seeds",
+        "epochs",
+        "test acc (%)",
+        "sparsity (%)",
+        "compression",
+        "FLOPs kept (%)",
+        "nonzero params",
+        "paper test acc (%)",
+        "paper params",
+        "paper source",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for _, r in table.iterrows():
-        cells = [_cell(r["experiment"], 0), _cell(r["variant"], 0), _cell(r["model"], 0), _cell(r["dataset"], 0),
-                 str(int(r["seeds"])), str(int(r["epochs"])),
-                 _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
-                 _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]), _cell(float(r["compression"]), 1),
-                 _cell(float(r["flops_kept_pct"]), 1), f"{int(round(r['params_nonzero'])):,}",
-                 _cell(float(r["paper_test_acc_pct"]), 2), _cell(r["paper_params"], 0),
-                 _cell(r["paper_source"], 0)]
+        cells = [
+            _cell(r["experiment"], 0),
+            _cell(r["variant"], 0),
+            _cell(r["model"], 0),
+            _cell(r["dataset"], 0),
+            str(int(r["seeds"])),
+            str(int(r["epochs"])),
+            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+            _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
+            _cell(float(r["compression"]), 1),
+            _cell(float(r["flops_kept_pct"]), 1),
+            f"{int(round(r['params_nonzero'])):,}",
+            _cell(float(r["paper_test_acc_pct"]), 2),
+            _cell(r["paper_params"], 0),
+            _cell(r["paper_source"], 0),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     labels = sorted(set(table["data"].astype(str)))
     profiles = sorted(set(table["profile"].astype(str)))
     if labels:
-        lines += ["", f"Data: {'; '.join(labels)}. Profile: {', '.join(profiles)}. Final-epoch test accuracy; "
-                      "sparsity over conv + linear weights; FLOPs kept = nonzero multiply-adds / dense."]
+        lines += [
+            "",
+            f"Data: {'; '.join(labels)}. Profile: {', '.join(profiles)}. Final-epoch test accuracy; "
+            "sparsity over conv + linear weights; FLOPs kept = nonzero multiply-adds / dense.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def summary_text(table: pd.DataFrame) -> str:
     """``summary_frame`` as a plain-text table for the terminal: columns as wide as their longest
     entry (no name is cut), accuracy and sparsity as "mean ± std" (%), then the data labels."""
-    header = ["experiment", "method", "model", "dataset", "seeds", "epochs", "test acc (%)", "sparsity (%)",
-              "FLOPs kept (%)"]
-    rows = [[str(r["experiment"]), str(r["variant"]), str(r["model"]), str(r["dataset"]), str(int(r["seeds"])),
-             str(int(r["epochs"])), _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
-             _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]), _cell(float(r["flops_kept_pct"]), 1)]
-            for _, r in table.iterrows()]
+    header = [
+        "experiment",
+        "method",
+        "model",
+        "dataset",
+        "seeds",
+        "epochs",
+        "test acc (%)",
+        "sparsity (%)",
+        "FLOPs kept (%)",
+    ]
+    rows = [
+        [
+            str(r["experiment"]),
+            str(r["variant"]),
+            str(r["model"]),
+            str(r["dataset"]),
+            str(int(r["seeds"])),
+            str(int(r["epochs"])),
+            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+            _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
+            _cell(float(r["flops_kept_pct"]), 1),
+        ]
+        for _, r in table.iterrows()
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     left = 4  # text columns are left-aligned, numbers right-aligned
 

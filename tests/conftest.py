@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny CIFAR-10 in the official python format, written per test."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,11 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 30, seed: int = 0
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
         n = test if name == "test_batch" else per_batch
-        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n).tolist(), "batch_label": name}
+        entry = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n).tolist(),
+            "batch_label": name,
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f, protocol=4)
     with open(folder / "batches.meta", "wb") as f:

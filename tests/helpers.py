@@ -1,5 +1,6 @@
 """Helpers shared by several test files: a tiny net and the real training loop, BN randomising,
 and killing a run mid-way."""
+
 from __future__ import annotations
 
 import io
@@ -13,13 +14,12 @@ import torch
 from torch import nn
 
 import training.loop as loop_module
-
-from training import config
 from experiments.run import CONFIG_DIR, main
-from training.build import optimizer_factory, run_context
-from training.loop import LoopSettings, Trainer
-from pruning.registry import METHODS
 from pruning.base import RunContext, Schedule
+from pruning.registry import METHODS
+from training import config
+from training.build import optimizer_factory
+from training.loop import LoopSettings, Trainer
 
 
 class Batches:
@@ -27,8 +27,9 @@ class Batches:
 
     def __init__(self, n: int = 2, seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
-        self.data = [(torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 3, (16,), generator=gen))
-                     for _ in range(n)]
+        self.data = [
+            (torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 3, (16,), generator=gen)) for _ in range(n)
+        ]
 
     def epoch(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.data
@@ -40,24 +41,46 @@ class Batches:
 def context(batches: Any = None, input_shape: tuple[int, ...] = (3, 8, 8), num_classes: int = 3) -> RunContext:
     """A one-process run context (the tiny ``Batches`` unless others are given)."""
     batches = batches if batches is not None else Batches()
-    return RunContext(device=torch.device("cpu"), input_shape=input_shape, num_classes=num_classes,
-                      train_batches=batches, steps_per_epoch=len(batches))
+    return RunContext(
+        device=torch.device("cpu"),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        train_batches=batches,
+        steps_per_epoch=len(batches),
+    )
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-                         nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    )
 
 
-def train(method_cfg: Any, epochs: int = 1, resume: dict[str, Any] | None = None,
-          checkpoints: list[dict[str, Any]] | None = None,
-          build: Callable[[], nn.Module] = tiny_net) -> tuple[nn.Module, Any, Trainer]:
+def train(
+    method_cfg: Any,
+    epochs: int = 1,
+    resume: dict[str, Any] | None = None,
+    checkpoints: list[dict[str, Any]] | None = None,
+    build: Callable[[], nn.Module] = tiny_net,
+) -> tuple[nn.Module, Any, Trainer]:
     """Run the real training loop on a tiny net; every checkpoint goes through torch.save/load."""
-    exp = config.ExperimentConfig(name="t", model="resnet20", data=config.DataConfig(dataset="cifar10"),
-                             train=config.TrainConfig(epochs=epochs, schedule=Schedule(milestones=[1])),
-                             optimizer=config.SGDConfig(name="sgd", lr=0.05), method=method_cfg)
+    exp = config.ExperimentConfig(
+        name="t",
+        model="resnet20",
+        data=config.DataConfig(dataset="cifar10"),
+        train=config.TrainConfig(epochs=epochs, schedule=Schedule(milestones=[1])),
+        optimizer=config.SGDConfig(name="sgd", lr=0.05),
+        method=method_cfg,
+    )
     method = METHODS[method_cfg.name](method_cfg)
     model = method.prepare(build(), context())
 
@@ -68,9 +91,17 @@ def train(method_cfg: Any, epochs: int = 1, resume: dict[str, Any] | None = None
             buf.seek(0)
             checkpoints.append(torch.load(buf, weights_only=True))
 
-    trainer = Trainer(model, method, method.stages(epochs), Batches(), Batches(1, seed=1),
-                      optimizer_factory(exp, method), LoopSettings(seed=0, device=torch.device("cpu"), progress=False),
-                      on_epoch, log=lambda s: None)
+    trainer = Trainer(
+        model,
+        method,
+        method.stages(epochs),
+        Batches(),
+        Batches(1, seed=1),
+        optimizer_factory(exp, method),
+        LoopSettings(seed=0, device=torch.device("cpu"), progress=False),
+        on_epoch,
+        log=lambda s: None,
+    )
     return trainer.run(resume), method, trainer
 
 
@@ -106,12 +137,14 @@ def run_config(folder: Path, data_root: Path, text: str, *extra: str) -> int:
     folder/results; returns the exit code."""
     path = folder / "tiny.yaml"
     path.write_text(text)
-    return main([str(path), "--data-root", str(data_root), "--results", str(folder / "results"),
-                 "--no-progress", *extra])
+    return main(
+        [str(path), "--data-root", str(data_root), "--results", str(folder / "results"), "--no-progress", *extra]
+    )
 
 
-def straight_and_interrupted(tmp_path: Path, data_root: Path, text: str, monkeypatch: pytest.MonkeyPatch,
-                             dies_in: int) -> tuple[Path, Path]:
+def straight_and_interrupted(
+    tmp_path: Path, data_root: Path, text: str, monkeypatch: pytest.MonkeyPatch, dies_in: int
+) -> tuple[Path, Path]:
     """Run the config ``text`` to the end in tmp_path/straight, and in tmp_path/killed until it is
     killed in epoch ``dies_in`` (no metrics written); returns both folders. ``run_config`` on the
     killed one resumes it."""

@@ -1,4 +1,5 @@
 """The baselines' YAMLs: they load and resolve, spell out every value, follow the recipes, cover the points."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training import config
 from experiments.run import CONFIG_DIR
-from training.config import collect_configs
 from pruning.registry import METHODS
+from training import config
+from training.config import collect_configs
 
 FAMILIES = ("magnitude", "lottery", "random_finetune", "slimming")
 FILES = sorted(p for family in FAMILIES for p in (CONFIG_DIR / family).rglob("*.yaml"))
@@ -53,7 +54,11 @@ def test_loads_resolves_and_spells_out_every_value(path: Path) -> None:
 def test_recipe_of_liu_et_al_and_open_lth(path: Path) -> None:
     cfg = config.load_config(path)
     assert cfg.train.epochs == 160
-    assert (cfg.train.schedule.name, cfg.train.schedule.milestones, cfg.train.schedule.gamma) == ("multistep", [80, 120], 0.1)
+    assert (cfg.train.schedule.name, cfg.train.schedule.milestones, cfg.train.schedule.gamma) == (
+        "multistep",
+        [80, 120],
+        0.1,
+    )
     opt = cfg.optimizer
     assert (opt.name, opt.lr, opt.momentum, opt.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
     assert cfg.data.batch_size in (64, 128)
@@ -70,7 +75,8 @@ def test_recipe_of_liu_et_al_and_open_lth(path: Path) -> None:
         assert cfg.bn_weight_init == 0.5 and m.l1_on == "all"
         ft40 = path.stem.endswith("_ft40")  # the rethinking paper's fine-tuning instead of the release's
         assert (m.finetune_epochs, m.finetune_lr, m.finetune_schedule.milestones) == (
-            (40, 0.001, []) if ft40 else (160, 0.1, [80, 120]))
+            (40, 0.001, []) if ft40 else (160, 0.1, [80, 120])
+        )
 
 
 def test_five_operating_points_per_method_model_and_dataset() -> None:
@@ -106,7 +112,9 @@ def test_subset_evidence_configs() -> None:
 
 
 def test_subset_scaling_of_a_two_stage_run() -> None:
-    cfg = config.resolve(config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
+    cfg = config.resolve(
+        config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset"
+    )
     assert (cfg.train.epochs, cfg.method.finetune_epochs) == (15, 15)
     assert cfg.train.schedule.milestones == cfg.method.finetune_schedule.milestones == [8, 11]
 

@@ -1,4 +1,5 @@
 """The speed benchmark runs and reports what it promises (no timing is asserted)."""
+
 import json
 from pathlib import Path
 
@@ -6,10 +7,11 @@ import pytest
 import torch
 
 from experiments.bench.__main__ import main
-from experiments.bench.optimizer import REFERENCE, RDA_VARIANTS, SGD, bench_optimizer, format_table
-from tests.helpers import run_config, run_dir
-from tests.test_run import CONFIG as DENSE, SLIMMING
+from experiments.bench.optimizer import RDA_VARIANTS, REFERENCE, SGD, bench_optimizer, format_table
 from models import build_model
+from tests.helpers import run_config, run_dir
+from tests.test_run import CONFIG as DENSE
+from tests.test_run import SLIMMING
 
 
 def test_optimizer_bench_reports_every_variant() -> None:
@@ -42,20 +44,38 @@ def test_cli_refuses_an_unknown_subcommand() -> None:
         main(["inference"])
 
 
-def test_latency_times_channel_pruned_runs_and_skips_the_rest(tmp_path: Path, tiny_cifar: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
+def test_latency_times_channel_pruned_runs_and_skips_the_rest(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     for name, text in (("slimming", SLIMMING), ("dense", DENSE)):
         (tmp_path / name).mkdir()
         assert run_config(tmp_path / name, tiny_cifar, text) == 0
     path = tmp_path / "latency.json"
     runs = [str(run_dir(tmp_path / "slimming")), str(run_dir(tmp_path / "dense"))]
-    assert main(["latency", *runs, "--batch-sizes", "1", "2", "--warmup", "0", "--repeats", "2", "--json", str(path)]) == 0
+    assert (
+        main(["latency", *runs, "--batch-sizes", "1", "2", "--warmup", "0", "--repeats", "2", "--json", str(path)]) == 0
+    )
     result = json.loads(path.read_text())
     assert [r["name"] for r in result["runs"]] == ["tiny"] and result["skipped"] == [runs[1]]
     timing = result["runs"][0]["latency"]
     assert {"cpu_batch1", "cpu_batch2"} <= set(timing) and timing["cpu_batch2"]["pruned"]["repeats"] == 2
     assert "tiny" in capsys.readouterr().out
     # A results folder stands for its runs that measured a latency (the dense run did not).
-    assert main(["latency", str(tmp_path / "slimming" / "results"), "--batch-sizes", "1", "--warmup", "0",
-                 "--repeats", "1", "--json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "latency",
+                str(tmp_path / "slimming" / "results"),
+                "--batch-sizes",
+                "1",
+                "--warmup",
+                "0",
+                "--repeats",
+                "1",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     assert [r["run"] for r in json.loads(path.read_text())["runs"]] == [runs[0]]

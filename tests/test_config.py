@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from experiments.run import CONFIG_DIR, main
+from tests.conftest import ROOT
 from training import config
 from training.config import load_config, resolve
-from experiments.run import CONFIG_DIR
-from experiments.run import main
 from training.schema import ConfigError
-from tests.conftest import ROOT
 
 GOOD = """\
 model: resnet20
@@ -36,18 +35,21 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert cfg.train.schedule.milestones == [80, 120]
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("train:", "trian:"), "trian: unknown key"),
-    (("batch_size: 32", "batch_size: many"), "data.batch_size: expected int, got 'many'"),
-    (("epochs: 160", "epochs: 1.5"), "train.epochs: expected int"),
-    (("model: resnet20\n", ""), "model: required key is missing"),
-    (("dataset: cifar10", "dataset: mnist"), "data.dataset: expected one of 'cifar10' | 'cifar100' | 'imagenet'"),
-    (("name: sgd", "name: adamw"), "optimizer.name: unknown 'adamw'"),
-    (("model: resnet20", "model: resnet21"), "model: unknown 'resnet21'"),
-    (("{name: multistep", "{name: step"), "train.schedule.name: expected one of"),
-    (("weight_decay: 1e-4", "weight_decay: 1e-4, momentom: 0.9"), "optimizer.momentom: unknown key"),
-    (("{smoke: {}}", "{quick: {}}"), "profiles: unknown profile 'quick'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("train:", "trian:"), "trian: unknown key"),
+        (("batch_size: 32", "batch_size: many"), "data.batch_size: expected int, got 'many'"),
+        (("epochs: 160", "epochs: 1.5"), "train.epochs: expected int"),
+        (("model: resnet20\n", ""), "model: required key is missing"),
+        (("dataset: cifar10", "dataset: mnist"), "data.dataset: expected one of 'cifar10' | 'cifar100' | 'imagenet'"),
+        (("name: sgd", "name: adamw"), "optimizer.name: unknown 'adamw'"),
+        (("model: resnet20", "model: resnet21"), "model: unknown 'resnet21'"),
+        (("{name: multistep", "{name: step"), "train.schedule.name: expected one of"),
+        (("weight_decay: 1e-4", "weight_decay: 1e-4, momentom: 0.9"), "optimizer.momentom: unknown key"),
+        (("{smoke: {}}", "{quick: {}}"), "profiles: unknown profile 'quick'"),
+    ],
+)
 def test_errors_name_the_file_and_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     path = write(tmp_path, GOOD.replace(*edit))
     with pytest.raises(ConfigError) as info:
@@ -103,8 +105,12 @@ def test_cli_config_error_exits_2_and_writes_nothing(tmp_path: Path, capsys: pyt
 
 def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
     bad = write(tmp_path, GOOD.replace("model: resnet20\n", ""))
-    proc = subprocess.run([sys.executable, "-m", "experiments.run", str(bad), "--results", str(tmp_path / "r")],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", str(bad), "--results", str(tmp_path / "r")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {bad}: model: required key is missing"
     assert not (tmp_path / "r").exists()
@@ -118,7 +124,9 @@ def test_every_shipped_config_loads_for_its_profiles() -> None:
 
 
 def test_load_run_config_reads_back_what_a_run_writes(tmp_path: Path) -> None:
-    resolved = config.resolve(config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset")
+    resolved = config.resolve(
+        config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset"
+    )
     path = tmp_path / "config.yaml"
     path.write_text(config.dump_config(dataclasses.replace(resolved, seeds=1)) + "seed: 0\n")  # as run_one writes it
     assert config.load_run_config(path) == dataclasses.replace(resolved, seeds=1)
@@ -127,28 +135,40 @@ def test_load_run_config_reads_back_what_a_run_writes(tmp_path: Path) -> None:
         config.load_run_config(path)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("lr: 0.1", "lr: 0"), "optimizer.lr: must be > 0, got 0"),
-    (("lr: 0.1", "lr: -0.1"), "optimizer.lr: must be > 0"),
-    (("lr: 0.1,", "lr: 0.1, momentum: 1.5,"), "optimizer.momentum: must be >= 0 and < 1, got 1.5"),
-    (("weight_decay: 1e-4", "weight_decay: -1e-4"), "optimizer.weight_decay: must be >= 0"),
-    (("[80, 120]}", "[80, 120], gamma: -1.0}"), "train.schedule.gamma: must be > 0, got -1.0"),
-    (("batch_size: 32", "batch_size: 32, max_train: 0"), "data.max_train: must be >= 2, got 0"),
-    (("batch_size: 32", "batch_size: 32, max_train: 1"), "data.max_train: must be >= 2, got 1"),
-    (("batch_size: 32", "batch_size: 32, max_train: -10"), "data.max_train: must be >= 2, got -10"),
-    (("batch_size: 32", "batch_size: 0"), "data.batch_size: must be >= 2, got 0"),
-    (("epochs: 160", "epochs: 0"), "train.epochs: must be >= 1, got 0"),
-    (("profiles:", "seeds: 0\nprofiles:"), "seeds: must be >= 1, got 0"),
-    (("train:\n", "train:\n  label_smoothing: 2\n"), "train.label_smoothing: must be >= 0 and < 1, got 2"),
-    (("[80, 120]}", "[80, 200]}"), "train.schedule.milestones: 200 is not inside the train stage's 160 epochs"),
-    (("[80, 120]}", "[120, 80]}"), "train.schedule.milestones: must increase, got [120, 80]"),
-    (("{name: multistep, milestones: [80, 120]}", "{name: cosine, milestones: [80]}"),
-     "train.schedule.milestones: only a multistep schedule has milestones, not cosine"),
-    (("weight_decay: 1e-4}", "weight_decay: 1e-4}\nmethod: {name: magnitude, retrain_epochs: -4}"),
-     "method.retrain_epochs: must be >= 1, got -4"),
-    (("{name: sgd, lr: 0.1, weight_decay: 1e-4}", "{name: rda, lr: 1.0, momentum_timescale: 0}\nmethod: {name: rda}"),
-     "optimizer.momentum_timescale: must be > 0, got 0"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("lr: 0.1", "lr: 0"), "optimizer.lr: must be > 0, got 0"),
+        (("lr: 0.1", "lr: -0.1"), "optimizer.lr: must be > 0"),
+        (("lr: 0.1,", "lr: 0.1, momentum: 1.5,"), "optimizer.momentum: must be >= 0 and < 1, got 1.5"),
+        (("weight_decay: 1e-4", "weight_decay: -1e-4"), "optimizer.weight_decay: must be >= 0"),
+        (("[80, 120]}", "[80, 120], gamma: -1.0}"), "train.schedule.gamma: must be > 0, got -1.0"),
+        (("batch_size: 32", "batch_size: 32, max_train: 0"), "data.max_train: must be >= 2, got 0"),
+        (("batch_size: 32", "batch_size: 32, max_train: 1"), "data.max_train: must be >= 2, got 1"),
+        (("batch_size: 32", "batch_size: 32, max_train: -10"), "data.max_train: must be >= 2, got -10"),
+        (("batch_size: 32", "batch_size: 0"), "data.batch_size: must be >= 2, got 0"),
+        (("epochs: 160", "epochs: 0"), "train.epochs: must be >= 1, got 0"),
+        (("profiles:", "seeds: 0\nprofiles:"), "seeds: must be >= 1, got 0"),
+        (("train:\n", "train:\n  label_smoothing: 2\n"), "train.label_smoothing: must be >= 0 and < 1, got 2"),
+        (("[80, 120]}", "[80, 200]}"), "train.schedule.milestones: 200 is not inside the train stage's 160 epochs"),
+        (("[80, 120]}", "[120, 80]}"), "train.schedule.milestones: must increase, got [120, 80]"),
+        (
+            ("{name: multistep, milestones: [80, 120]}", "{name: cosine, milestones: [80]}"),
+            "train.schedule.milestones: only a multistep schedule has milestones, not cosine",
+        ),
+        (
+            ("weight_decay: 1e-4}", "weight_decay: 1e-4}\nmethod: {name: magnitude, retrain_epochs: -4}"),
+            "method.retrain_epochs: must be >= 1, got -4",
+        ),
+        (
+            (
+                "{name: sgd, lr: 0.1, weight_decay: 1e-4}",
+                "{name: rda, lr: 1.0, momentum_timescale: 0}\nmethod: {name: rda}",
+            ),
+            "optimizer.momentum_timescale: must be > 0, got 0",
+        ),
+    ],
+)
 def test_values_out_of_range_are_refused_at_load_time(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     path = write(tmp_path, GOOD.replace(*edit))
     assert GOOD.replace(*edit) != GOOD
@@ -173,8 +193,9 @@ def test_an_explicit_override_is_final_under_every_profile(tmp_path: Path) -> No
     assert subset.train.epochs == 2 and subset.train.schedule.milestones == [1]
     fixed = load_config(path, ["train.epochs=3", "train.schedule.milestones=[1]", "data.max_train=64"], profile="smoke")
     assert fixed.train.schedule.milestones == [1] and fixed.data.max_train == 64  # explicit beats the profile's 2000
-    one_shot = load_config(CONFIG_DIR / "magnitude/resnet56_cifar10_magnitude_oneshot_s80.yaml", ["train.epochs=1"],
-                           profile="smoke")
+    one_shot = load_config(
+        CONFIG_DIR / "magnitude/resnet56_cifar10_magnitude_oneshot_s80.yaml", ["train.epochs=1"], profile="smoke"
+    )
     assert sum(s.epochs for s in config.plan(one_shot)) == 2  # 1 epoch of training, 40 x 1/160 -> 1 of fine-tuning
     with pytest.raises(ConfigError, match=r"--set 'train.epochs=\[': not valid YAML"):
         load_config(path, ["train.epochs=["], profile="smoke")
@@ -201,8 +222,14 @@ def test_every_shipped_config_resolves_and_plans_at_every_profile(profile: str) 
 def test_a_huge_value_gives_a_short_error(tmp_path: Path) -> None:
     """A YAML alias bomb (nine levels of nine-fold aliases: 9^9 integers if expanded) in a typed field."""
     levels = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
-        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]" for p, c in zip("abcdefgh", "bcdefghi"))
-    text = "profiles: {" + levels + "}\n" + GOOD.replace("epochs: 160", "epochs: *i").replace("profiles: {smoke: {}}\n", "")
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]" for p, c in zip("abcdefgh", "bcdefghi")
+    )
+    text = (
+        "profiles: {"
+        + levels
+        + "}\n"
+        + GOOD.replace("epochs: 160", "epochs: *i").replace("profiles: {smoke: {}}\n", "")
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert len(str(info.value)) < 250 and "train.epochs: expected int, got [[...]" in str(info.value), str(info.value)

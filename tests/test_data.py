@@ -7,9 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import (CIFAR, DataError, DeviceBatches, Split, augment_batch, describe, erase_boxes, fingerprint,
-                           load_cifar, validation_split)
 from tests.conftest import write_cifar10
+from training.data import (
+    CIFAR,
+    DataError,
+    DeviceBatches,
+    Split,
+    augment_batch,
+    describe,
+    erase_boxes,
+    fingerprint,
+    load_cifar,
+    validation_split,
+)
 
 
 def test_loads_official_layout(tiny_cifar: Path) -> None:
@@ -78,8 +88,9 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip() -> None:
 def _batches(tiny_cifar: Path, seed: int) -> DeviceBatches:
     train, _, _ = load_cifar(tiny_cifar, "cifar10", download=False)
     spec = CIFAR["cifar10"]
-    return DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=True, mean=spec.mean, std=spec.std,
-                         seed=seed)
+    return DeviceBatches(
+        train, 32, torch.device("cpu"), train=True, augment=True, mean=spec.mean, std=spec.std, seed=seed
+    )
 
 
 def test_epochs_are_deterministic_per_seed_and_epoch(tiny_cifar: Path) -> None:
@@ -100,8 +111,7 @@ def test_an_epoch_covers_every_image_once(tiny_cifar: Path) -> None:
 def test_normalisation_uses_dataset_statistics(tiny_cifar: Path) -> None:
     train, _, _ = load_cifar(tiny_cifar, "cifar10", download=False)
     spec = CIFAR["cifar10"]
-    batches = DeviceBatches(train, 100, torch.device("cpu"), train=False, augment=False, mean=spec.mean,
-                            std=spec.std)
+    batches = DeviceBatches(train, 100, torch.device("cpu"), train=False, augment=False, mean=spec.mean, std=spec.std)
     x, _ = next(iter(batches.epoch(0)))
     expected = (train.images[0, 0, 0, 0].item() / 255 - spec.mean[0]) / spec.std[0]
     assert x[0, 0, 0, 0].item() == pytest.approx(expected, rel=1e-5)
@@ -111,8 +121,7 @@ def test_single_image_remainder_is_dropped(tmp_path: Path) -> None:
     root = write_cifar10(tmp_path, per_batch=13)  # 65 images = 2 batches of 32 + 1
     train, _, _ = load_cifar(root, "cifar10", download=False)
     spec = CIFAR["cifar10"]
-    batches = DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=False, mean=spec.mean,
-                            std=spec.std)
+    batches = DeviceBatches(train, 32, torch.device("cpu"), train=True, augment=False, mean=spec.mean, std=spec.std)
     assert len(batches) == 2 and sum(len(y) for _, y in batches.epoch(0)) == 64
     assert len(train.labels) == 65
 
@@ -140,12 +149,15 @@ def test_a_batch_that_would_run_code_is_refused(tiny_cifar: Path, tmp_path: Path
     assert not target.exists()
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"data": np.zeros((4, 3072), dtype=np.float32), "labels": [0] * 4}, "'data' must be a uint8 array"),
-    ({"data": np.zeros((4, 1000), dtype=np.uint8), "labels": [0] * 4}, "'data' must be a uint8 array"),
-    ({"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 10]}, "labels outside 0..9"),
-    ({"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0.5] * 4}, "labels must be a list of integers"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"data": np.zeros((4, 3072), dtype=np.float32), "labels": [0] * 4}, "'data' must be a uint8 array"),
+        ({"data": np.zeros((4, 1000), dtype=np.uint8), "labels": [0] * 4}, "'data' must be a uint8 array"),
+        ({"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 10]}, "labels outside 0..9"),
+        ({"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0.5] * 4}, "labels must be a list of integers"),
+    ],
+)
 def test_images_and_labels_are_checked(tiny_cifar: Path, entry: dict, message: str) -> None:
     with open(tiny_cifar / "cifar-10-batches-py" / "test_batch", "wb") as f:
         pickle.dump(entry, f)
@@ -162,8 +174,10 @@ def test_official_sized_files_must_have_the_official_md5(tmp_path: Path) -> None
 def test_other_files_are_accepted_and_their_md5_returned(tiny_cifar: Path) -> None:
     _, _, md5 = load_cifar(tiny_cifar, "cifar10", download=False)
     folder = tiny_cifar / "cifar-10-batches-py"
-    assert md5 == {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in
-                   [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]}
+    assert md5 == {
+        name: hashlib.md5((folder / name).read_bytes()).hexdigest()
+        for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+    }
 
 
 def test_validation_split_is_class_balanced_fixed_and_disjoint(tmp_path: Path) -> None:
@@ -210,8 +224,9 @@ def test_erase_boxes_follow_torchvision_random_erasing() -> None:
 def test_erasing_zeroes_its_box_after_normalisation_and_changes_no_other_draw(tiny_cifar: Path) -> None:
     train, _, _ = load_cifar(tiny_cifar, "cifar10", download=False)
     spec = CIFAR["cifar10"]
-    common = dict(batch_size=25, device=torch.device("cpu"), train=True, augment=True, mean=spec.mean,
-                  std=spec.std, seed=3)
+    common = dict(
+        batch_size=25, device=torch.device("cpu"), train=True, augment=True, mean=spec.mean, std=spec.std, seed=3
+    )
     plain = list(DeviceBatches(train, **common).epoch(1))
     erased = list(DeviceBatches(train, erasing=0.5, **common).epoch(1))
     off = list(DeviceBatches(train, erasing=0.0, **common).epoch(1))

@@ -1,4 +1,5 @@
 """Dep-L0: the log-alpha generator (shapes, formula, dependency direction, initial openness) and the method."""
+
 from __future__ import annotations
 
 import math
@@ -7,22 +8,25 @@ import pytest
 import torch
 from torch import nn
 
-from training.config import load_config
-from training.schema import ConfigError
 from models import build_model
 from models.resnet_cifar import CifarResNet
-from pruning.registry import METHODS
-from pruning.methods.dep_l0 import DepL0, DepL0Config, GateGenerator
 from pruning.gates import GATES, deterministic_gates, prob_nonzero
+from pruning.methods.dep_l0 import DepL0, DepL0Config, GateGenerator
+from pruning.registry import METHODS
 from tests.helpers import context
+from training.config import load_config
+from training.schema import ConfigError
 
 WIDTHS = [4, 6, 8]
 
 
-@pytest.mark.parametrize("direction,shapes", [
-    ("forward", [(4, 4), (6, 4), (8, 6)]),  # fed a ones vector as wide as the first layer
-    ("backward", [(8, 8), (6, 8), (4, 6)]),  # the chain starts at the last layer
-])
+@pytest.mark.parametrize(
+    "direction,shapes",
+    [
+        ("forward", [(4, 4), (6, 4), (8, 6)]),  # fed a ones vector as wide as the first layer
+        ("backward", [(8, 8), (6, 8), (4, 6)]),  # the chain starts at the last layer
+    ],
+)
 def test_generator_shapes(direction: str, shapes: list[tuple[int, int]]) -> None:
     torch.manual_seed(0)
     g = GateGenerator(WIDTHS, direction)
@@ -41,8 +45,11 @@ def test_generator_formula_by_hand() -> None:
         g.bias[1].copy_(torch.tensor([0.0, 1.0, -1.0]))
     c = math.log(100.0)
     h1 = [c * math.tanh(0.5 - 1.0 + 0.1), c * math.tanh(2.0 - 0.2)]
-    h2 = [c * math.tanh(0.1 * h1[0] + 0.2 * h1[1]), c * math.tanh(-0.3 * h1[0] + 1.0),
-          c * math.tanh(0.05 * h1[1] - 1.0)]
+    h2 = [
+        c * math.tanh(0.1 * h1[0] + 0.2 * h1[1]),
+        c * math.tanh(-0.3 * h1[0] + 1.0),
+        c * math.tanh(0.05 * h1[1] - 1.0),
+    ]
     a, b = g.log_alphas()
     assert torch.allclose(a, torch.tensor(h1), atol=1e-5) and torch.allclose(b, torch.tensor(h2), atol=1e-5)
 
@@ -80,7 +87,8 @@ def test_method_uses_the_generator_for_gates_penalty_and_export() -> None:
     model = method.prepare(CifarResNet(8, 5, widths=(4, 6, 8)), context())
     assert isinstance(getattr(model, GATES), GateGenerator)
     assert [k for k in model.state_dict() if k.startswith(GATES)] == [
-        f"{GATES}.{kind}.{i}" for kind in ("weight", "bias") for i in range(4)]
+        f"{GATES}.{kind}.{i}" for kind in ("weight", "bias") for i in range(4)
+    ]
     (gates,) = method.extra_optimizers(model)
     assert gates.kind == "adam" and gates.params == list(method.gates.parameters())
     # Penalty: the release's, 1e-3 x k^2 E[previous gated layer] E[C_out], from the generated log alphas.
@@ -105,8 +113,10 @@ def test_method_uses_the_generator_for_gates_penalty_and_export() -> None:
 
 def test_config_is_registered_and_validated(tmp_path) -> None:  # noqa: ANN001
     assert METHODS["dep_l0"] is DepL0
-    text = ("model: resnet20\ndata: {dataset: cifar10}\ntrain: {epochs: 2}\noptimizer: {name: sgd, lr: 0.1}\n"
-            "method: {name: dep_l0, lam: 1.0e-6, direction: sideways}\n")
+    text = (
+        "model: resnet20\ndata: {dataset: cifar10}\ntrain: {epochs: 2}\noptimizer: {name: sgd, lr: 0.1}\n"
+        "method: {name: dep_l0, lam: 1.0e-6, direction: sideways}\n"
+    )
     path = tmp_path / "x.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match="method.direction"):

@@ -1,4 +1,5 @@
 """Data-parallel runs: two gloo processes train exactly what one process trains with the same global batch."""
+
 from __future__ import annotations
 
 import copy
@@ -13,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from training import distributed
 from experiments.run import main
 from tests.conftest import ROOT, write_cifar10
+from training import distributed
 
 # xRDA (its state must stay identical on every rank), BN everywhere, two epochs with a schedule step.
 CONFIG = """\
@@ -34,15 +35,32 @@ def _free_port() -> int:
 
 
 def run_two_processes(args: list[str], results: list[Path]) -> None:
-    """``python -m experiments.run ARGS`` as ranks 0 and 1 (the environment torchrun sets), rank k writing to results[k]."""
+    """``python -m experiments.run ARGS`` as ranks 0 and 1 (the environment torchrun sets), rank k writing
+    to results[k]."""
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
-                   PYTHONPATH=str(ROOT))
-        procs.append(subprocess.Popen([sys.executable, "-m", "experiments.run", *args, "--results", str(results[rank])],
-                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(ROOT),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "experiments.run", *args, "--results", str(results[rank])],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     for p in procs:
         try:
@@ -56,8 +74,10 @@ def run_two_processes(args: list[str], results: list[Path]) -> None:
 
 
 def load(run_dir: Path) -> tuple[dict, dict]:
-    return (torch.load(run_dir / "checkpoint.pt", weights_only=True),
-            json.loads((run_dir / "metrics.json").read_text()))
+    return (
+        torch.load(run_dir / "checkpoint.pt", weights_only=True),
+        json.loads((run_dir / "metrics.json").read_text()),
+    )
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> None:
@@ -71,8 +91,14 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> N
 
     assert not ranks[1].exists()  # rank 1 trained too, but wrote nothing
     run_dir = ranks[0] / "tiny" / "seed0"
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "env.json",
-                                                         "history.csv", "metrics.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+        "config.yaml",
+        "env.json",
+        "history.csv",
+        "metrics.json",
+    ]
     assert json.loads((run_dir / "env.json").read_text())["processes"] == 2
     single, single_metrics = load(tmp_path / "single" / "tiny" / "seed0")
     ddp, ddp_metrics = load(run_dir)
@@ -130,7 +156,12 @@ def test_sync_batch_norm_is_batch_norm_in_one_process() -> None:
 def test_outside_a_launcher_there_is_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert not distributed.launched() and distributed.setup(torch.device("cpu")) == torch.device("cpu")
-    assert (distributed.rank(), distributed.world_size(), distributed.is_main(), distributed.active()) == (0, 1, True, False)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main(), distributed.active()) == (
+        0,
+        1,
+        True,
+        False,
+    )
     t = torch.tensor([1.0, 2.0])
     assert distributed.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}

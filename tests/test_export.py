@@ -1,4 +1,5 @@
 """Compressed export of sparse models: exact round trip, smaller than dense, sizes as counted by hand."""
+
 import json
 from pathlib import Path
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from experiments import export as export_cli
-from training import export
 from models import build_model
+from training import export
 
 
 def sparse_resnet20(sparsity: float, seed: int = 0) -> torch.nn.Module:
@@ -46,8 +47,11 @@ def test_tiny_tensors_take_the_encoding_and_size_counted_by_hand() -> None:
     u = torch.zeros(1000)
     u[[3, 10, 500, 501, 999]] = 1.0
     entry = export.encode_tensor(u)
-    assert entry["encoding"] == "index" and export.payload_bytes(entry) == 40 and entry["index"].tolist() == [3, 10, 500,
-                                                                                                        501, 999]
+    assert (
+        entry["encoding"] == "index"
+        and export.payload_bytes(entry) == 40
+        and entry["index"].tolist() == [3, 10, 500, 501, 999]
+    )
     # No zeros: dense, 10 * 4 bytes (a bitmask would add 2 bytes); integer tensors stay dense.
     assert export.encode_tensor(torch.ones(10))["encoding"] == "dense"
     assert export.encode_tensor(torch.zeros(10, dtype=torch.long))["encoding"] == "dense"
@@ -83,8 +87,11 @@ def test_a_90_percent_sparse_model_is_several_times_smaller() -> None:
     assert report["file_bytes_export"] < report["file_bytes_dense"] / 4
     dense_report = export.export_model(build_model("resnet20", 10))
     # Without pruning only the zero-initialised BN biases and running means shrink (to nothing: no positions).
-    zero_bytes = sum(t.numel() * 4 for n, t in build_model("resnet20", 10).state_dict().items()
-                     if n.endswith(("bn1.bias", "bn2.bias", "running_mean")))
+    zero_bytes = sum(
+        t.numel() * 4
+        for n, t in build_model("resnet20", 10).state_dict().items()
+        if n.endswith(("bn1.bias", "bn2.bias", "running_mean"))
+    )
     assert dense_report["export_bytes"] == dense_report["dense_bytes"] - zero_bytes
 
 

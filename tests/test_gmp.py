@@ -1,5 +1,6 @@
 """Gradual magnitude pruning: after every step t the masks hold exactly round(s_t N) zeros of the
 cubic schedule, globally or per layer; newly pruned weights lose their momentum; runs are exact."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import torch
 from pruning.accounting import prunable_weights
 from pruning.base import Duration, Stage
 from pruning.methods.gmp import GMP, GMPConfig, cubic_sparsity
-from tests.helpers import method_configs, operating_points, Batches, context, run_config, run_dir, tiny_net, train
+from tests.helpers import Batches, context, method_configs, operating_points, run_config, run_dir, tiny_net, train
 
 
 def schedule(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
@@ -35,8 +36,14 @@ def test_cubic_schedule_steps() -> None:
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_sparsity_after_every_step_follows_the_schedule(scope: str) -> None:
     # 2 steps an epoch: begin 2it, end 3ep = 6it, every 1it -> t0 = 2, dt = 1, n = 4
-    cfg = GMPConfig(sparsity=0.75, initial_sparsity=0.1, begin=Duration.parse("2it"), end=Duration.parse("3ep"),
-                    every=Duration.parse("1it"), scope=scope)
+    cfg = GMPConfig(
+        sparsity=0.75,
+        initial_sparsity=0.1,
+        begin=Duration.parse("2it"),
+        end=Duration.parse("3ep"),
+        every=Duration.parse("1it"),
+        scope=scope,
+    )
     method, model = GMP(cfg), tiny_net()
     method.prepare(model, context(Batches(n=2)))
     method.begin_stage(Stage("train", 5), model)
@@ -67,8 +74,7 @@ def test_sparsity_after_every_step_follows_the_schedule(scope: str) -> None:
 
 
 def test_resume_mid_schedule_is_exact() -> None:
-    cfg = GMPConfig(sparsity=0.8, begin=Duration.parse("1it"), end=Duration.parse("5it"),
-                    every=Duration.parse("1it"))
+    cfg = GMPConfig(sparsity=0.8, begin=Duration.parse("1it"), end=Duration.parse("5it"), every=Duration.parse("1it"))
     checkpoints: list = []
     full, _, _ = train(cfg, epochs=4, checkpoints=checkpoints)
     resumed, _, _ = train(cfg, epochs=4, resume=checkpoints[1])  # after 4 of the 8 steps
@@ -101,6 +107,10 @@ def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
     assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
     for cfg in configs.values():  # the recipe of the other baselines, so that results differ by the method
         assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size) == (
-            "sgd", 0.1, 1e-4, 128)
+            "sgd",
+            0.1,
+            1e-4,
+            128,
+        )
         assert cfg.train.epochs == (30 if cfg.model == "resnet20" else 160)
         assert ("subset" in cfg.profiles) == (cfg.model == "resnet20")

@@ -22,8 +22,10 @@ def test_shuffle_depends_only_on_seed_and_epoch() -> None:
 
 
 def test_ranks_read_disjoint_shards() -> None:
-    shards = [LoaderBatches(dataset(), 2, torch.device("cpu"), train=True, seed=0, workers=0, rank=r, world_size=2)
-              for r in range(2)]
+    shards = [
+        LoaderBatches(dataset(), 2, torch.device("cpu"), train=True, seed=0, workers=0, rank=r, world_size=2)
+        for r in range(2)
+    ]
     seen = [set(torch.cat([y for _, y in s.epoch(1)]).tolist()) for s in shards]
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(20))
 

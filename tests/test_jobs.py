@@ -1,4 +1,5 @@
 """Several runner processes side by side: shards of the (experiment, seed) pairs are disjoint and complete."""
+
 import itertools
 import re
 import subprocess
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from training.distributed import parse_shard, take_shard
 from experiments.run import main
 from tests.conftest import ROOT
+from training.distributed import parse_shard, take_shard
 
 CONFIG = """\
 model: resnet20
@@ -59,8 +60,9 @@ def test_runner_shards_split_every_experiment_and_seed(tmp_path: Path, capsys: p
 
 @pytest.mark.parametrize("value", ["0", "x", "-2"])
 def test_run_all_refuses_a_bad_job_count(value: str) -> None:
-    done = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--jobs", value], capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), "--jobs", value], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 2 and "--jobs expects a positive integer" in done.stderr
 
 

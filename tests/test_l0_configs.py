@@ -1,4 +1,5 @@
 """The L0-HC and Dep-L0 experiment configs: they load, resolve, follow the Dep-L0 release, and run."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config, resolve
 from experiments.run import main
 from pruning.base import Schedule
 from pruning.registry import METHODS
+from training.config import load_config, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = [ROOT / "experiments" / "configs" / "l0hc", ROOT / "experiments" / "configs" / "dep_l0"]
@@ -19,8 +20,11 @@ SUBSET = [p for p in PATHS if p.parent.name == "subset"]
 
 # (method, direction) x model -> lam, from the release's README
 RELEASE_LAM = {
-    ("l0hc", None, "vgg16"): 5e-7, ("dep_l0", "forward", "vgg16"): 1e-6, ("dep_l0", "backward", "vgg16"): 1e-6,
-    ("l0hc", None, "resnet56"): 5e-7, ("dep_l0", "forward", "resnet56"): 5e-7,
+    ("l0hc", None, "vgg16"): 5e-7,
+    ("dep_l0", "forward", "vgg16"): 1e-6,
+    ("dep_l0", "backward", "vgg16"): 1e-6,
+    ("l0hc", None, "resnet56"): 5e-7,
+    ("dep_l0", "forward", "resnet56"): 5e-7,
     ("dep_l0", "backward", "resnet56"): 1e-6,
 }
 
@@ -88,15 +92,15 @@ def test_imagenet_configs_follow_the_release() -> None:
         assert cfg.method.gate_schedule == Schedule("multistep", [30, 60], 0.2)  # the gates: x0.2
         stages = METHODS[cfg.method.name](cfg.method).stages(cfg.train.epochs)
         assert [(s.name, s.epochs, s.penalty, s.lr) for s in stages] == [
-            ("train", 90, True, None), ("finetune", 10, False, 1e-3)]
+            ("train", 90, True, None),
+            ("finetune", 10, False, 1e-3),
+        ]
         assert stages[1].schedule == Schedule("multistep", [1], 0.1)  # 1e-3, then 1e-4, as the release
-    assert {key(load_config(p))[:2] for p in paths} == {("l0hc", None), ("dep_l0", "forward"),
-                                                        ("dep_l0", "backward")}
+    assert {key(load_config(p))[:2] for p in paths} == {("l0hc", None), ("dep_l0", "forward"), ("dep_l0", "backward")}
 
 
 def test_subset_configs_are_resnet20_with_smoke_and_subset_profiles() -> None:
-    assert {key(load_config(p))[:2] for p in SUBSET} == {("l0hc", None), ("dep_l0", "forward"),
-                                                         ("dep_l0", "backward")}
+    assert {key(load_config(p))[:2] for p in SUBSET} == {("l0hc", None), ("dep_l0", "forward"), ("dep_l0", "backward")}
     for path in SUBSET:
         cfg = load_config(path)
         assert cfg.model == "resnet20" and cfg.data.dataset == "cifar10"
@@ -121,8 +125,10 @@ def test_subset_configs_are_resnet20_with_smoke_and_subset_profiles() -> None:
 @pytest.mark.parametrize("path", [p for p in SUBSET if "smoke" in load_config(p).profiles], ids=lambda p: p.stem)
 def test_subset_configs_run_on_the_smoke_profile(path: Path, tmp_path: Path, tiny_cifar: Path) -> None:
     out = tmp_path / "results"
-    assert main([str(path), "--profile", "smoke", "--data-root", str(tiny_cifar), "--results", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main([str(path), "--profile", "smoke", "--data-root", str(tiny_cifar), "--results", str(out), "--no-progress"])
+        == 0
+    )
     metrics = json.loads((out / path.stem / "seed0" / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["profile"] == "smoke"
     assert metrics["params_physical"] == metrics["params_total"]

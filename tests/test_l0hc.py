@@ -1,4 +1,5 @@
 """L0-HC: the hard-concrete gate, placement, penalty, hooks, export, and a run through the runner."""
+
 from __future__ import annotations
 
 import copy
@@ -17,11 +18,11 @@ from models.vgg import VGG
 from pruning.accounting import sparsity_report
 from pruning.base import Schedule
 from pruning.gates import GATES, deterministic_gates, gate_placement, prob_nonzero, sample_gates
-from training.build import optimizer_factory
-from training.config import DataConfig, ExperimentConfig, SGDConfig, TrainConfig
 from pruning.methods.l0hc import L0HC, L0HCConfig
 from pruning.surgery import prunable_bns
 from tests.helpers import comparable_metrics, context, randomize_bns, run_config, run_dir, straight_and_interrupted
+from training.build import optimizer_factory
+from training.config import DataConfig, ExperimentConfig, SGDConfig, TrainConfig
 
 LOG11 = math.log(11.0)  # -log(-gamma / zeta) for gamma = -0.1, zeta = 1.1
 
@@ -37,9 +38,9 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-
-def gated(case: str, seed: int = 0, lam: float = 1e-3, penalty: str = "release"
-          ) -> tuple[nn.Module, L0HC, tuple[int, int, int]]:
+def gated(
+    case: str, seed: int = 0, lam: float = 1e-3, penalty: str = "release"
+) -> tuple[nn.Module, L0HC, tuple[int, int, int]]:
     build, shape = CASES[case]
     torch.manual_seed(seed)
     method = L0HC(L0HCConfig(lam=lam, penalty=penalty))
@@ -203,15 +204,20 @@ def test_gate_schedule_is_the_gates_own() -> None:
     method.cfg = L0HCConfig(gate_schedule=Schedule("constant"))
     (extra,) = method.extra_optimizers(model)
     assert extra.schedule == Schedule("constant")
-    exp = ExperimentConfig(name="t", model="vgg16", data=DataConfig(dataset="cifar10"),
-                           train=TrainConfig(epochs=4, schedule=Schedule(milestones=[1, 2], gamma=0.2)),
-                           optimizer=SGDConfig(name="sgd", lr=0.05), method=method.cfg)
+    exp = ExperimentConfig(
+        name="t",
+        model="vgg16",
+        data=DataConfig(dataset="cifar10"),
+        train=TrainConfig(epochs=4, schedule=Schedule(milestones=[1, 2], gamma=0.2)),
+        optimizer=SGDConfig(name="sgd", lr=0.05),
+        method=method.cfg,
+    )
     optimizers, schedulers = optimizer_factory(exp, method)(method.stages(4)[0], model)
     for _ in range(3):
         for opt, sched in zip(optimizers, schedulers):
             opt.step()
             sched.step()
-    assert optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.2 ** 2)  # the weights decay
+    assert optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.2**2)  # the weights decay
     assert optimizers[1].param_groups[0]["lr"] == pytest.approx(1e-3)  # the gates do not
     with pytest.raises(ValueError, match="gate_schedule.milestones: 5 is not inside"):
         L0HC(L0HCConfig(gate_schedule=Schedule(milestones=[5]))).check_budget(10, 4)
@@ -263,15 +269,22 @@ def test_param_groups_and_frozen_finetuning() -> None:
     cfg = L0HCConfig(finetune_epochs=4, finetune_lr=0.01)
     method.cfg = cfg
     stages = method.stages(10)
-    assert [(s.name, s.epochs, s.penalty, s.lr) for s in stages] == [("train", 10, True, None),
-                                                                      ("finetune", 4, False, 0.01)]
+    assert [(s.name, s.epochs, s.penalty, s.lr) for s in stages] == [
+        ("train", 10, True, None),
+        ("finetune", 4, False, 0.01),
+    ]
     assert stages[1].schedule.name == "constant"
     method.begin_stage(stages[0], model)
     (weights,) = method.param_groups(model)
     (gates,) = method.extra_optimizers(model)
     gate_params = list(method.gates.parameters())
-    assert (gates.params, gates.kind, gates.lr, gates.weight_decay, gates.schedule) == (gate_params, "adam", 1e-3,
-                                                                                         0.0, None)
+    assert (gates.params, gates.kind, gates.lr, gates.weight_decay, gates.schedule) == (
+        gate_params,
+        "adam",
+        1e-3,
+        0.0,
+        None,
+    )
     assert len(weights["params"]) + len(gate_params) == len(list(model.parameters()))
     assert not {id(p) for p in weights["params"]} & {id(p) for p in gate_params}
 
@@ -334,8 +347,9 @@ def test_export_equals_gated_model_in_eval(case: str) -> None:
             for reader in layer.consumers:
                 assert (final.get_submodule(reader).weight[:, closed] == 0).all()
     metrics = method.metrics(final)
-    assert metrics["channels_physical"] == {layer.bn: final.get_submodule(layer.bn).num_features
-                                            for layer in method.layers}
+    assert metrics["channels_physical"] == {
+        layer.bn: final.get_submodule(layer.bn).num_features for layer in method.layers
+    }
     assert metrics["params_physical"] == sum(p.numel() for p in final.parameters())
     assert metrics["flops_physical"] > 0 and metrics["channels_open"] == method.channels_open
     assert set(metrics["latency"]) >= {"cpu_batch1", "cpu_batch128"}  # exported against the unshrunk model
@@ -384,8 +398,7 @@ def run(folder: Path, data_root: Path) -> int:
     return run_config(folder, data_root, CONFIG)
 
 
-def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)  # fine-tuning
     ckpt = run_dir(killed) / "checkpoint.pt"
     gates_before = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items() if k.startswith(GATES)}

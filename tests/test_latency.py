@@ -1,4 +1,5 @@
 """Latency measurement: structure and sanity of the report on CPU (no timing thresholds)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,16 +11,30 @@ from pruning.latency import compare_latency, pruned_vs_dense
 
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 10),
+    )
 
 
 def test_compare_latency_reports_positive_figures_on_cpu() -> None:
     model = tiny_model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = compare_latency({"m": model}, (3, 8, 8), batch_size=4, device="cpu", warmup=1, repeats=5)["m"]
-    assert set(result) == {"latency_median_ms", "latency_iqr_ms", "images_per_s", "peak_memory",
-                           "batch_size", "warmup", "repeats", "device"}
+    assert set(result) == {
+        "latency_median_ms",
+        "latency_iqr_ms",
+        "images_per_s",
+        "peak_memory",
+        "batch_size",
+        "warmup",
+        "repeats",
+        "device",
+    }
     assert result["latency_median_ms"] > 0
     assert result["latency_iqr_ms"] >= 0
     assert result["images_per_s"] == pytest.approx(4 / (result["latency_median_ms"] / 1e3))
@@ -32,8 +47,9 @@ def test_compare_latency_reports_positive_figures_on_cpu() -> None:
 
 
 def test_compare_latency_single_repeat_and_bad_arguments() -> None:
-    result = compare_latency({"m": tiny_model()}, (3, 8, 8), batch_size=1, device=torch.device("cpu"), warmup=0,
-                             repeats=1)["m"]
+    result = compare_latency(
+        {"m": tiny_model()}, (3, 8, 8), batch_size=1, device=torch.device("cpu"), warmup=0, repeats=1
+    )["m"]
     assert result["latency_iqr_ms"] == 0 and result["latency_median_ms"] > 0
     with pytest.raises(ValueError):
         compare_latency({"m": tiny_model()}, (3, 8, 8), batch_size=1, device="cpu", repeats=0)
@@ -51,8 +67,9 @@ def test_compare_latency_times_every_model_in_turns(monkeypatch: pytest.MonkeyPa
             order.append(self.tag)
             return self.net(x)
 
-    result = compare_latency({"a": Tagged("a", 2), "b": Tagged("b", 64)}, (3, 8, 8), batch_size=2, device="cpu",
-                             warmup=2, repeats=3)
+    result = compare_latency(
+        {"a": Tagged("a", 2), "b": Tagged("b", 64)}, (3, 8, 8), batch_size=2, device="cpu", warmup=2, repeats=3
+    )
     assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up per model, then one timed pass of each per round
     assert set(result) == {"a", "b"}
     assert all(r["repeats"] == 3 and r["latency_median_ms"] > 0 for r in result.values())
@@ -67,4 +84,6 @@ def test_pruned_vs_dense_reports_each_batch_size_and_the_speedup() -> None:
     assert result["load_average"] is None or result["load_average"] >= 0
     timing = result["cpu_batch4"]
     assert timing["pruned"]["batch_size"] == timing["dense"]["batch_size"] == 4
-    assert timing["speedup"] == pytest.approx(timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"])
+    assert timing["speedup"] == pytest.approx(
+        timing["dense"]["latency_median_ms"] / timing["pruned"]["latency_median_ms"]
+    )

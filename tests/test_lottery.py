@@ -1,4 +1,5 @@
 """Lottery tickets: IMP targets, exact rewinding (k = 0 and late), the re-init control on the same masks."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.base import Duration
-from pruning.methods.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
 from pruning.accounting import prunable_weights
+from pruning.base import Duration
 from pruning.masks import PruneStage
+from pruning.methods.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
 from tests.helpers import context, tiny_net, train
 
 
@@ -23,10 +24,16 @@ def test_imp_targets_twenty_percent_of_the_remaining() -> None:
 
 def test_stages_and_reinit_names() -> None:
     stages = Lottery(LotteryConfig(sparsity=0.36)).stages(30)
-    assert [(s.name, s.epochs, s.lr, s.schedule) for s in stages] == \
-        [("train", 30, None, None), ("round1", 30, None, None), ("round2", 30, None, None)]
-    assert [s.name for s in Lottery(LotteryConfig(sparsity=0.36, reinit=True)).stages(3)] == \
-        ["train", "round1", "round2_reinit"]
+    assert [(s.name, s.epochs, s.lr, s.schedule) for s in stages] == [
+        ("train", 30, None, None),
+        ("round1", 30, None, None),
+        ("round2", 30, None, None),
+    ]
+    assert [s.name for s in Lottery(LotteryConfig(sparsity=0.36, reinit=True)).stages(3)] == [
+        "train",
+        "round1",
+        "round2_reinit",
+    ]
 
 
 def fake_training(method: Lottery, model: nn.Module, steps: int) -> list[dict[str, torch.Tensor]]:

@@ -1,4 +1,5 @@
 """Magnitude pruning: round targets, stages, exact sparsity through the training loop, exact resume."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,13 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from training.schema import ConfigError, validate
-from pruning.methods.magnitude import Magnitude, MagnitudeConfig, round_targets
 from pruning.accounting import prunable_weights
 from pruning.masks import PruneStage
+from pruning.methods.magnitude import Magnitude, MagnitudeConfig, round_targets
 from tests.helpers import train
-
-
+from training.schema import ConfigError, validate
 
 
 def selected_sparsity(model: nn.Module, layers: str = "conv_linear") -> tuple[int, int]:

@@ -1,4 +1,5 @@
 """Mask machinery: global magnitude threshold, exact counts under ties, random masks, masks held by SGD."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,15 @@ from pruning.masks import ParamMasks, densities, global_magnitude_masks, random_
 
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
 
 
 def test_global_threshold_hand_computed() -> None:
@@ -81,8 +88,10 @@ def test_random_masks_exact_counts_seeded_and_nested() -> None:
 
 
 def test_densities_are_exact_fractions() -> None:
-    assert densities({"a": torch.tensor([True, False, False, True]), "b": torch.zeros(3, dtype=torch.bool)}) \
-        == {"a": 0.5, "b": 0.0}
+    assert densities({"a": torch.tensor([True, False, False, True]), "b": torch.zeros(3, dtype=torch.bool)}) == {
+        "a": 0.5,
+        "b": 0.0,
+    }
 
 
 def sgd_steps(net: nn.Module, masker: ParamMasks | None, hold: bool, steps: int = 5) -> torch.optim.SGD:

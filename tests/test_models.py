@@ -6,8 +6,14 @@ from models import MODELS, build_model
 # Published parameter counts as printed (millions), checked to the printed precision:
 # He et al. 2016 (CIFAR ResNets, ResNet-50), Liu et al. 2019 (VGG and ResNet-18 for CIFAR).
 PUBLISHED = {
-    "resnet20": ("0.27", 10), "resnet32": ("0.46", 10), "resnet56": ("0.85", 10), "resnet110": ("1.7", 10),
-    "resnet18": ("11.2", 10), "resnet50": ("25.6", 1000), "vgg16": ("14.7", 10), "vgg19": ("20.0", 10),
+    "resnet20": ("0.27", 10),
+    "resnet32": ("0.46", 10),
+    "resnet56": ("0.85", 10),
+    "resnet110": ("1.7", 10),
+    "resnet18": ("11.2", 10),
+    "resnet50": ("25.6", 1000),
+    "vgg16": ("14.7", 10),
+    "vgg19": ("20.0", 10),
 }
 
 

@@ -1,5 +1,6 @@
 """Every notebook, executed headless (nbclient, a real kernel), on the synthetic fixture tree and on
 an empty results folder. The executed copies go to tmp_path; the committed notebooks stay untouched."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from reporting import figures  # noqa: E402
-from reporting import results, tables  # noqa: E402
 from experiments.notebooks import NOTEBOOKS, execute  # noqa: E402
+from reporting import (  # noqa: E402
+    figures,  # noqa: E402
+    results,
+)
 from tests.fixtures.synthetic_results import SYNTHETIC_LABEL, write_results_tree  # noqa: E402
 
 # notebook -> the files it writes to FIGURES_DIR when its results exist
@@ -23,8 +26,12 @@ EXPECTED = {
     "fig2_structured": ["fig2_structured.png", "fig2_structured.pdf"],
     "fig3_layer_density": ["fig3_layer_density.png", "fig3_layer_density.pdf", "fig3_layer_density.csv"],
     "fig4_training_dynamics": ["fig4_training_dynamics.png", "fig4_training_dynamics.pdf"],
-    "fig5_ablations": ["fig5a_reweighting.png", "fig5a_reweighting.pdf", "fig5b_matched_ablations.png",
-                       "fig5b_matched_ablations.pdf"],
+    "fig5_ablations": [
+        "fig5a_reweighting.png",
+        "fig5a_reweighting.pdf",
+        "fig5b_matched_ablations.png",
+        "fig5b_matched_ablations.pdf",
+    ],
     "fig6_generalisation": ["fig6_generalisation.png", "fig6_generalisation.pdf"],
     "table7_summary": ["table7_summary.md", "table7_summary.csv"],
 }
@@ -99,8 +106,9 @@ def test_caption_names_data_profile_and_seeds(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["caption.png", "caption.pdf"] and all(p.exists() for p in paths)
 
 
-def test_reexecution_is_byte_identical_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capfd: pytest.CaptureFixture[str]) -> None:
+def test_reexecution_is_byte_identical_and_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Executing a notebook again on unchanged results rewrites no byte (no timestamps, no absolute
     paths of this machine), and the kernel says nothing on stderr (no TCP transport warning)."""
     results = write_results_tree(tmp_path / "results")
@@ -110,8 +118,13 @@ def test_reexecution_is_byte_identical_and_quiet(tmp_path: Path, monkeypatch: py
     for k in range(2):
         figures, out = tmp_path / f"figures{k}", tmp_path / f"executed{k}.ipynb"
         execute(notebook, results, figures, out)
-        outputs.append((out.read_bytes(), (figures / "fig1_accuracy_vs_sparsity.pdf").read_bytes(),
-                        (figures / "fig1_accuracy_vs_sparsity.png").read_bytes()))
+        outputs.append(
+            (
+                out.read_bytes(),
+                (figures / "fig1_accuracy_vs_sparsity.pdf").read_bytes(),
+                (figures / "fig1_accuracy_vs_sparsity.png").read_bytes(),
+            )
+        )
     assert outputs[0][0].replace(b"figures0", b"figures1") == outputs[1][0]
     assert outputs[0][1:] == outputs[1][1:]
     relative = os.path.relpath(results, NOTEBOOKS)  # what the notebook is told and prints, not /tmp/...

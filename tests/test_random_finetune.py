@@ -1,10 +1,11 @@
 """Random-pruning control: magnitude's per-layer densities, random positions, seeded, nested."""
+
 from __future__ import annotations
 
 import torch
 
-from pruning.methods.magnitude import Magnitude, MagnitudeConfig
 from pruning.masks import densities
+from pruning.methods.magnitude import Magnitude, MagnitudeConfig
 from pruning.methods.random_finetune import RandomFinetune, RandomFinetuneConfig
 from tests.helpers import context, tiny_net, train
 
@@ -13,7 +14,7 @@ def masks_at(method_cls: type, cfg, seed: int = 0, round_index: int = 1) -> dict
     model = tiny_net()
     method = method_cls(cfg)
     method.prepare(model, context())
-    for stage in method.stages(1)[1:round_index + 1]:
+    for stage in method.stages(1)[1 : round_index + 1]:
         torch.manual_seed(seed)
         method.begin_stage(stage, model)
     return method.masker.masks

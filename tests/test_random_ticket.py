@@ -1,5 +1,6 @@
 """The random ticket (open_lth's randomly_prune): the lottery rounds, then each layer's mask shuffled over
 the whole layer, the rewound weights masked by the ticket (kept_weights: masked) or not (rewound)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The xRDA optimizer (optim/rda.py) against hand computations, on small float64 tensors."""
+
 import io
 import math
 from collections.abc import Iterator
@@ -8,7 +9,6 @@ import torch
 from torch import nn
 
 from optim.rda import LR0, RDA, averaging_weight
-
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +21,9 @@ def float64_by_default() -> Iterator[None]:
 
 def quadratic_problem(seed: int = 0, rows: int = 12, cols: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(rows, cols, generator=g, dtype=torch.float64), torch.randn(rows, generator=g,
-                                                                                  dtype=torch.float64)
+    return torch.randn(rows, cols, generator=g, dtype=torch.float64), torch.randn(
+        rows, generator=g, dtype=torch.float64
+    )
 
 
 def set_grad(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -41,8 +42,9 @@ def param(values: torch.Tensor) -> nn.Parameter:
 # ---------------------------------------------------------------- special cases
 
 
-@pytest.mark.parametrize("tau, weight_decay, avg", [(9.5, 0.0, 0.0), (4.0, 0.05, 0.0), (None, 0.05, 0.0),
-                                                     (4.0, 0.05, "coupled")])
+@pytest.mark.parametrize(
+    "tau, weight_decay, avg", [(9.5, 0.0, 0.0), (4.0, 0.05, 0.0), (None, 0.05, 0.0), (4.0, 0.05, "coupled")]
+)
 def test_a0_lam0_is_heavy_ball_sgd(tau: float | None, weight_decay: float, avg: str | float) -> None:
     """a = 0, lam = 0: exactly SGD with lr eta (1 - mu), momentum mu (torch: v = mu v + g, x -= lr v)."""
     a_mat, b = quadratic_problem()
@@ -88,10 +90,22 @@ def test_one_general_step_by_hand() -> None:
     g = torch.tensor([0.1, 0.3, -0.2, 0.05, -0.4])
     eta0, eta, lam, wd, tau, tau_b, m = 1.0, 0.4, 0.01, 0.1, 2.0, 5.0, 50.0
     x = param(x0)
-    opt = RDA([x], lr=eta0, lam=lam, momentum_timescale=tau, magnitude_timescale=tau_b, weight_decay=wd,
-              reweight="log", max_factor=m)
-    state = {"z": torch.tensor([0.4, 0.1, -0.05, 1.2, -0.6]), "v": torch.tensor([0.2, -0.1, 0.0, 0.3, 0.1]),
-             "r": torch.tensor([0.3, 0.05, 0.01, 1.0, 0.5]), "beta": torch.tensor([2.0, 30.0, 40.0, 1.0, 1.5])}
+    opt = RDA(
+        [x],
+        lr=eta0,
+        lam=lam,
+        momentum_timescale=tau,
+        magnitude_timescale=tau_b,
+        weight_decay=wd,
+        reweight="log",
+        max_factor=m,
+    )
+    state = {
+        "z": torch.tensor([0.4, 0.1, -0.05, 1.2, -0.6]),
+        "v": torch.tensor([0.2, -0.1, 0.0, 0.3, 0.1]),
+        "r": torch.tensor([0.3, 0.05, 0.01, 1.0, 0.5]),
+        "beta": torch.tensor([2.0, 30.0, 40.0, 1.0, 1.5]),
+    }
     opt.state[x].update({k: t.clone() for k, t in state.items()})
     opt.param_groups[0]["lr"] = eta
     x.grad = g.clone()
@@ -271,8 +285,9 @@ def test_beta_stays_bounded_under_a_coupled_schedule(reweight: str) -> None:
 # ---------------------------------------------------------------- optimality
 
 
-@pytest.mark.parametrize("avg, reweight, lam", [(0.0, "none", 2.0), ("coupled", "none", 2.0), (0.0, "log", 0.5),
-                                                 ("coupled", "log", 0.5)])
+@pytest.mark.parametrize(
+    "avg, reweight, lam", [(0.0, "none", 2.0), ("coupled", "none", 2.0), (0.0, "log", 0.5), ("coupled", "log", 0.5)]
+)
 def test_fixed_point_satisfies_the_weighted_lasso_conditions(avg: str | float, reweight: str, lam: float) -> None:
     """Converged on F(x) = 0.5 ||Ax - b||^2: x = prox(x - eta_0 grad F, lam eta_0 omega), i.e.
     grad_i = -lam omega_i sign(x_i) where x_i != 0 and |grad_i| <= lam omega_i where x_i = 0."""
@@ -367,11 +382,19 @@ def test_unpenalised_group_keeps_x_equal_to_z() -> None:
         assert torch.equal(p.detach(), opt.state[p]["z"])
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"avg": 1.5}, "avg"), ({"avg": "uncoupled"}, "avg"), ({"reweight": "sqrt"}, "reweight"),
-    ({"group": "row"}, "group"), ({"prox": "l2"}, "prox"), ({"max_factor": 1.0}, "max_factor"),
-    ({"momentum_timescale": 0.0}, "momentum_timescale"), ({"lam": -1.0}, "lam"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"avg": 1.5}, "avg"),
+        ({"avg": "uncoupled"}, "avg"),
+        ({"reweight": "sqrt"}, "reweight"),
+        ({"group": "row"}, "group"),
+        ({"prox": "l2"}, "prox"),
+        ({"max_factor": 1.0}, "max_factor"),
+        ({"momentum_timescale": 0.0}, "momentum_timescale"),
+        ({"lam": -1.0}, "lam"),
+    ],
+)
 def test_invalid_options_are_refused(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RDA([param(torch.ones(2))], lr=0.1, **options)

@@ -1,4 +1,5 @@
 """Method rda (pruning/rda.py): its groups, its config, its wiring in the runner, its YAML files."""
+
 import json
 from pathlib import Path
 
@@ -6,16 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from training import config
 from experiments.run import main
-from training.build import optimizer_factory, run_context
-from training.schema import ConfigError
 from models import build_model
 from optim.rda import RDA
-from pruning.registry import METHODS
 from pruning.base import Stage
 from pruning.methods.rda import RDAMethod, RDAMethodConfig, zero_group_fractions
+from pruning.registry import METHODS
 from tests.conftest import ROOT
+from training import config
+from training.build import optimizer_factory
+from training.schema import ConfigError
 
 RDA_YAML = """\
 model: resnet20
@@ -59,11 +60,13 @@ def test_rda_config_loads_and_checks_its_values(tmp_path: Path) -> None:
     assert cfg.optimizer.magnitude_timescale is None and cfg.method.lam == 1e-4 and cfg.method.group == "none"
     cfg = config.load_config(write(tmp_path, RDA_YAML.replace("lr: 0.5,", "lr: 0.5, avg: 0,")))
     assert cfg.optimizer.avg == 0.0
-    for edit, message in [(("lr: 0.5,", "lr: 0.5, avg: 1.5,"), "avg: expected 'coupled' or a number in [0, 1]"),
-                          (("lr: 0.5,", "lr: 0.5, avg: sometimes,"), "optimizer.avg: expected 'coupled' | float"),
-                          (("reweight: log", "reweight: sqrt"), "method.reweight: expected one of"),
-                          (("max_factor: 500", "max_factor: 1"), "method.max_factor: must be > 1, got 1.0"),
-                          (("{name: rda, lam", "{name: dense, lam"), "method.lam: unknown key")]:
+    for edit, message in [
+        (("lr: 0.5,", "lr: 0.5, avg: 1.5,"), "avg: expected 'coupled' or a number in [0, 1]"),
+        (("lr: 0.5,", "lr: 0.5, avg: sometimes,"), "optimizer.avg: expected 'coupled' | float"),
+        (("reweight: log", "reweight: sqrt"), "method.reweight: expected one of"),
+        (("max_factor: 500", "max_factor: 1"), "method.max_factor: must be > 1, got 1.0"),
+        (("{name: rda, lam", "{name: dense, lam"), "method.lam: unknown key"),
+    ]:
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("|", r"\|")):
             config.load_config(write(tmp_path, RDA_YAML.replace(*edit)))
 
@@ -71,8 +74,10 @@ def test_rda_config_loads_and_checks_its_values(tmp_path: Path) -> None:
 def test_method_and_optimizer_rda_go_together(tmp_path: Path) -> None:
     sgd = RDA_YAML.replace("{name: rda, lr: 0.5, momentum_timescale: 5.0,", "{name: sgd, lr: 0.1,")
     dense = RDA_YAML.replace("method: {name: rda, lam: 1e-4, reweight: log, max_factor: 500}", "method: {name: dense}")
-    for text, message in ((sgd, "method rda needs optimizer rda, got sgd"),
-                          (dense, "optimizer rda is only for method rda")):
+    for text, message in (
+        (sgd, "method rda needs optimizer rda, got sgd"),
+        (dense, "optimizer rda is only for method rda"),
+    ):
         path = write(tmp_path, text)
         with pytest.raises(ConfigError) as info:
             config.load_config(path)
@@ -108,8 +113,21 @@ def test_metrics_count_all_zero_kernels_and_filters() -> None:
 
 def test_rda_run_makes_exact_zeros(tmp_path: Path, tiny_cifar: Path) -> None:
     path = write(tmp_path, RDA_YAML)
-    assert main([str(path), "--data-root", str(tiny_cifar), "--results", str(tmp_path / "results"),
-                 "--no-progress", "--set", "train.epochs=2"]) == 0
+    assert (
+        main(
+            [
+                str(path),
+                "--data-root",
+                str(tiny_cifar),
+                "--results",
+                str(tmp_path / "results"),
+                "--no-progress",
+                "--set",
+                "train.epochs=2",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "results" / "tiny" / "seed0" / "metrics.json").read_text())
     assert metrics["method"] == "rda" and 0.0 < metrics["sparsity"] < 1.0
     assert 0.0 <= metrics["channel_sparsity"] <= metrics["kernel_sparsity"] < 1.0

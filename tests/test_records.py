@@ -47,11 +47,26 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
 
 
 def test_history_csv_has_the_documented_columns() -> None:
-    text = history_csv([{"epoch": 1, "stage": "train", "stage_epoch": 1, "lr": 0.1, "train_loss": 2.0,
-                         "train_acc": 0.25, "test_loss": 2.1, "test_acc": 0.2, "sparsity": 0.0, "seconds": 1.5}])
+    text = history_csv(
+        [
+            {
+                "epoch": 1,
+                "stage": "train",
+                "stage_epoch": 1,
+                "lr": 0.1,
+                "train_loss": 2.0,
+                "train_acc": 0.25,
+                "test_loss": 2.1,
+                "test_acc": 0.2,
+                "sparsity": 0.0,
+                "seconds": 1.5,
+            }
+        ]
+    )
     assert text.splitlines() == [
         "epoch,stage,stage_epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,sparsity,seconds",
-        "1,train,1,0.1,2,0.25,,,2.1,0.2,0,1.5"]  # no validation split: empty
+        "1,train,1,0.1,2,0.25,,,2.1,0.2,0,1.5",
+    ]  # no validation split: empty
 
 
 def test_results_files_are_readable_by_others_and_temporary_files_are_removed(tmp_path: Path) -> None:

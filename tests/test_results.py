@@ -1,4 +1,5 @@
 """The results loaders and tables, on the synthetic fixture tree (tests/fixtures/synthetic_results.py)."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,8 @@ import pytest
 
 from experiments import summary
 from reporting import labels, results, tables
-from training.schema import ConfigError
 from tests.fixtures.synthetic_results import PARAMS_DENSE, SYNTHETIC_LABEL, write_results_tree
+from training.schema import ConfigError
 
 WEIGHTS = 432 + 2304 + 640  # the fixture's prunable weights
 
@@ -40,12 +41,20 @@ def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
     assert row.config["method"]["reweight"] == "log" and len(row.layers) == 3
     variants = dict(zip(runs.name, runs.variant))
     assert variants == {
-        "dense_r20": "dense", "rda_r20_lam1e-5": "xRDA log-l1", "rda_r20_lam1e-6": "xRDA log-l1",
-        "rda_r20_plain_lam1e-4": "xRDA plain l1", "rda_r20_ablation_plain_l1": "xRDA plain l1",
-        "rda_r20_ablation_proximal_sgd": "proximal SGD log-l1", "rda_r20_ablation_rda": "RDA (a=1) log-l1",
-        "rda_r20_channel": "xRDA log-l1 (channel)", "magnitude_r20_oneshot_s80": "magnitude one-shot",
-        "lottery_r20_s80": "lottery ticket", "lottery_r20_s80_reinit": "lottery ticket (random reinit)",
-        "random_r20_s50": "random pruning, fine-tuned", "slimming_r20_c30": "network slimming", "l0hc_r20": "L0-HC",
+        "dense_r20": "dense",
+        "rda_r20_lam1e-5": "xRDA log-l1",
+        "rda_r20_lam1e-6": "xRDA log-l1",
+        "rda_r20_plain_lam1e-4": "xRDA plain l1",
+        "rda_r20_ablation_plain_l1": "xRDA plain l1",
+        "rda_r20_ablation_proximal_sgd": "proximal SGD log-l1",
+        "rda_r20_ablation_rda": "RDA (a=1) log-l1",
+        "rda_r20_channel": "xRDA log-l1 (channel)",
+        "magnitude_r20_oneshot_s80": "magnitude one-shot",
+        "lottery_r20_s80": "lottery ticket",
+        "lottery_r20_s80_reinit": "lottery ticket (random reinit)",
+        "random_r20_s50": "random pruning, fine-tuned",
+        "slimming_r20_c30": "network slimming",
+        "l0hc_r20": "L0-HC",
         "dep_l0_fwd_r20": "Dep-L0 (forward)",
     }
     families = dict(zip(runs.name, runs.family))
@@ -59,12 +68,21 @@ def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
 
 
 def test_variant_and_operating_point_come_from_the_method_classes() -> None:
-    rda = {"name": "x", "model": "resnet20", "data": {"dataset": "cifar10"}, "train": {"epochs": 1},
-           "optimizer": {"name": "rda", "avg": 0.5},
-           "method": {"name": "rda", "lam": 2e-6, "reweight": "none", "group": "kernel", "prox": "group"}}
+    rda = {
+        "name": "x",
+        "model": "resnet20",
+        "data": {"dataset": "cifar10"},
+        "train": {"epochs": 1},
+        "optimizer": {"name": "rda", "avg": 0.5},
+        "method": {"name": "rda", "lam": 2e-6, "reweight": "none", "group": "kernel", "prox": "group"},
+    }
     variant, point = labels.describe(rda)
     assert (variant.label, variant.family, variant.main, point) == (
-        "RDA (a=0.5) plain l1 (kernel), group prox", "structured", False, "lam 2e-06")
+        "RDA (a=0.5) plain l1 (kernel), group prox",
+        "structured",
+        False,
+        "lam 2e-06",
+    )
     assert labels.color_of(variant) is not None  # undeclared colour: one derived from the label
     coupled, _ = labels.describe({**rda, "optimizer": {"name": "rda"}, "method": {"name": "rda"}})
     assert (coupled.label, coupled.main, coupled.color) == ("xRDA log-l1", True, "#1f77b4")  # default: coupled
@@ -110,7 +128,9 @@ def test_title_line_names_data_profile_and_seeds(tree: Path) -> None:
     line = results.title_line(runs)
     assert SYNTHETIC_LABEL in line and "profile subset" in line and "1-2 seeds per point" in line
     two = runs[runs.name == "dense_r20"]
-    assert "| 2 seeds per point" in results.title_line(two) and "| 2 seeds" in results.title_line(results.aggregate(two))
+    assert "| 2 seeds per point" in results.title_line(two) and "| 2 seeds" in results.title_line(
+        results.aggregate(two)
+    )
     assert "| 1 seed per point (no spread" in results.title_line(runs[runs.name == "l0hc_r20"])
     assert "(mean ± std)" in results.title_line(two)
 
@@ -120,8 +140,11 @@ def test_matched_finds_controlled_comparisons(tree: Path) -> None:
     avg = results.matched(rda, "optimizer.avg")
     assert sorted(set(avg.name)) == ["rda_r20_ablation_proximal_sgd", "rda_r20_ablation_rda", "rda_r20_lam1e-5"]
     assert avg["match"].nunique() == 1
-    assert dict(zip(avg.name, avg.value)) == {"rda_r20_ablation_proximal_sgd": "0.0", "rda_r20_ablation_rda": "1.0",
-                                              "rda_r20_lam1e-5": "coupled"}
+    assert dict(zip(avg.name, avg.value)) == {
+        "rda_r20_ablation_proximal_sgd": "0.0",
+        "rda_r20_ablation_rda": "1.0",
+        "rda_r20_lam1e-5": "coupled",
+    }
     reweight = results.matched(rda, "method.reweight")
     assert sorted(set(reweight.name)) == ["rda_r20_ablation_plain_l1", "rda_r20_lam1e-5"]
     group = results.matched(rda, "method.group")  # the channel run differs from rda_r20_lam1e-5 in the group only
@@ -156,8 +179,9 @@ def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
     assert dense.test_acc_std_pct == pytest.approx(100 * hand_std(0.8, 0.82))
     assert table.experiment.iloc[0] == "dense_r20"  # dense first (its legend order)
     markdown = tables.summary_markdown(table)
-    dense_line = ("| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 | 0.00 ± 0.00 | 1.0 | 100.0 "
-                  "| 4,000 |  |  |  |")
+    dense_line = (
+        "| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 | 0.00 ± 0.00 | 1.0 | 100.0 | 4,000 |  |  |  |"
+    )
     assert dense_line in markdown
     single = table.set_index("experiment").loc["random_r20_s50"]
     assert f"| 1 | 3 | 73.00 | {single.sparsity_pct:.2f} |" in markdown  # the mean alone for one seed

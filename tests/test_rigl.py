@@ -1,6 +1,7 @@
 """RigL: ERK densities by their definition, updates that move connections while every layer keeps
 its exact number of weights (drop the smallest |w|, regrow the largest |g|, regrown at zero with
 no momentum), the cosine update fraction, and an exact resume through the runner."""
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,16 @@ import torch.nn.functional as F
 from pruning.accounting import prunable_weights
 from pruning.base import Duration, Stage
 from pruning.methods.rigl import RigL, RigLConfig, erk_densities, update_fraction
-from tests.helpers import method_configs, operating_points, Batches, comparable_metrics, context, run_config, straight_and_interrupted, tiny_net
+from tests.helpers import (
+    Batches,
+    comparable_metrics,
+    context,
+    method_configs,
+    operating_points,
+    run_config,
+    straight_and_interrupted,
+    tiny_net,
+)
 
 
 def test_erk_densities_by_definition() -> None:
@@ -89,15 +99,15 @@ method: {name: rigl, sparsity: 0.7, every: 2it, end: 3ep}
 """
 
 
-def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, tiny_cifar: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_run_resumes_to_the_same_metrics(
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=2)
     assert run_config(killed, tiny_cifar, CONFIG) == 0
     assert comparable_metrics(killed) == comparable_metrics(straight)
     metrics = comparable_metrics(straight)
     total = metrics["prunable_weights_dense"]
-    assert metrics["mask_sparsity"] == pytest.approx(1 - sum(
-        round(d * n) for d, n in zip(*_erk(metrics))) / total)
+    assert metrics["mask_sparsity"] == pytest.approx(1 - sum(round(d * n) for d, n in zip(*_erk(metrics))) / total)
 
 
 def _erk(metrics: dict) -> tuple[list[float], list[int]]:
@@ -115,6 +125,10 @@ def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
     assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
     for cfg in configs.values():  # the recipe of the other baselines, so that results differ by the method
         assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size) == (
-            "sgd", 0.1, 1e-4, 128)
+            "sgd",
+            0.1,
+            1e-4,
+            128,
+        )
         assert cfg.train.epochs == (30 if cfg.model == "resnet20" else 160)
         assert ("subset" in cfg.profiles) == (cfg.model == "resnet20")

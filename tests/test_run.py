@@ -13,18 +13,17 @@ import pytest
 import torch
 import yaml
 
-from training.data import DataError
-from training.runner import load_exported
-from models import build_model
-from pruning.accounting import sparsity_report
 import training.loop as loop_module
 import training.runner as runner_module
 from experiments.run import main
+from models import build_model
+from pruning.accounting import sparsity_report
 from tests.conftest import ROOT, write_cifar10
 from tests.helpers import comparable_metrics, run_config, run_dir, straight_and_interrupted
+from training.data import DataError
 from training.loop import TrainingDiverged, check_finite
 from training.records import atomic_write_json
-from training.runner import run_lock
+from training.runner import load_exported, run_lock
 
 CONFIG = """\
 model: resnet20
@@ -47,12 +46,37 @@ def read_metrics(tmp_path: Path) -> dict:
 def test_run_writes_every_record(tmp_path: Path, tiny_cifar: Path) -> None:
     assert run(tmp_path, tiny_cifar) == 0
     run_dir = tmp_path / "results" / "tiny" / "seed0"
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "env.json",
-                                                         "history.csv", "metrics.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+        "config.yaml",
+        "env.json",
+        "history.csv",
+        "metrics.json",
+    ]
     metrics = read_metrics(tmp_path)
-    for key in ["test_acc", "test_loss", "train_loss", "sparsity", "sparsity_all", "params_total", "params_nonzero",
-                "flops_dense", "flops_effective", "layers", "epochs", "seed", "method", "model", "dataset",
-                "train_size", "test_size", "profile", "wall_time_s", "data_label"]:
+    for key in [
+        "test_acc",
+        "test_loss",
+        "train_loss",
+        "sparsity",
+        "sparsity_all",
+        "params_total",
+        "params_nonzero",
+        "flops_dense",
+        "flops_effective",
+        "layers",
+        "epochs",
+        "seed",
+        "method",
+        "model",
+        "dataset",
+        "train_size",
+        "test_size",
+        "profile",
+        "wall_time_s",
+        "data_label",
+    ]:
         assert key in metrics, key
     assert metrics["epochs"] == 3 and metrics["train_size"] == 100 and metrics["method"] == "dense"
     assert metrics["data_label"] == "CIFAR-10 subset (100 train / 30 test)"
@@ -75,8 +99,9 @@ def test_finished_run_is_skipped(tmp_path: Path, tiny_cifar: Path, capsys: pytes
     assert "[skip]" in capsys.readouterr().out and read_metrics(tmp_path) == first
 
 
-def test_changed_config_is_not_mixed_with_old_results(tmp_path: Path, tiny_cifar: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_changed_config_is_not_mixed_with_old_results(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
     assert run(tmp_path, tiny_cifar, "--set", "train.epochs=2") == 1
     assert "holds results of a different config" in capsys.readouterr().err
@@ -84,8 +109,9 @@ def test_changed_config_is_not_mixed_with_old_results(tmp_path: Path, tiny_cifar
     assert read_metrics(tmp_path)["epochs"] == 2
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, tiny_cifar: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resumed_run_equals_uninterrupted_run(
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
     assert run_config(killed, tiny_cifar, CONFIG) == 0  # resumes after two checkpoints
     assert comparable_metrics(straight) == comparable_metrics(killed)
@@ -129,8 +155,14 @@ def test_load_exported_rebuilds_the_measured_model(tmp_path: Path, tiny_cifar: P
 def test_a_foreign_checkpoint_is_refused(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    assert run_config(other, tiny_cifar, CONFIG.replace("train:", "method: {name: magnitude, sparsity: 0.5, "
-                      "retrain_epochs: 1}\ntrain:")) == 0
+    assert (
+        run_config(
+            other,
+            tiny_cifar,
+            CONFIG.replace("train:", "method: {name: magnitude, sparsity: 0.5, retrain_epochs: 1}\ntrain:"),
+        )
+        == 0
+    )
     folder = run_dir(tmp_path)
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes((run_dir(other) / "checkpoint.pt").read_bytes())
@@ -141,7 +173,8 @@ def test_a_foreign_checkpoint_is_refused(tmp_path: Path, tiny_cifar: Path, capsy
 
 
 def test_a_checkpoint_without_config_resumes_and_the_run_ends_with_its_config(
-        tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
     (run_dir(killed) / "config.yaml").unlink()
     assert run_config(killed, tiny_cifar, CONFIG) == 0
@@ -149,8 +182,9 @@ def test_a_checkpoint_without_config_resumes_and_the_run_ends_with_its_config(
     assert comparable_metrics(straight) == comparable_metrics(killed)
 
 
-def test_other_data_is_not_taken_for_finished_results(tmp_path: Path, tiny_cifar: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_other_data_is_not_taken_for_finished_results(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
     fingerprint = read_metrics(tmp_path)["data_fingerprint"]
     other = write_cifar10(tmp_path / "other", seed=1)  # same sizes, other images
@@ -158,8 +192,9 @@ def test_other_data_is_not_taken_for_finished_results(tmp_path: Path, tiny_cifar
     assert f"holds results of other data (fingerprint {fingerprint}, now " in capsys.readouterr().err
 
 
-def test_a_second_runner_leaves_a_run_in_progress_alone(tmp_path: Path, tiny_cifar: Path,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_a_second_runner_leaves_a_run_in_progress_alone(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     with run_lock(run_dir(tmp_path)):  # another runner is training this run
         assert run(tmp_path, tiny_cifar) == 0
     out = capsys.readouterr().out
@@ -170,17 +205,19 @@ def test_a_second_runner_leaves_a_run_in_progress_alone(tmp_path: Path, tiny_cif
 
 def test_the_lock_of_a_dead_runner_does_not_block(tmp_path: Path, tiny_cifar: Path) -> None:
     folder = run_dir(tmp_path)
-    code = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
-            f"from training.runner import run_lock; lock = run_lock(Path({str(folder)!r})); lock.__enter__(); "
-            "os.kill(os.getpid(), 9)")
+    code = (
+        f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
+        f"from training.runner import run_lock; lock = run_lock(Path({str(folder)!r})); lock.__enter__(); "
+        "os.kill(os.getpid(), 9)"
+    )
     proc = subprocess.run([sys.executable, "-c", code])
     assert proc.returncode == -9 and (folder / ".lock").read_text().strip()
     assert run(tmp_path, tiny_cifar, "--set", "train.epochs=1") == 0
 
 
-def test_divergence_in_the_last_epoch_writes_no_metrics(tmp_path: Path, tiny_cifar: Path,
-                                                        monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_divergence_in_the_last_epoch_writes_no_metrics(
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     real, calls = loop_module.evaluate, {"n": 0}
 
     def diverges_last(*args: Any, **kwargs: Any) -> tuple[float, float]:
@@ -210,7 +247,8 @@ def test_metrics_are_strict_json(tmp_path: Path) -> None:
 
 
 def test_a_resume_with_another_thread_count_uses_the_original_one(
-        tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     straight, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
     env_before = (run_dir(killed) / "env.json").read_text()
     torch.set_num_threads(2)
@@ -231,7 +269,8 @@ def test_a_failed_run_leaves_nothing_to_protect(tmp_path: Path, tiny_cifar: Path
 
 
 def test_a_damaged_checkpoint_says_what_to_do_and_temporary_files_go(
-        tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     _, killed = straight_and_interrupted(tmp_path, tiny_cifar, CONFIG, monkeypatch, dies_in=3)
     folder = run_dir(killed)
     checkpoint = folder / "checkpoint.pt"
@@ -246,9 +285,9 @@ def test_a_damaged_checkpoint_says_what_to_do_and_temporary_files_go(
     assert run_config(killed, tiny_cifar, CONFIG) == 0
 
 
-def test_one_failing_run_does_not_stop_the_others(tmp_path: Path, tiny_cifar: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_one_failing_run_does_not_stop_the_others(
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     real = runner_module.build_data
 
     def broken_for_bad(cfg: Any, *args: Any) -> Any:
@@ -260,8 +299,22 @@ def test_one_failing_run_does_not_stop_the_others(tmp_path: Path, tiny_cifar: Pa
     (tmp_path / "bad.yaml").write_text(CONFIG)
     (tmp_path / "good.yaml").write_text(CONFIG)
     results = tmp_path / "results"
-    assert main([str(tmp_path / "bad.yaml"), str(tmp_path / "good.yaml"), "--data-root", str(tiny_cifar),
-                 "--results", str(results), "--no-progress", "--set", "train.epochs=1"]) == 1
+    assert (
+        main(
+            [
+                str(tmp_path / "bad.yaml"),
+                str(tmp_path / "good.yaml"),
+                "--data-root",
+                str(tiny_cifar),
+                "--results",
+                str(results),
+                "--no-progress",
+                "--set",
+                "train.epochs=1",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     log = results / "bad" / "seed0" / "error.log"
     assert err == [f"error: bad seed 0: RuntimeError: something broke (traceback in {log})"]
@@ -279,10 +332,24 @@ def test_names_are_plain_path_components(tmp_path: Path, tiny_cifar: Path, capsy
 
 def test_sigterm_stops_the_runner_cleanly(tmp_path: Path, tiny_cifar: Path) -> None:
     (tmp_path / "slow.yaml").write_text(CONFIG.replace("epochs: 3", "epochs: 50"))
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", str(tmp_path / "slow.yaml"), "--data-root",
-                             str(tiny_cifar), "--results", str(tmp_path / "results"), "--no-progress"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            str(tmp_path / "slow.yaml"),
+            "--data-root",
+            str(tiny_cifar),
+            "--results",
+            str(tmp_path / "results"),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     history = tmp_path / "results" / "slow" / "seed0" / "history.csv"
     deadline = time.time() + 120
     while not history.exists() and time.time() < deadline:  # at least one checkpoint
@@ -294,8 +361,9 @@ def test_sigterm_stops_the_runner_cleanly(tmp_path: Path, tiny_cifar: Path) -> N
     assert not list((tmp_path / "results" / "slow" / "seed0").glob(".*.tmp"))
 
 
-def test_an_exclude_naming_no_module_fails_before_training(tmp_path: Path, tiny_cifar: Path,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_an_exclude_naming_no_module_fails_before_training(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     text = CONFIG + "method: {name: magnitude, sparsity: 0.5, retrain_epochs: 1, exclude: [classifer]}\n"
     assert run_config(tmp_path, tiny_cifar, text) == 2
     assert capsys.readouterr().err.strip() == "error: tiny: method.exclude: no module named 'classifer' in the model"

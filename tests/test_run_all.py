@@ -1,4 +1,5 @@
 """run_all.sh: the main job stops before the notebooks without data, and SIGTERM stops every runner."""
+
 from __future__ import annotations
 
 import os
@@ -27,10 +28,26 @@ def configs(tmp_path: Path, epochs: int, names: tuple[str, ...] = ("a",)) -> Pat
 
 
 def start(tmp_path: Path, folder: Path, data: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--configs", str(folder),
-                             "--data-root", str(data), "--results", str(tmp_path / "results"), *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.Popen(
+        [
+            "bash",
+            str(ROOT / "run_all.sh"),
+            "--profile",
+            "smoke",
+            "--configs",
+            str(folder),
+            "--data-root",
+            str(data),
+            "--results",
+            str(tmp_path / "results"),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def test_without_data_it_stops_before_the_notebooks_with_the_error_last(tmp_path: Path) -> None:
@@ -40,9 +57,11 @@ def test_without_data_it_stops_before_the_notebooks_with_the_error_last(tmp_path
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3
     assert "[notebook]" not in out and "stopped before the notebooks" in err
-    assert err.strip().splitlines()[-1] == (f"error: {data / 'cifar-10-batches-py' / 'data_batch_1'}: missing; delete "
-                                           f"{data / 'cifar-10-batches-py'} and rerun to download it again, or point "
-                                           "--data-root / DATA_ROOT at a complete copy")
+    assert err.strip().splitlines()[-1] == (
+        f"error: {data / 'cifar-10-batches-py' / 'data_batch_1'}: missing; delete "
+        f"{data / 'cifar-10-batches-py'} and rerun to download it again, or point "
+        "--data-root / DATA_ROOT at a complete copy"
+    )
 
 
 def test_sigterm_stops_every_runner(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """Network slimming: the channel threshold, minimum width, the L1 subgradient, masks, surgery equivalence."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,9 +31,16 @@ def tiny_resnet() -> nn.Module:
 
 
 def quick(**kw: Any) -> SlimmingConfig:
-    base = dict(l1=1e-4, channel_ratio=0.5, finetune_epochs=1, finetune_lr=0.05,
-                finetune_schedule=Schedule(name="constant"),
-                latency_batch_sizes=[1, 4], latency_warmup=0, latency_repeats=1)
+    base = dict(
+        l1=1e-4,
+        channel_ratio=0.5,
+        finetune_epochs=1,
+        finetune_lr=0.05,
+        finetune_schedule=Schedule(name="constant"),
+        latency_batch_sizes=[1, 4],
+        latency_warmup=0,
+        latency_repeats=1,
+    )
     return SlimmingConfig(**(base | kw))
 
 
@@ -89,8 +97,10 @@ def test_densenet_penalises_every_bn() -> None:  # as Liu et al. do: all pre-act
 
 def test_stages() -> None:
     stages = Slimming(SlimmingConfig()).stages(160)
-    assert [(s.name, s.epochs, s.lr, s.penalty) for s in stages] == [("train", 160, None, True),
-                                                                     ("finetune", 160, 0.1, False)]
+    assert [(s.name, s.epochs, s.lr, s.penalty) for s in stages] == [
+        ("train", 160, None, True),
+        ("finetune", 160, 0.1, False),
+    ]
     assert stages[1].schedule.milestones == [80, 120]
 
 
@@ -150,7 +160,9 @@ def test_through_the_loop_metrics_and_exact_state(build, first_bn: str) -> None:
     final = method.export(model)
     metrics = method.metrics(final)
     total = sum(k.numel() for k in method.keep.values())
-    assert metrics["channel_ratio_achieved"] == pytest.approx(1 - sum(int(k.sum()) for k in method.keep.values()) / total)
+    assert metrics["channel_ratio_achieved"] == pytest.approx(
+        1 - sum(int(k.sum()) for k in method.keep.values()) / total
+    )
     assert metrics["channel_ratio_achieved"] == pytest.approx(0.5, abs=1 / total)  # no layer hit the minimum width
     assert metrics["kept_channels"][first_bn][1] == 8
     assert metrics["params_physical"] == sum(p.numel() for p in final.parameters())

@@ -1,6 +1,7 @@
 """The SLURM scripts (scripts/slurm/) without SLURM: the batch scripts run under bash with the
 variables SLURM would set, and stubs for python, torchrun, scontrol and sbatch that record what they
 were given. A real cluster is scripts/slurm/test_local_cluster.sh's job (root, apt)."""
+
 from __future__ import annotations
 
 import itertools
@@ -35,9 +36,22 @@ for i in $(seq 300); do sleep 0.05; done
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without anything SLURM (the tests may run inside a job) or that
     the scripts read, plus ``extra``."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in
-            ("SHARDS", "GPUS", "PROFILE", "ENV_SH", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TASKS",
-             "MAX_PARALLEL")}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_")
+        and k
+        not in (
+            "SHARDS",
+            "GPUS",
+            "PROFILE",
+            "ENV_SH",
+            "CUDA_VISIBLE_DEVICES",
+            "OMP_NUM_THREADS",
+            "TASKS",
+            "MAX_PARALLEL",
+        )
+    }
     return keep | extra
 
 
@@ -47,8 +61,13 @@ def stubs(tmp_path: Path) -> Path:
     bin_dir, log = tmp_path / "bin", tmp_path / "log"
     bin_dir.mkdir()
     log.mkdir()
-    for name, body in (("python", ""), ("torchrun", ""), ("scontrol", ""), ("nvidia-smi", ""),
-                       ("sbatch", 'echo "Submitted batch job 1"')):
+    for name, body in (
+        ("python", ""),
+        ("torchrun", ""),
+        ("scontrol", ""),
+        ("nvidia-smi", ""),
+        ("sbatch", 'echo "Submitted batch job 1"'),
+    ):
         make_stub(bin_dir, name, body)
     (tmp_path / "env.sh").write_text(f'export PATH="{bin_dir}:$PATH"\n')
     return tmp_path
@@ -64,12 +83,19 @@ def make_stub(bin_dir: Path, name: str, body: str) -> None:
 def recorded(stubs: Path, name: str) -> tuple[list[str], dict[str, str]]:
     """The arguments a stub was called with, and the variables it noted."""
     lines = (stubs / "log" / f"{name}.args").read_text().splitlines()
-    return lines[:-len(NOTED)], dict(line.split("=", 1) for line in lines[-len(NOTED):])
+    return lines[: -len(NOTED)], dict(line.split("=", 1) for line in lines[-len(NOTED) :])
 
 
 def array_env(stubs: Path, task: int, **slurm: str) -> dict[str, str]:
-    return clean_env(ENV_SH=str(stubs / "env.sh"), STUB_LOG=str(stubs / "log"), SLURM_SUBMIT_DIR=str(ROOT),
-                     SLURM_JOB_ID="100", SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID=str(task), **slurm)
+    return clean_env(
+        ENV_SH=str(stubs / "env.sh"),
+        STUB_LOG=str(stubs / "log"),
+        SLURM_SUBMIT_DIR=str(ROOT),
+        SLURM_JOB_ID="100",
+        SLURM_ARRAY_JOB_ID="77",
+        SLURM_ARRAY_TASK_ID=str(task),
+        **slurm,
+    )
 
 
 def sized(n: int) -> dict[str, str]:
@@ -78,8 +104,9 @@ def sized(n: int) -> dict[str, str]:
 
 
 def batch(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SLURM / script), *args], env=env, cwd="/", capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(
+        ["bash", str(SLURM / script), *args], env=env, cwd="/", capture_output=True, text=True, timeout=30
+    )
 
 
 # ---------------------------------------------------------------- the files
@@ -93,8 +120,9 @@ def test_bash_accepts_the_scripts(script: Path) -> None:
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
 
 
-@pytest.mark.parametrize("script,output", [("array.sbatch", "logs/slurm/%A_%a.out"),
-                                           ("torchrun.sbatch", "logs/slurm/%j.out")])
+@pytest.mark.parametrize(
+    "script,output", [("array.sbatch", "logs/slurm/%A_%a.out"), ("torchrun.sbatch", "logs/slurm/%j.out")]
+)
 def test_sbatch_options_sit_in_the_header(script: str, output: str) -> None:
     """sbatch reads #SBATCH lines only before the first command: all of them must come first."""
     lines = (SLURM / script).read_text().splitlines()
@@ -109,31 +137,58 @@ def test_sbatch_options_sit_in_the_header(script: str, output: str) -> None:
 
 
 def shard(**env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f"source {SLURM / 'common.sh'}; slurm_shard"], env=clean_env(**env),
-                          capture_output=True, text=True, timeout=10)
+    return subprocess.run(
+        ["bash", "-c", f"source {SLURM / 'common.sh'}; slurm_shard"],
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
 
 
-@pytest.mark.parametrize("env,expected", [
-    (dict(SLURM_ARRAY_TASK_ID="3", **sized(16)), "3/16"),
-    (dict(SLURM_ARRAY_TASK_ID="0", **sized(1)), "0/1"),
-    (dict(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_MAX="1"), "1/2"),  # no COUNT (older SLURM): MAX + 1
-    (dict(SLURM_ARRAY_TASK_ID="7", SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_TASK_MIN="3", SLURM_ARRAY_TASK_MAX="7",
-          SHARDS="16"), "7/16"),  # rerunning tasks 3 and 7 of 16
-])
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        (dict(SLURM_ARRAY_TASK_ID="3", **sized(16)), "3/16"),
+        (dict(SLURM_ARRAY_TASK_ID="0", **sized(1)), "0/1"),
+        (dict(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_MAX="1"), "1/2"),  # no COUNT (older SLURM): MAX + 1
+        (
+            dict(
+                SLURM_ARRAY_TASK_ID="7",
+                SLURM_ARRAY_TASK_COUNT="2",
+                SLURM_ARRAY_TASK_MIN="3",
+                SLURM_ARRAY_TASK_MAX="7",
+                SHARDS="16",
+            ),
+            "7/16",
+        ),  # rerunning tasks 3 and 7 of 16
+    ],
+)
 def test_shard_of_an_array_task(env: dict[str, str], expected: str) -> None:
     done = shard(**env)
     assert (done.returncode, done.stdout.strip()) == (0, expected), done.stderr
 
 
-@pytest.mark.parametrize("env,message", [
-    ({}, "not a job array task"),
-    (dict(SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_COUNT="8", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="14"),
-     "not 0..7"),  # --array=0-15:2
-    (dict(SLURM_ARRAY_TASK_ID="3", SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_TASK_MIN="3", SLURM_ARRAY_TASK_MAX="7"),
-     "set SHARDS=N"),  # --array=3,7 without SHARDS
-    (dict(SLURM_ARRAY_TASK_ID="4", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="4"), "set SHARDS=N"),
-    (dict(SLURM_ARRAY_TASK_ID="16", SHARDS="16"), "need 0 <= task id < N"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({}, "not a job array task"),
+        (
+            dict(
+                SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_COUNT="8", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="14"
+            ),
+            "not 0..7",
+        ),  # --array=0-15:2
+        (
+            dict(
+                SLURM_ARRAY_TASK_ID="3", SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_TASK_MIN="3", SLURM_ARRAY_TASK_MAX="7"
+            ),
+            "set SHARDS=N",
+        ),  # --array=3,7 without SHARDS
+        (dict(SLURM_ARRAY_TASK_ID="4", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="4"), "set SHARDS=N"),
+        (dict(SLURM_ARRAY_TASK_ID="16", SHARDS="16"), "need 0 <= task id < N"),
+    ],
+)
 def test_shard_refuses_arrays_that_would_miss_runs(env: dict[str, str], message: str) -> None:
     done = shard(**env)
     assert done.returncode == 2 and done.stdout == "" and message in done.stderr
@@ -163,6 +218,7 @@ def list_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
         if text:
             return out
         return [(m[1], int(m[2])) for line in out.splitlines() if (m := re.fullmatch(r"  (\S+) seed (\d+)", line))]
+
     return runs
 
 
@@ -174,12 +230,30 @@ def test_array_tasks_together_run_every_run_once(stubs: Path, list_runs) -> None
     for n in (1, 2, 3, len(every) + 2):
         shards = []
         for k in range(n):
-            done = batch("array.sbatch", array_env(stubs, k, PROFILE="smoke", SLURM_CPUS_PER_TASK="3", **sized(n)),
-                         "--results", "/tmp/out", "--seeds", "1")
+            done = batch(
+                "array.sbatch",
+                array_env(stubs, k, PROFILE="smoke", SLURM_CPUS_PER_TASK="3", **sized(n)),
+                "--results",
+                "/tmp/out",
+                "--seeds",
+                "1",
+            )
             assert done.returncode == 0, done.stderr
             args, noted = recorded(stubs, "python")
-            assert args == ["-m", "experiments.run", "experiments/configs", "--profile", "smoke", "--shard", f"{k}/{n}",
-                            "--no-progress", "--results", "/tmp/out", "--seeds", "1"]
+            assert args == [
+                "-m",
+                "experiments.run",
+                "experiments/configs",
+                "--profile",
+                "smoke",
+                "--shard",
+                f"{k}/{n}",
+                "--no-progress",
+                "--results",
+                "/tmp/out",
+                "--seeds",
+                "1",
+            ]
             assert noted["OMP_NUM_THREADS"] == "3"
             assert f"shard {k}/{n}" in done.stdout
             shards.append(list_runs(args[2:]))
@@ -196,8 +270,10 @@ def test_array_task_defaults_and_exit_status(stubs: Path) -> None:
 
 
 def test_array_task_refuses_a_bad_array_before_running(stubs: Path) -> None:
-    done = batch("array.sbatch", array_env(stubs, 2, SLURM_ARRAY_TASK_COUNT="8", SLURM_ARRAY_TASK_MIN="0",
-                                           SLURM_ARRAY_TASK_MAX="14"))
+    done = batch(
+        "array.sbatch",
+        array_env(stubs, 2, SLURM_ARRAY_TASK_COUNT="8", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="14"),
+    )
     assert done.returncode == 2 and "set SHARDS=N" in done.stderr
     assert not (stubs / "log" / "python.args").exists()
 
@@ -207,12 +283,19 @@ def test_array_task_runs_in_the_submit_folder(stubs: Path, tmp_path: Path) -> No
     assert done.returncode == 2 and "not the repository root" in done.stderr
 
 
-def start_and_signal(stubs: Path, script: str, env: dict[str, str], sig: signal.Signals, *args: str
-                     ) -> subprocess.CompletedProcess:
+def start_and_signal(
+    stubs: Path, script: str, env: dict[str, str], sig: signal.Signals, *args: str
+) -> subprocess.CompletedProcess:
     """Start a batch script whose command runs until stopped; once it runs, send ``sig`` to the
     batch shell alone, as SLURM does for --signal=B:..."""
-    proc = subprocess.Popen(["bash", str(SLURM / script), *args], env=env, cwd="/", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["bash", str(SLURM / script), *args],
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = stubs / "log" / f"{Path(env['STUB_CMD']).name}.started"
     deadline = time.monotonic() + 20
     while not started.exists():
@@ -251,27 +334,49 @@ def test_scancel_stops_the_run_without_requeueing(stubs: Path) -> None:
 
 
 def torchrun_env(stubs: Path, **extra: str) -> dict[str, str]:
-    return clean_env(ENV_SH=str(stubs / "env.sh"), STUB_LOG=str(stubs / "log"), SLURM_SUBMIT_DIR=str(ROOT),
-                     SLURM_JOB_ID="55", **extra)
+    return clean_env(
+        ENV_SH=str(stubs / "env.sh"),
+        STUB_LOG=str(stubs / "log"),
+        SLURM_SUBMIT_DIR=str(ROOT),
+        SLURM_JOB_ID="55",
+        **extra,
+    )
 
 
 CONFIG = "experiments/configs/l0hc/l0hc_resnet50_imagenet.yaml"
 
 
 def test_torchrun_job_uses_every_gpu_of_the_node(stubs: Path) -> None:
-    done = batch("torchrun.sbatch", torchrun_env(stubs, SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="32"),
-                 CONFIG, "--data-root", "/data")
+    done = batch(
+        "torchrun.sbatch",
+        torchrun_env(stubs, SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="32"),
+        CONFIG,
+        "--data-root",
+        "/data",
+    )
     assert done.returncode == 0, done.stderr
     args, noted = recorded(stubs, "torchrun")
-    assert args == ["--standalone", "--nproc_per_node", "4", "-m", "experiments.run", "--profile", "full",
-                    "--no-progress", CONFIG, "--data-root", "/data"]
+    assert args == [
+        "--standalone",
+        "--nproc_per_node",
+        "4",
+        "-m",
+        "experiments.run",
+        "--profile",
+        "full",
+        "--no-progress",
+        CONFIG,
+        "--data-root",
+        "/data",
+    ]
     assert noted["OMP_NUM_THREADS"] == "8"  # the job's CPUs shared by its 4 processes
     parsed = run.parse_args(args[5:])  # what the runner makes of them
     assert parsed.configs == [Path(CONFIG)] and parsed.profile == "full" and parsed.data_root == Path("/data")
 
 
-@pytest.mark.parametrize("extra,gpus", [(dict(GPUS="2", SLURM_GPUS_ON_NODE="8"), "2"),
-                                        (dict(CUDA_VISIBLE_DEVICES="0,1,2"), "3")])
+@pytest.mark.parametrize(
+    "extra,gpus", [(dict(GPUS="2", SLURM_GPUS_ON_NODE="8"), "2"), (dict(CUDA_VISIBLE_DEVICES="0,1,2"), "3")]
+)
 def test_torchrun_gpu_count(stubs: Path, extra: dict[str, str], gpus: str) -> None:
     done = batch("torchrun.sbatch", torchrun_env(stubs, **extra), CONFIG)
     assert done.returncode == 0, done.stderr
@@ -290,8 +395,9 @@ def test_torchrun_job_needs_gpus_and_a_config(stubs: Path) -> None:
 
 def test_torchrun_job_requeues_itself_near_the_time_limit(stubs: Path) -> None:
     make_stub(stubs / "bin", "torchrun", SLOW.format(name="torchrun"))
-    done = start_and_signal(stubs, "torchrun.sbatch", torchrun_env(stubs, GPUS="2", STUB_CMD="torchrun"),
-                            signal.SIGUSR1, CONFIG)
+    done = start_and_signal(
+        stubs, "torchrun.sbatch", torchrun_env(stubs, GPUS="2", STUB_CMD="torchrun"), signal.SIGUSR1, CONFIG
+    )
     assert done.returncode == 0, done.stderr
     assert (stubs / "log" / "torchrun.signal").read_text().strip() == "TERM"
     assert recorded(stubs, "scontrol")[0] == ["requeue", "55"]
@@ -313,8 +419,14 @@ def test_submit_sizes_the_array_to_the_runs(stubs: Path, list_runs) -> None:
     logs = ROOT / "logs"
     existed = logs.exists()
     try:
-        done = subprocess.run([str(SLURM / "submit.sh"), "--time=1:00:00", "smoke", "--seeds", "2"], env=env,
-                              cwd="/", capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [str(SLURM / "submit.sh"), "--time=1:00:00", "smoke", "--seeds", "2"],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert (logs / "slurm").is_dir()  # sbatch does not make the log folder
     finally:
         if not existed:

@@ -1,5 +1,6 @@
 """SNIP: the mask is the top-k of |g * w| computed by hand, the model is untouched by the scoring,
 every process of a data-parallel run keeps the same weights, and a run through the runner is exact."""
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,7 @@ from pruning.accounting import prunable_weights
 from pruning.base import Stage
 from pruning.masks import global_magnitude_masks
 from pruning.methods.snip import SNIP, SNIPConfig
-from tests.helpers import method_configs, operating_points, Batches, context, run_config, run_dir, tiny_net
+from tests.helpers import Batches, context, method_configs, operating_points, run_config, run_dir, tiny_net
 
 
 def hand_masks(model: torch.nn.Module, batches: list, sparsity: float) -> dict[str, torch.Tensor]:
@@ -27,7 +28,7 @@ def hand_masks(model: torch.nn.Module, batches: list, sparsity: float) -> dict[s
         F.cross_entropy(net(x), y).backward()  # gradients add up over the batches
     weights = prunable_weights(net)
     scores = torch.cat([(w.grad * w.detach()).abs().flatten() for w in weights.values()])
-    removed = torch.argsort(scores, stable=True)[:round(sparsity * scores.numel())]
+    removed = torch.argsort(scores, stable=True)[: round(sparsity * scores.numel())]
     keep = torch.ones_like(scores, dtype=torch.bool)
     keep[removed] = False
     return dict(zip(weights, keep.split([w.numel() for w in weights.values()])))
@@ -109,6 +110,10 @@ def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
     assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
     for cfg in configs.values():  # the recipe of the other baselines, so that results differ by the method
         assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size) == (
-            "sgd", 0.1, 1e-4, 128)
+            "sgd",
+            0.1,
+            1e-4,
+            128,
+        )
         assert cfg.train.epochs == (30 if cfg.model == "resnet20" else 160)
         assert ("subset" in cfg.profiles) == (cfg.model == "resnet20")

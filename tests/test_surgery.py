@@ -1,4 +1,5 @@
 """Channel surgery: exact outputs after removal, sizes, names, and the refusals."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,8 +11,8 @@ from torch import nn
 from models import build_model
 from models.densenet import DenseNet
 from models.resnet import BasicBlock, Bottleneck, ResNet
-from models.vgg import VGG
 from models.topology import ChannelSite
+from models.vgg import VGG
 from pruning.surgery import SelectBatchNorm2d, physical_report, prunable_bns, removable_sites, shrink, zero_channels
 from tests.helpers import randomize_bns
 
@@ -25,7 +26,6 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "densenet": (lambda: DenseNet(depth=10, growth=4, num_classes=10), (3, 16, 16)),
 }
 SLICED_ONE_TO_ONE = [c for c in CASES if c != "densenet"]  # VGG and ResNets: names and state_dict keys kept
-
 
 
 def random_keep(model: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -60,7 +60,8 @@ def test_prunable_bns_lists_only_internal_block_bns() -> None:
     assert sites["features.2.bn"] == ChannelSite("features.2.bn", None, ("features.2.conv",), gated=False)
     assert sites["bn"] == ChannelSite("bn", None, ("fc",), gated=False)
     assert removable_sites(build_model("resnet20", 10))["layers.3.bn1"] == ChannelSite(
-        "layers.3.bn1", "layers.3.conv1", ("layers.3.conv2",))
+        "layers.3.bn1", "layers.3.conv1", ("layers.3.conv2",)
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -196,7 +197,9 @@ def test_densenet_hand_computed_size() -> None:
     small = shrink(model, keep)
     dense = physical_report(model, (3, 16, 16))["params_physical"]
     assert physical_report(small, (3, 16, 16))["params_physical"] == dense - (3 * 4 * 9 + 2 * 3) - (10 * 10 + 2 * 10)
-    flops = physical_report(model, (3, 16, 16))["flops_physical"] - physical_report(small, (3, 16, 16))["flops_physical"]
+    flops = (
+        physical_report(model, (3, 16, 16))["flops_physical"] - physical_report(small, (3, 16, 16))["flops_physical"]
+    )
     assert flops == 2 * (3 * 4 * 9 * 16 * 16 + 10 * 10)  # the first block runs at 16x16
 
 

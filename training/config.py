@@ -6,6 +6,7 @@ every epoch count and duration of the config by the same ratio so that schedules
 then the ``--set key.path=value`` overrides, which are final, and plans the stages (``plan``); any
 problem raises ``ConfigError`` with one line naming the file and the key.
 """
+
 from __future__ import annotations
 
 import copy
@@ -131,7 +132,9 @@ class ExperimentConfig:
         from models import MODELS
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ValueError(f"name: must be a plain file name (letters, digits, '.', '_', '-'), got {short(self.name)}")
+            raise ValueError(
+                f"name: must be a plain file name (letters, digits, '.', '_', '-'), got {short(self.name)}"
+            )
         if self.model not in MODELS:
             raise ValueError(f"model: unknown {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
         unknown = set(self.profiles) - set(PROFILES)
@@ -202,8 +205,7 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> set[str]:
     return keys
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, profile: str | None = None
-                ) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None, profile: str | None = None) -> ExperimentConfig:
     """Read and validate one experiment YAML; errors name the file and the key.
 
     With ``profile``, the config is resolved (``resolve``) and its stages planned (``plan``), and
@@ -288,8 +290,9 @@ def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> E
     if profile not in PROFILES:
         raise ConfigError(f"--profile: unknown {profile!r}; choose from {', '.join(PROFILES)}")
     settings = dataclasses.asdict(PROFILES[profile])
-    settings.update({k: v for k, v in dataclasses.asdict(cfg.profiles.get(profile, ProfileConfig())).items()
-                     if v is not None})
+    settings.update(
+        {k: v for k, v in dataclasses.asdict(cfg.profiles.get(profile, ProfileConfig())).items() if v is not None}
+    )
     if epochs is not None:
         settings["epochs"] = epochs
     out = cfg
@@ -329,8 +332,10 @@ def plan(cfg: ExperimentConfig, steps_per_epoch: int | None = None) -> list[Stag
         schedule = stage.schedule or cfg.train.schedule
         late = [m for m in schedule.milestones if m >= stage.epochs]
         if late:
-            raise ConfigError(f"{_schedule_key(cfg, stage)}.milestones: {late[0]} is not inside the {stage.name} "
-                              f"stage's {stage.epochs} epochs")
+            raise ConfigError(
+                f"{_schedule_key(cfg, stage)}.milestones: {late[0]} is not inside the {stage.name} "
+                f"stage's {stage.epochs} epochs"
+            )
     try:
         method.check_budget(steps_per_epoch or reference_steps_per_epoch(cfg), cfg.train.epochs)
     except ValueError as exc:

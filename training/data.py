@@ -13,6 +13,7 @@ their images must be uint8 rows of 3 x 32 x 32 and their labels integers in rang
 the official size must have the official md5 sum (torchvision's list); other files (a subset,
 a copy) are accepted, and every file's md5 is returned to be recorded with the run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,17 +49,39 @@ class CifarSpec:
 
 
 CIFAR = {
-    "cifar10": CifarSpec("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                         "labels", 10, 50000, 10000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                         "CIFAR-10", {"data_batch_1": "c99cafc152244af753f735de768cd75f",
-                                      "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-                                      "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-                                      "data_batch_4": "634d18415352ddfa80567beed471001a",
-                                      "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-                                      "test_batch": "40351d587109b95175f43aff81a1287e"}),
-    "cifar100": CifarSpec("cifar-100-python", ("train",), "test", "fine_labels", 100, 50000, 10000,
-                          (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "CIFAR-100",
-                          {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}),
+    "cifar10": CifarSpec(
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "labels",
+        10,
+        50000,
+        10000,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        "CIFAR-10",
+        {
+            "data_batch_1": "c99cafc152244af753f735de768cd75f",
+            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            "data_batch_4": "634d18415352ddfa80567beed471001a",
+            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+            "test_batch": "40351d587109b95175f43aff81a1287e",
+        },
+    ),
+    "cifar100": CifarSpec(
+        "cifar-100-python",
+        ("train",),
+        "test",
+        "fine_labels",
+        100,
+        50000,
+        10000,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        "CIFAR-100",
+        {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+    ),
 }
 
 
@@ -75,8 +98,13 @@ class RefusedGlobal(pickle.UnpicklingError):
 class _BatchUnpickler(pickle.Unpickler):
     """Admits the classes of the official CIFAR pickles (numpy arrays and dtypes) and nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -89,8 +117,10 @@ def _read_batch(path: Path, spec: CifarSpec, official_rows: int) -> tuple[np.nda
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: missing; delete {path.parent} and rerun to download it again, "
-                        "or point --data-root / DATA_ROOT at a complete copy") from None
+        raise DataError(
+            f"{path}: missing; delete {path.parent} and rerun to download it again, "
+            "or point --data-root / DATA_ROOT at a complete copy"
+        ) from None
     md5 = hashlib.md5(raw).hexdigest()
     try:
         entry = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
@@ -98,11 +128,15 @@ def _read_batch(path: Path, spec: CifarSpec, official_rows: int) -> tuple[np.nda
     except RefusedGlobal as exc:
         raise DataError(f"{path}: not a CIFAR batch ({exc}); replace it with the official file") from None
     except Exception as exc:  # unpickling garbage raises many kinds of errors
-        raise DataError(f"{path}: not a readable CIFAR batch ({type(exc).__name__}); delete {path.parent} "
-                        "and rerun to download it again") from None
+        raise DataError(
+            f"{path}: not a readable CIFAR batch ({type(exc).__name__}); delete {path.parent} "
+            "and rerun to download it again"
+        ) from None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
-        raise DataError(f"{path}: 'data' must be a uint8 array of rows of 3072 values, got "
-                        f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}")
+        raise DataError(
+            f"{path}: 'data' must be a uint8 array of rows of 3072 values, got "
+            f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}"
+        )
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: labels must be a list of integers")
@@ -111,9 +145,11 @@ def _read_batch(path: Path, spec: CifarSpec, official_rows: int) -> tuple[np.nda
     if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
         raise DataError(f"{path}: labels outside 0..{spec.num_classes - 1}; the file is corrupt")
     if len(data) == official_rows and md5 != spec.md5[path.name]:
-        raise DataError(f"{path}: has the official number of images but not the official md5 sum "
-                        f"({md5}, expected {spec.md5[path.name]}): the file is damaged; delete {path.parent} and "
-                        "rerun to download it again")
+        raise DataError(
+            f"{path}: has the official number of images but not the official md5 sum "
+            f"({md5}, expected {spec.md5[path.name]}): the file is damaged; delete {path.parent} and "
+            "rerun to download it again"
+        )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64), md5
 
 
@@ -121,13 +157,16 @@ def download_cifar(root: Path, dataset: str) -> None:
     """Fetch the official archive with torchvision (imported here only)."""
     try:
         import torchvision  # noqa: PLC0415 - optional, heavy, and broken beside some CPU builds
+
         cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[dataset]
         cls(str(root), train=True, download=True)
     except Exception as exc:
         folder = root / CIFAR[dataset].folder
-        raise DataError(f"{folder}: not found and the download failed ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); download {CIFAR[dataset].title} "
-                        "(python version) there, or point --data-root / DATA_ROOT at a copy") from None
+        raise DataError(
+            f"{folder}: not found and the download failed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); download {CIFAR[dataset].title} "
+            "(python version) there, or point --data-root / DATA_ROOT at a copy"
+        ) from None
 
 
 _LOADED: dict[tuple[Any, ...], tuple[Split, Split, dict[str, str]]] = {}
@@ -147,12 +186,16 @@ def load_cifar(root: str | Path, dataset: str, download: bool = True) -> tuple[S
         download_cifar(root, dataset)
     files = [(folder / name, spec.train_size // len(spec.train_files)) for name in spec.train_files]
     files.append((folder / spec.test_file, spec.test_size))
-    key = (dataset, *((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else str(p)
-                      for p, _ in files))
+    key = (
+        dataset,
+        *((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else str(p) for p, _ in files),
+    )
     if key not in _LOADED:
         parts = [_read_batch(path, spec, rows) for path, rows in files]
-        train = Split(torch.from_numpy(np.concatenate([p[0] for p in parts[:-1]])),
-                      torch.from_numpy(np.concatenate([p[1] for p in parts[:-1]])))
+        train = Split(
+            torch.from_numpy(np.concatenate([p[0] for p in parts[:-1]])),
+            torch.from_numpy(np.concatenate([p[1] for p in parts[:-1]])),
+        )
         test = Split(torch.from_numpy(parts[-1][0]), torch.from_numpy(parts[-1][1]))
         _LOADED.clear()  # keep one data set in memory
         _LOADED[key] = train, test, {path.name: part[2] for (path, _), part in zip(files, parts)}
@@ -170,7 +213,7 @@ def validation_split(train: Split, images: int, num_classes: int) -> tuple[Split
         of_class = order[train.labels[order] == c]
         if len(of_class) <= images // num_classes:
             raise DataError(f"data.validation: {images} images leave no training image of class {c}")
-        held[of_class[:images // num_classes]] = True
+        held[of_class[: images // num_classes]] = True
     return Split(train.images[~held], train.labels[~held]), Split(train.images[held], train.labels[held])
 
 
@@ -210,9 +253,21 @@ class DeviceBatches:
     changes no other draw.
     """
 
-    def __init__(self, split: Split, batch_size: int, device: torch.device, train: bool, augment: bool,
-                 mean: tuple[float, ...], std: tuple[float, ...], seed: int = 0,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1, erasing: float = 0.0) -> None:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        device: torch.device,
+        train: bool,
+        augment: bool,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        seed: int = 0,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        erasing: float = 0.0,
+    ) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -247,9 +302,9 @@ class DeviceBatches:
         else:
             order = torch.arange(n, device=self.device)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             if self.world_size > 1:  # each rank takes its share of the global batch
-                idx = idx[self.rank::self.world_size]
+                idx = idx[self.rank :: self.world_size]
             x = self.images[idx]
             if self.augment:
                 x = augment_batch(x, shifts[idx], flips[idx])
@@ -263,9 +318,16 @@ class DeviceBatches:
         return x.contiguous(memory_format=self.memory_format)
 
 
-def erase_boxes(n: int, p: float, height: int, width: int, generator: torch.Generator,
-                scale: tuple[float, float] = (0.0, 0.4), ratio: tuple[float, float] = (0.3, 3.3),
-                attempts: int = 10) -> torch.Tensor:
+def erase_boxes(
+    n: int,
+    p: float,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.0, 0.4),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    attempts: int = 10,
+) -> torch.Tensor:
     """Random-erasing rectangles (top, left, height, width) for ``n`` images, as torchvision's
     ``RandomErasing(p, scale, ratio)`` draws them: with probability ``p`` an image gets the first
     of ``attempts`` candidates (area a fraction in ``scale`` of the image, log aspect ratio uniform in

@@ -14,6 +14,7 @@ the same global batch, up to floating-point rounding (the order of the sums diff
 **Shards (several runs side by side).** ``take_shard(items, k, n)`` gives process k of n every
 n-th (experiment, seed) pair: the n shards are disjoint and together hold every pair once.
 """
+
 from __future__ import annotations
 
 import os
@@ -152,7 +153,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         total = _SumOverProcesses.apply(local)
         count = total[2 * c]
         shifted_mean = total[:c] / count
-        var = (total[c:2 * c] / count - shifted_mean.square()).clamp_min(0.0)
+        var = (total[c : 2 * c] / count - shifted_mean.square()).clamp_min(0.0)
         mean = shifted_mean + m
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
@@ -197,8 +198,10 @@ def uneven_split(train_size: int, batch_size: int, world: int) -> str | None:
         return f"data.batch_size {batch_size} is not a multiple of the {world} processes"
     last = train_size % batch_size
     if last > 1 and last % world:
-        return (f"the last batch of an epoch holds {last} images ({train_size} % {batch_size}), not a multiple "
-                f"of the {world} processes; choose data.max_train so that it is")
+        return (
+            f"the last batch of an epoch holds {last} images ({train_size} % {batch_size}), not a multiple "
+            f"of the {world} processes; choose data.max_train so that it is"
+        )
     return None
 
 

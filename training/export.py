@@ -19,10 +19,12 @@ bitmask beats dense once more than 1/32 of the entries are zero, and positions b
 once fewer than 1/32 are nonzero (k 4 < n / 8). Decoding restores every value exactly, except
 that a zero's sign is not kept (-0.0 comes back as +0.0, which compares and computes as equal).
 The encoded parts are concatenated into one flat tensor per dtype (``compress``), and the file is
-a ``torch.save`` of those and plain containers, so ``torch.load(weights_only=True)`` reads it. Sizes are reported twice: payload bytes (the counts above, summed) and file bytes (what
+a ``torch.save`` of those and plain containers, so ``torch.load(weights_only=True)`` reads it.
+Sizes are reported twice: payload bytes (the counts above, summed) and file bytes (what
 ``torch.save`` writes, container overhead included, measured in memory: a file on disk also
 holds its own name in every record), each against the dense state_dict's.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,9 +59,11 @@ def index_dtype(numel: int) -> torch.dtype:
 def encoding_sizes(numel: int, nonzero: int, itemsize: int) -> dict[str, int]:
     """Payload bytes of each encoding (module docstring)."""
     index_bytes = torch.empty((), dtype=index_dtype(numel)).element_size()
-    return {"dense": numel * itemsize,
-            "bitmask": math.ceil(numel / 8) + nonzero * itemsize,
-            "index": nonzero * (index_bytes + itemsize)}
+    return {
+        "dense": numel * itemsize,
+        "bitmask": math.ceil(numel / 8) + nonzero * itemsize,
+        "index": nonzero * (index_bytes + itemsize),
+    }
 
 
 def encode_tensor(t: torch.Tensor) -> dict[str, Any]:
@@ -136,7 +140,7 @@ def entries(exported: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for part in ("data", "values", "mask", "index"):
             if part in meta:
                 key, offset, length = meta[part]
-                entry[part] = exported["blobs"][key][offset:offset + length]
+                entry[part] = exported["blobs"][key][offset : offset + length]
         if "data" in entry:
             entry["data"] = entry["data"].view(meta["shape"])
         out[name] = entry
@@ -176,10 +180,17 @@ def size_report(state: dict[str, torch.Tensor], exported: dict[str, Any] | None 
     zeros = sum(int((t == 0).sum()) for t in floats)
     file_dense = _file_bytes({k: v.detach().cpu() for k, v in state.items()})
     file_export = _file_bytes(exported)
-    return {"dense_bytes": dense, "export_bytes": payload, "ratio": dense / payload if payload else None,
-            "file_bytes_dense": file_dense, "file_bytes_export": file_export, "file_ratio": file_dense / file_export,
-            "float_zero_fraction": zeros / max(sum(t.numel() for t in floats), 1),
-            "tensors": len(state), "encodings": counts}
+    return {
+        "dense_bytes": dense,
+        "export_bytes": payload,
+        "ratio": dense / payload if payload else None,
+        "file_bytes_dense": file_dense,
+        "file_bytes_export": file_export,
+        "file_ratio": file_dense / file_export,
+        "float_zero_fraction": zeros / max(sum(t.numel() for t in floats), 1),
+        "tensors": len(state),
+        "encodings": counts,
+    }
 
 
 def export_model(model: nn.Module | dict[str, torch.Tensor], path: str | Path | None = None) -> dict[str, Any]:

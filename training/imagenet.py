@@ -5,6 +5,7 @@ Layout under the data root: ``ROOT/imagenet/train/<wnid>/*.JPEG`` and
 Standard transforms: random-resized crop 224 + flip for training; resize 256 + centre
 crop 224 for evaluation. Decoding runs in ``data.workers`` loader processes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,17 @@ class LoaderBatches:
     processes each rank reads its own shard (DistributedSampler).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, train: bool, seed: int,
-                 workers: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        device: torch.device,
+        train: bool,
+        seed: int,
+        workers: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.device = device
         self.seed = seed
         self.generator = torch.Generator()
@@ -38,9 +48,15 @@ class LoaderBatches:
             self.sampler = RandomSampler(dataset, generator=self.generator)
         else:
             self.sampler = SequentialSampler(dataset)
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-                                 pin_memory=device.type == "cuda", drop_last=train,
-                                 persistent_workers=workers > 0)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            drop_last=train,
+            persistent_workers=workers > 0,
+        )
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -65,22 +81,25 @@ def _fingerprint(root: Path, *datasets: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def imagenet_batches(cfg: Any, data_root: Path, device: torch.device, seed: int, rank: int = 0,
-                     world_size: int = 1) -> tuple[LoaderBatches, LoaderBatches, dict[str, Any]]:
+def imagenet_batches(
+    cfg: Any, data_root: Path, device: torch.device, seed: int, rank: int = 0, world_size: int = 1
+) -> tuple[LoaderBatches, LoaderBatches, dict[str, Any]]:
     root = Path(data_root) / "imagenet"
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise DataError(f"{root / split}: not found; ImageNet is not downloaded automatically: put the "
-                            "ILSVRC-2012 train and val folders (one folder per class) there")
+            raise DataError(
+                f"{root / split}: not found; ImageNet is not downloaded automatically: put the "
+                "ILSVRC-2012 train and val folders (one folder per class) there"
+            )
     try:
         from torchvision import datasets, transforms
     except Exception as exc:  # a broken torchvision (e.g. a CUDA build beside CPU-only torch)
         raise DataError(f"ImageNet needs torchvision, which failed to import ({type(exc).__name__}: {exc})") from None
     normalize = transforms.Normalize(MEAN, STD)
-    train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                                   transforms.ToTensor(), normalize])
-    test_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-                                  normalize])
+    train_tf = transforms.Compose(
+        [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]
+    )
+    test_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), normalize])
     train = datasets.ImageFolder(str(root / "train"), train_tf)
     test = datasets.ImageFolder(str(root / "val"), test_tf)
     d = cfg.data
@@ -89,8 +108,18 @@ def imagenet_batches(cfg: Any, data_root: Path, device: torch.device, seed: int,
     if d.max_test is not None:
         test = torch.utils.data.Subset(test, range(min(d.max_test, len(test))))
     common = dict(device=device, workers=d.workers, rank=rank, world_size=world_size, seed=seed)
-    info = {"dataset": "imagenet", "num_classes": 1000, "input_shape": [3, 224, 224],
-            "data_label": "ImageNet (ILSVRC-2012)", "train_size": len(train), "validation_size": 0,
-            "test_size": len(test), "data_fingerprint": _fingerprint(root, train, test)}
-    return (LoaderBatches(train, d.batch_size // world_size, train=True, **common),
-            LoaderBatches(test, 250, train=False, **common), info)
+    info = {
+        "dataset": "imagenet",
+        "num_classes": 1000,
+        "input_shape": [3, 224, 224],
+        "data_label": "ImageNet (ILSVRC-2012)",
+        "train_size": len(train),
+        "validation_size": 0,
+        "test_size": len(test),
+        "data_fingerprint": _fingerprint(root, train, test),
+    }
+    return (
+        LoaderBatches(train, d.batch_size // world_size, train=True, **common),
+        LoaderBatches(test, 250, train=False, **common),
+        info,
+    )

@@ -7,6 +7,7 @@ host reads them once per epoch (no per-step syncs). The RNG is re-seeded from
 (seed, epoch) at every epoch, so a run resumed from its last checkpoint repeats exactly
 what an uninterrupted one would have done.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,12 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
-def totals(loss_sum: torch.Tensor, correct: torch.Tensor, count: int,
-           reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int, int]:
+def totals(
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+    count: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, int, int]:
     """(loss sum, correct, count) as numbers, summed over the processes by ``reduce`` if given."""
     if reduce is None:
         return loss_sum.item(), correct.item(), count
@@ -63,8 +68,13 @@ def totals(loss_sum: torch.Tensor, correct: torch.Tensor, count: int,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, device: torch.device, bf16: bool = False,
-             reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Batches,
+    device: torch.device,
+    bf16: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (a fraction) over ``batches``, one host sync.
 
     With ``reduce`` (several processes, each holding a shard of the test set) the sums are
@@ -91,22 +101,33 @@ def check_finite(model: nn.Module, epoch: int, stage: str, **losses: float | Non
     for name, value in losses.items():
         if value is not None and not math.isfinite(value):
             what = {"train_loss": "training loss", "val_loss": "validation loss", "test_loss": "test loss"}[name]
-            raise TrainingDiverged(f"{what} is {value} in epoch {epoch} ({stage}); "
-                                   "lower the learning rate or the penalty")
+            raise TrainingDiverged(
+                f"{what} is {value} in epoch {epoch} ({stage}); lower the learning rate or the penalty"
+            )
     params = [p.detach() for p in model.parameters()]
     if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
         bad = next(n for n, p in model.named_parameters() if not bool(p.isfinite().all()))
-        raise TrainingDiverged(f"weights of {bad} are not finite in epoch {epoch} ({stage}); "
-                               "lower the learning rate or the penalty")
+        raise TrainingDiverged(
+            f"weights of {bad} are not finite in epoch {epoch} ({stage}); lower the learning rate or the penalty"
+        )
 
 
 class Trainer:
     """Runs a method's stages; ``on_epoch(state)`` receives a checkpointable state dict."""
 
-    def __init__(self, model: nn.Module, method: Method, stages: list[Stage], train_batches: Batches,
-                 test_batches: Batches, make_optimizers: Callable[[Stage, nn.Module], Optimizers], settings: LoopSettings,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 log: Callable[[str], None] = print, val_batches: Batches | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        stages: list[Stage],
+        train_batches: Batches,
+        test_batches: Batches,
+        make_optimizers: Callable[[Stage, nn.Module], Optimizers],
+        settings: LoopSettings,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        log: Callable[[str], None] = print,
+        val_batches: Batches | None = None,
+    ) -> None:
         self.model = model
         self.method = method
         self.stages = stages
@@ -156,8 +177,15 @@ class Trainer:
                 self._epoch(k, stage, e, forward, optimizers, schedulers)
         return self.model
 
-    def _epoch(self, k: int, stage: Stage, e: int, forward: nn.Module,
-               optimizers: list[torch.optim.Optimizer], schedulers: list[Any]) -> None:
+    def _epoch(
+        self,
+        k: int,
+        stage: Stage,
+        e: int,
+        forward: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        schedulers: list[Any],
+    ) -> None:
         device = self.settings.device
         epoch = len(self.history) + 1
         torch.manual_seed(derive_seed(self.settings.seed, 1, epoch))  # dropout, gate noise: same on resume
@@ -167,9 +195,14 @@ class Trainer:
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
         self.model.train()
-        bar = tqdm(self.train_batches.epoch(epoch), total=len(self.train_batches), leave=False,
-                   desc=f"{stage.name} {e + 1}/{stage.epochs}", disable=not self.settings.progress or None,
-                   mininterval=1.0)
+        bar = tqdm(
+            self.train_batches.epoch(epoch),
+            total=len(self.train_batches),
+            leave=False,
+            desc=f"{stage.name} {e + 1}/{stage.epochs}",
+            disable=not self.settings.progress or None,
+            mininterval=1.0,
+        )
         for x, y in bar:
             with autocast(device, self.settings.bf16):
                 out = forward(x)
@@ -195,26 +228,47 @@ class Trainer:
         loss_total, correct_total, count = totals(loss_sum, correct, count, self.settings.reduce)
         train_loss = loss_total / max(count, 1)
         reduce, bf16 = self.settings.reduce, self.settings.bf16
-        val_loss, val_acc = (evaluate(self.model, self.val_batches, device, bf16, reduce) if self.val_batches is not None
-                             else (None, None))
+        val_loss, val_acc = (
+            evaluate(self.model, self.val_batches, device, bf16, reduce)
+            if self.val_batches is not None
+            else (None, None)
+        )
         test_loss, test_acc = evaluate(self.model, self.test_batches, device, bf16, reduce)
         check_finite(self.model, epoch, stage.name, train_loss=train_loss, val_loss=val_loss, test_loss=test_loss)
         seconds = time.perf_counter() - start
         self.elapsed += seconds
-        row = {"epoch": epoch, "stage": stage.name, "stage_epoch": e + 1, "lr": lr, "train_loss": train_loss,
-               "train_acc": correct_total / max(count, 1), "val_loss": val_loss, "val_acc": val_acc,
-               "test_loss": test_loss, "test_acc": test_acc, "sparsity": float(self.method.sparsity(self.model)),
-               "seconds": seconds}
+        row = {
+            "epoch": epoch,
+            "stage": stage.name,
+            "stage_epoch": e + 1,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": correct_total / max(count, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "sparsity": float(self.method.sparsity(self.model)),
+            "seconds": seconds,
+        }
         self.history.append(row)
         val = f" val {val_loss:.4f}/{val_acc:.4f}" if val_loss is not None else ""
-        self.log(f"epoch {epoch:4d} {stage.name} {e + 1}/{stage.epochs} lr {lr:.4g} "
-                 f"train {row['train_loss']:.4f}/{row['train_acc']:.4f}{val} test {test_loss:.4f}/{test_acc:.4f} "
-                 f"sparsity {row['sparsity']:.4f} {seconds:.1f}s")
+        self.log(
+            f"epoch {epoch:4d} {stage.name} {e + 1}/{stage.epochs} lr {lr:.4g} "
+            f"train {row['train_loss']:.4f}/{row['train_acc']:.4f}{val} test {test_loss:.4f}/{test_acc:.4f} "
+            f"sparsity {row['sparsity']:.4f} {seconds:.1f}s"
+        )
         if self.on_epoch is not None:
-            self.on_epoch({
-                "stage": k, "stage_epoch": e + 1, "step": self.step, "elapsed": self.elapsed,
-                "model": self.model.state_dict(), "method": self.method.state_dict(),
-                "optimizers": [o.state_dict() for o in optimizers],
-                "schedulers": [s.state_dict() for s in schedulers],
-                "history": self.history,
-            })
+            self.on_epoch(
+                {
+                    "stage": k,
+                    "stage_epoch": e + 1,
+                    "step": self.step,
+                    "elapsed": self.elapsed,
+                    "model": self.model.state_dict(),
+                    "method": self.method.state_dict(),
+                    "optimizers": [o.state_dict() for o in optimizers],
+                    "schedulers": [s.state_dict() for s in schedulers],
+                    "history": self.history,
+                }
+            )

@@ -1,4 +1,5 @@
 """What a run leaves on disk, written atomically, and the environment it ran in."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,20 @@ from typing import Any
 
 import torch
 
-HISTORY_FIELDS = ["epoch", "stage", "stage_epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                  "test_loss", "test_acc", "sparsity", "seconds"]
+HISTORY_FIELDS = [
+    "epoch",
+    "stage",
+    "stage_epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "sparsity",
+    "seconds",
+]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -72,10 +85,16 @@ def git_revision(cwd: str | Path | None = None) -> str:
     """HEAD's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
     cwd = cwd or Path(__file__).resolve().parent.parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

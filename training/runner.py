@@ -6,6 +6,7 @@ unfinished one resumes from its checkpoint. Under several processes (``training.
 only rank 0 writes, and what rank 0 finds decides for all. ``load_exported`` rebuilds a finished
 run's final model from those records.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,10 +30,17 @@ from training import distributed
 from training.build import build_data, build_model_and_method, optimizer_factory, run_context
 from training.config import ExperimentConfig, dump_config, load_run_config, plan
 from training.data import DataError
-from training.schema import ConfigError
 from training.loop import LoopSettings, Trainer, TrainingDiverged, check_finite, evaluate
-from training.records import (atomic_torch_save, atomic_write_json, atomic_write_text, device_name, environment,
-                              history_csv, remove_temporary_files)
+from training.records import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    device_name,
+    environment,
+    history_csv,
+    remove_temporary_files,
+)
+from training.schema import ConfigError
 
 # What a run folder holds (besides the lock): removed by --force, and before a fresh start.
 RECORDS = ("metrics.json", "checkpoint.pt", "history.csv", "env.json", "config.yaml", "error.log")
@@ -81,14 +89,23 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def run_identity(resolved: str, data_info: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """What a run's numbers depend on beyond its seed: the resolved config, the data actually loaded,
     the device, torch, the number of processes and, on the CPU, the number of threads."""
-    return {"config_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
-            "data_fingerprint": data_info["data_fingerprint"],
-            "device": device_name(device), "torch": str(torch.__version__), "processes": distributed.world_size(),
-            "threads": torch.get_num_threads() if device.type == "cpu" else None}
+    return {
+        "config_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
+        "data_fingerprint": data_info["data_fingerprint"],
+        "device": device_name(device),
+        "torch": str(torch.__version__),
+        "processes": distributed.world_size(),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }
 
 
-_WHAT = {"config_sha256": "config", "data_fingerprint": "data", "device": "device", "torch": "torch version",
-         "processes": "number of processes"}
+_WHAT = {
+    "config_sha256": "config",
+    "data_fingerprint": "data",
+    "device": "device",
+    "torch": "torch version",
+    "processes": "number of processes",
+}
 
 
 def _identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -106,26 +123,32 @@ def _inspect(run_dir: Path, resolved: str, identity: dict[str, Any]) -> tuple[st
         try:
             recorded = json.loads(metrics_path.read_text()).get("data_fingerprint")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise RunCorrupt(f"{metrics_path}: not valid JSON; delete it (the checkpoint resumes the run) "
-                             "or rerun with --force") from None
+            raise RunCorrupt(
+                f"{metrics_path}: not valid JSON; delete it (the checkpoint resumes the run) or rerun with --force"
+            ) from None
         if recorded != identity["data_fingerprint"]:
-            raise RunConflict(f"{run_dir}: holds results of other data (fingerprint {recorded}, now "
-                              f"{identity['data_fingerprint']}: is DATA_ROOT another folder?); {force}")
+            raise RunConflict(
+                f"{run_dir}: holds results of other data (fingerprint {recorded}, now "
+                f"{identity['data_fingerprint']}: is DATA_ROOT another folder?); {force}"
+            )
         return "skip", None
     if ckpt_path.exists():
         try:
             state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or damaged file fails in many ways
-            raise RunCorrupt(f"{ckpt_path}: unreadable ({type(exc).__name__}); delete it to start this run again "
-                             "from the beginning, or rerun with --force") from None
+            raise RunCorrupt(
+                f"{ckpt_path}: unreadable ({type(exc).__name__}); delete it to start this run again "
+                "from the beginning, or rerun with --force"
+            ) from None
         recorded = state.get("identity") if isinstance(state, dict) else None
         if recorded is None:
-            raise RunConflict(f"{ckpt_path}: a checkpoint without a run identity (not written by this runner); "
-                              f"{force}")
+            raise RunConflict(f"{ckpt_path}: a checkpoint without a run identity (not written by this runner); {force}")
         differences = _identity_differences(recorded, identity)
         if differences:
-            raise RunConflict(f"{ckpt_path}: was written by a run of another {'; '.join(differences)}, and a resumed "
-                              f"run is exact only under the same; {force}")
+            raise RunConflict(
+                f"{ckpt_path}: was written by a run of another {'; '.join(differences)}, and a resumed "
+                f"run is exact only under the same; {force}"
+            )
         if config_path.exists() and config_path.read_text() != resolved:
             raise RunConflict(f"{run_dir}: config.yaml is of a different config than its checkpoint; {force}")
         return "resume", state
@@ -139,8 +162,15 @@ def record_failure(run_dir: Path, error: BaseException) -> Path:
     return path
 
 
-def run_one(cfg: ExperimentConfig, seed: int, out: Path, data_root: Path, device: torch.device,
-            force: bool = False, progress: bool = True) -> dict[str, Any] | None:
+def run_one(
+    cfg: ExperimentConfig,
+    seed: int,
+    out: Path,
+    data_root: Path,
+    device: torch.device,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any] | None:
     """Train one (experiment, seed); returns its metrics, or None when it was already done.
 
     Only rank 0 of several processes holds the folder's lock and reads and writes the folder; what it
@@ -160,8 +190,9 @@ def run_one(cfg: ExperimentConfig, seed: int, out: Path, data_root: Path, device
         return _run_locked(cfg, seed, run_dir, data_root, device, force, progress)
 
 
-def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path, device: torch.device,
-                force: bool, progress: bool) -> dict[str, Any] | None:
+def _run_locked(
+    cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path, device: torch.device, force: bool, progress: bool
+) -> dict[str, Any] | None:
     resolved = dump_config(dataclasses.replace(cfg, seeds=1)) + f"seed: {seed}\n"
     metrics_path, ckpt_path, config_path = run_dir / "metrics.json", run_dir / "checkpoint.pt", run_dir / "config.yaml"
     main_rank = distributed.is_main()
@@ -179,15 +210,18 @@ def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path
         except (RunConflict, RunCorrupt) as exc:
             problem = exc
     action, recorded_threads, problem = distributed.broadcast_object(
-        (action, state["identity"]["threads"] if action == "resume" else None, problem))
+        (action, state["identity"]["threads"] if action == "resume" else None, problem)
+    )
     if problem is not None:
         raise problem
     if action == "skip":
         print(f"[skip] {cfg.name} seed {seed}: finished ({metrics_path})")
         return None
     if recorded_threads is not None and recorded_threads != torch.get_num_threads():
-        print(f"[resume] {cfg.name} seed {seed}: with {recorded_threads} thread(s), as it started (now "
-              f"{torch.get_num_threads()}): an exact resume needs the same")
+        print(
+            f"[resume] {cfg.name} seed {seed}: with {recorded_threads} thread(s), as it started (now "
+            f"{torch.get_num_threads()}): an exact resume needs the same"
+        )
         torch.set_num_threads(recorded_threads)
         identity["threads"] = recorded_threads
 
@@ -199,9 +233,12 @@ def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path
         raise ConfigError(f"{cfg.name}: method.{exc}") from None
     stages = plan(cfg, ctx.steps_per_epoch)  # with the data's own epoch length
 
-    env = environment(device) | {"bf16": cuda_fast and cfg.train.bf16,
-                                 "channels_last": cuda_fast and cfg.train.channels_last,
-                                 "compile": cuda_fast and cfg.train.compile, "processes": distributed.world_size()}
+    env = environment(device) | {
+        "bf16": cuda_fast and cfg.train.bf16,
+        "channels_last": cuda_fast and cfg.train.channels_last,
+        "compile": cuda_fast and cfg.train.compile,
+        "processes": distributed.world_size(),
+    }
     resume = None
     if action == "resume":
         resume = distributed.share_from_main(state, device)
@@ -213,8 +250,10 @@ def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path
             (run_dir / name).unlink(missing_ok=True)
         atomic_write_text(config_path, resolved)
         atomic_write_json(run_dir / "env.json", env)  # the environment the run started in (kept on resume)
-    print(f"[run] {cfg.name} seed {seed}: {cfg.model} / {cfg.method.name} on {data_info['data_label']}, "
-          f"{sum(s.epochs for s in stages)} epochs, {device}")
+    print(
+        f"[run] {cfg.name} seed {seed}: {cfg.model} / {cfg.method.name} on {data_info['data_label']}, "
+        f"{sum(s.epochs for s in stages)} epochs, {device}"
+    )
 
     def on_epoch(epoch_state: dict[str, Any]) -> None:
         if not main_rank:
@@ -223,31 +262,51 @@ def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path
         atomic_torch_save(ckpt_path, epoch_state | {"identity": identity})
 
     parallel = distributed.active()  # DDP for forward and backward; methods keep the model itself
-    settings = LoopSettings(seed=seed, device=device, label_smoothing=cfg.train.label_smoothing,
-                            bf16=env["bf16"], compile=env["compile"], progress=progress and main_rank,
-                            wrap=(lambda m: distributed.wrap_ddp(m, device)) if parallel else None,
-                            reduce=distributed.all_reduce_sum if parallel else None)
-    trainer = Trainer(model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch,
-                      val_batches=val_b)
+    settings = LoopSettings(
+        seed=seed,
+        device=device,
+        label_smoothing=cfg.train.label_smoothing,
+        bf16=env["bf16"],
+        compile=env["compile"],
+        progress=progress and main_rank,
+        wrap=(lambda m: distributed.wrap_ddp(m, device)) if parallel else None,
+        reduce=distributed.all_reduce_sum if parallel else None,
+    )
+    trainer = Trainer(
+        model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch, val_batches=val_b
+    )
     model = trainer.run(resume)
 
     final = method.export(model)
     test_loss, test_acc = evaluate(final, test_b, device, settings.bf16, settings.reduce)
-    val_loss, val_acc = (evaluate(final, val_b, device, settings.bf16, settings.reduce) if val_b is not None
-                         else (None, None))
+    val_loss, val_acc = (
+        evaluate(final, val_b, device, settings.bf16, settings.reduce) if val_b is not None else (None, None)
+    )
     check_finite(final, len(trainer.history), "exported model", test_loss=test_loss, val_loss=val_loss)
     dense = build_model(cfg.model, data_info["num_classes"]).to(device)
     report = sparsity_report(final, dense, tuple(data_info["input_shape"]))
     last = trainer.history[-1]
     metrics = {
-        "name": cfg.name, "method": cfg.method.name, "model": cfg.model, "seed": seed, "profile": cfg.profile,
+        "name": cfg.name,
+        "method": cfg.method.name,
+        "model": cfg.model,
+        "seed": seed,
+        "profile": cfg.profile,
         **data_info,
-        "test_acc": test_acc, "test_loss": test_loss, "val_acc": val_acc, "val_loss": val_loss,
-        "train_loss": last["train_loss"], "train_acc": last["train_acc"],
-        "epochs": len(trainer.history), "steps": trainer.step, "steps_per_epoch": ctx.steps_per_epoch,
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "val_acc": val_acc,
+        "val_loss": val_loss,
+        "train_loss": last["train_loss"],
+        "train_acc": last["train_acc"],
+        "epochs": len(trainer.history),
+        "steps": trainer.step,
+        "steps_per_epoch": ctx.steps_per_epoch,
         **{k: v for k, v in report.items() if k != "layers"},
         "wall_time_s": trainer.elapsed,
-        "device": env["device_name"], "threads": identity["threads"], "git_revision": env["git_revision"],
+        "device": env["device_name"],
+        "threads": identity["threads"],
+        "git_revision": env["git_revision"],
         **method.metrics(final),
         "layers": report["layers"],
     }
@@ -256,8 +315,10 @@ def _run_locked(cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path
             atomic_write_json(metrics_path, metrics)
         except ValueError as exc:  # a NaN the checks above did not catch: no metrics, as for divergence
             raise TrainingDiverged(f"metrics.json would not be strict JSON ({exc})") from None
-    print(f"[done] {cfg.name} seed {seed}: test acc {test_acc:.4f}, sparsity {report['sparsity']:.4f}, "
-          f"{trainer.elapsed:.0f}s -> {run_dir}")
+    print(
+        f"[done] {cfg.name} seed {seed}: test acc {test_acc:.4f}, sparsity {report['sparsity']:.4f}, "
+        f"{trainer.elapsed:.0f}s -> {run_dir}"
+    )
     return metrics
 
 

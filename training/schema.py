@@ -7,6 +7,7 @@ nested dataclasses, value types with a ``parse`` classmethod (e.g. a duration wr
 and *tagged* dataclasses: a field typed with a base class that has a
 ``registry()`` classmethod is resolved through its ``name`` key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -123,7 +124,9 @@ def validate(cls: type, data: Any, where: str = "") -> Any:
             raise ConfigError(f"{prefix}name: required (one of {', '.join(sorted(cls.registry()))})")
         choices = cls.registry()
         if not isinstance(data["name"], str) or data["name"] not in choices:
-            raise ConfigError(f"{prefix}name: unknown {short(data['name'])}; choose one of {', '.join(sorted(choices))}")
+            raise ConfigError(
+                f"{prefix}name: unknown {short(data['name'])}; choose one of {', '.join(sorted(choices))}"
+            )
         cls = choices[data["name"]]
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {short(data)}")

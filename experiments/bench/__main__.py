@@ -3,6 +3,7 @@
 Subcommands, one module each: ``optimizer`` (experiments/bench/optimizer.py), ``train`` (train.py),
 ``jobs`` (jobs.py), ``latency`` (latency.py); each module's docstring says what it measures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tr = sub.add_parser("train", help="training images/s of every method against dense SGD and a reference loop")
     tr.add_argument("--device", required=True, choices=["cpu", "cuda"])
     tr.add_argument("--models", nargs="+", default=["resnet56", "vgg16"])
-    tr.add_argument("--variants", nargs="+", default=None, choices=list(TRAIN_VARIANTS), metavar="VARIANT",
-                    help=f"default: all ({', '.join(TRAIN_VARIANTS)})")
+    tr.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=list(TRAIN_VARIANTS),
+        metavar="VARIANT",
+        help=f"default: all ({', '.join(TRAIN_VARIANTS)})",
+    )
     tr.add_argument("--batch", type=int, default=128)
     tr.add_argument("--steps", type=int, default=50, help="batches per epoch")
     tr.add_argument("--epochs", type=int, default=3, help="timed epochs (the median is reported)")
@@ -46,8 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     lt = sub.add_parser("latency", help="CPU latency of channel-pruned runs' exported models against dense")
-    lt.add_argument("runs", nargs="+", type=Path, help="run folders (<results>/<experiment>/seed<k>) or results "
-                    "folders (every finished run below that has a latency entry)")
+    lt.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        help="run folders (<results>/<experiment>/seed<k>) or results "
+        "folders (every finished run below that has a latency entry)",
+    )
     lt.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 128])
     lt.add_argument("--warmup", type=int, default=10, help="untimed passes of each model first")
     lt.add_argument("--repeats", type=int, default=50, help="timed passes of each model, in turns")
@@ -80,13 +92,25 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_latency(latency_run_dirs(args.runs), args.batch_sizes, args.warmup, args.repeats)
         print(format_latency_table(result))
     elif args.command == "train":
-        result = bench_train(torch.device(args.device), tuple(args.models), args.batch, args.steps, args.epochs,
-                             args.warmup, args.channels_last, args.bf16, args.compile, args.workers,
-                             tuple(args.variants) if args.variants else None, args.reference)
+        result = bench_train(
+            torch.device(args.device),
+            tuple(args.models),
+            args.batch,
+            args.steps,
+            args.epochs,
+            args.warmup,
+            args.channels_last,
+            args.bf16,
+            args.compile,
+            args.workers,
+            tuple(args.variants) if args.variants else None,
+            args.reference,
+        )
         print(format_train_table(result))
     else:
-        result = bench_jobs(args.device, tuple(args.jobs), args.model, args.batch, args.steps, args.epochs,
-                            args.warmup, args.threads)
+        result = bench_jobs(
+            args.device, tuple(args.jobs), args.model, args.batch, args.steps, args.epochs, args.warmup, args.threads
+        )
         print(format_jobs_table(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

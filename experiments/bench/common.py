@@ -1,4 +1,5 @@
 """What the benchmarks share: device synchronisation, timing steps in turns, the device's name."""
+
 from __future__ import annotations
 
 import platform
@@ -13,8 +14,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, repeats: int,
-               warmup: int) -> dict[str, list[float]]:
+def time_steps(
+    steps: dict[str, Callable[[], None]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, list[float]]:
     """Seconds of each of ``repeats`` calls of every step, after ``warmup`` untimed ones.
 
     The steps take turns (one call of each per round), so a change in the machine's load

@@ -4,6 +4,7 @@ and on a quiet machine: each finished run's exported model is rebuilt from its c
 shrunk from (``pruning.latency.pruned_vs_dense``), with more repeats than the measurement at the
 end of a run, which may have shared the machine with other runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from experiments.bench.common import device_name
 from pruning.latency import pruned_vs_dense
 from training.runner import load_exported
 
+
 def bench_latency(run_dirs: list[Path], batch_sizes: list[int], warmup: int, repeats: int) -> dict[str, Any]:
     """``pruned_vs_dense`` of every channel-pruned run among ``run_dirs`` (others are listed as skipped)."""
     runs, skipped = [], []
@@ -26,13 +28,26 @@ def bench_latency(run_dirs: list[Path], batch_sizes: list[int], warmup: int, rep
             skipped.append(str(run_dir))
             continue
         shape = tuple(metrics["input_shape"])
-        runs.append({"run": str(run_dir), "name": metrics["name"], "test_acc": metrics["test_acc"],
-                     "params_physical": metrics["params_physical"],
-                     "params_physical_dense": sum(p.numel() for p in reference.parameters()),
-                     "flops_physical": metrics["flops_physical"],
-                     "latency": pruned_vs_dense(final, reference, shape, batch_sizes, warmup, repeats)})
-    return {"device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "warmup": warmup, "repeats": repeats, "runs": runs, "skipped": skipped}
+        runs.append(
+            {
+                "run": str(run_dir),
+                "name": metrics["name"],
+                "test_acc": metrics["test_acc"],
+                "params_physical": metrics["params_physical"],
+                "params_physical_dense": sum(p.numel() for p in reference.parameters()),
+                "flops_physical": metrics["flops_physical"],
+                "latency": pruned_vs_dense(final, reference, shape, batch_sizes, warmup, repeats),
+            }
+        )
+    return {
+        "device": device_name(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "warmup": warmup,
+        "repeats": repeats,
+        "runs": runs,
+        "skipped": skipped,
+    }
 
 
 def latency_run_dirs(paths: list[Path]) -> list[Path]:
@@ -49,17 +64,22 @@ def latency_run_dirs(paths: list[Path]) -> list[Path]:
 
 
 def format_latency_table(result: dict[str, Any]) -> str:
-    keys = sorted({k for run in result["runs"] for k in run["latency"] if k != "load_average"},
-                  key=lambda k: (k.split("_batch")[0], int(k.split("_batch")[1])))
-    lines = [f"latency: pruned against dense architecture, median of {result['repeats']} passes in turns; "
-             f"{result['device']}",
-             f"{'run':48s} {'params':>8s} " + " ".join(f"{k + ' ms (x)':>24s}" for k in keys)]
+    keys = sorted(
+        {k for run in result["runs"] for k in run["latency"] if k != "load_average"},
+        key=lambda k: (k.split("_batch")[0], int(k.split("_batch")[1])),
+    )
+    lines = [
+        f"latency: pruned against dense architecture, median of {result['repeats']} passes in turns; "
+        f"{result['device']}",
+        f"{'run':48s} {'params':>8s} " + " ".join(f"{k + ' ms (x)':>24s}" for k in keys),
+    ]
     for run in result["runs"]:
         cells = []
         for k in keys:
             t = run["latency"][k]
-            cells.append(f"{t['pruned']['latency_median_ms']:.2f}/{t['dense']['latency_median_ms']:.2f} "
-                         f"({t['speedup']:.2f}x)")
+            cells.append(
+                f"{t['pruned']['latency_median_ms']:.2f}/{t['dense']['latency_median_ms']:.2f} ({t['speedup']:.2f}x)"
+            )
         share = run["params_physical"] / run["params_physical_dense"]
         lines.append(f"{run['name'][:48]:48s} {100 * share:7.1f}% " + " ".join(f"{c:>24s}" for c in cells))
     if result["skipped"]:

@@ -10,6 +10,7 @@ ratio of medians for the paper's setting, "rda log l1"). Timings depend on the m
 and its load: report them with the device they were measured on. On a shared CPU use
 ``--threads 1``: with more threads than free cores every op waits at thread barriers.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -48,8 +49,9 @@ def _model_with_grads(model: str, device: torch.device, seed: int) -> torch.nn.M
     return net
 
 
-def bench_optimizer(device: torch.device, repeats: int = 50, warmup: int = 5, model: str = "resnet56",
-                    seed: int = 0) -> dict[str, Any]:
+def bench_optimizer(
+    device: torch.device, repeats: int = 50, warmup: int = 5, model: str = "resnet56", seed: int = 0
+) -> dict[str, Any]:
     """Per-step times (ms) of SGD and the xRDA variants, each on its own copy of ``model``'s parameters."""
     sgd_net = _model_with_grads(model, device, seed)
     optimizers = {SGD: torch.optim.SGD(sgd_net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True)}
@@ -65,19 +67,31 @@ def bench_optimizer(device: torch.device, repeats: int = 50, warmup: int = 5, mo
         row["ratio_min_to_sgd"] = row["min_ms"] / rows[SGD]["min_ms"]
     params = list(sgd_net.parameters())
     return {
-        "benchmark": "optimizer", "model": model, "device": device_name(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
-        "tensors": len(params), "parameters": sum(p.numel() for p in params),
-        "results": rows, "reference": REFERENCE, "ratio": rows[REFERENCE]["ratio_to_sgd"],
+        "benchmark": "optimizer",
+        "model": model,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "warmup": warmup,
+        "tensors": len(params),
+        "parameters": sum(p.numel() for p in params),
+        "results": rows,
+        "reference": REFERENCE,
+        "ratio": rows[REFERENCE]["ratio_to_sgd"],
         "ratio_min": rows[REFERENCE]["ratio_min_to_sgd"],
     }
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"{result['benchmark']}: {result['model']}, {result['tensors']} tensors, "
-             f"{result['parameters']:,} parameters, {result['device']}, median of {result['repeats']} steps",
-             f"{'optimizer':<28} {'median ms':>10} {'min ms':>9} {'x sgd (median)':>15} {'x sgd (min)':>12}"]
+    lines = [
+        f"{result['benchmark']}: {result['model']}, {result['tensors']} tensors, "
+        f"{result['parameters']:,} parameters, {result['device']}, median of {result['repeats']} steps",
+        f"{'optimizer':<28} {'median ms':>10} {'min ms':>9} {'x sgd (median)':>15} {'x sgd (min)':>12}",
+    ]
     for name, row in result["results"].items():
-        lines.append(f"{name:<28} {row['median_ms']:>10.3f} {row['min_ms']:>9.3f} {row['ratio_to_sgd']:>15.2f} "
-                     f"{row['ratio_min_to_sgd']:>12.2f}")
+        lines.append(
+            f"{name:<28} {row['median_ms']:>10.3f} {row['min_ms']:>9.3f} {row['ratio_to_sgd']:>15.2f} "
+            f"{row['ratio_min_to_sgd']:>12.2f}"
+        )
     return "\n".join(lines)

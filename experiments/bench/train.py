@@ -12,6 +12,7 @@ done per image in Python, fp32, contiguous memory, the loss read back every step
 shows the median epoch's images/s, the ratio to dense SGD, and the speed-up of dense SGD over
 the reference loop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,11 @@ _SGD = SGDConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
 # settings are the paper / release ones; they do not change a step's cost, only what it computes.
 TRAIN_VARIANTS: dict[str, tuple[MethodConfig, OptimizerConfig, int]] = {
     "dense sgd": (DenseConfig(), _SGD, 0),
-    "rda": (RDAMethodConfig(lam=1.3e-6, reweight="log"),
-            RDAConfig(name="rda", lr=0.25, momentum_timescale=12.37, weight_decay=5e-4), 0),
+    "rda": (
+        RDAMethodConfig(lam=1.3e-6, reweight="log"),
+        RDAConfig(name="rda", lr=0.25, momentum_timescale=12.37, weight_decay=5e-4),
+        0,
+    ),
     "magnitude (masked)": (MagnitudeConfig(sparsity=0.9, rounds=1), _SGD, -1),  # fine-tuning: masks held
     "l0hc": (L0HCConfig(lam=5e-7), _SGD, 0),
     "dep_l0": (DepL0Config(lam=1e-6), _SGD, 0),
@@ -51,9 +55,15 @@ TRAIN_VARIANTS: dict[str, tuple[MethodConfig, OptimizerConfig, int]] = {
 # Every other method, by its name: its default config, with the optimizer it requires (else SGD),
 # timed on its last stage (where masks are held, if any).
 _COVERED = {cfg.name for cfg, _, _ in TRAIN_VARIANTS.values()}
-TRAIN_VARIANTS |= {name: (cls.Config(), OPTIMIZERS[cls.requires_optimizer](name=cls.requires_optimizer)
-                          if cls.requires_optimizer else _SGD, -1)
-                   for name, cls in METHODS.items() if name not in _COVERED}
+TRAIN_VARIANTS |= {
+    name: (
+        cls.Config(),
+        OPTIMIZERS[cls.requires_optimizer](name=cls.requires_optimizer) if cls.requires_optimizer else _SGD,
+        -1,
+    )
+    for name, cls in METHODS.items()
+    if name not in _COVERED
+}
 DENSE = "dense sgd"
 REFERENCE_LOOP = "reference loop"
 
@@ -61,18 +71,36 @@ REFERENCE_LOOP = "reference loop"
 def synthetic_cifar(n: int, seed: int = 0) -> Split:
     """``n`` random CIFAR-shaped uint8 images with labels in 0..9 (speed does not depend on content)."""
     gen = torch.Generator().manual_seed(seed)
-    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
-                 torch.randint(0, 10, (n,), generator=gen))
+    return Split(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=gen),
+    )
 
 
-def method_epochs(model_name: str, variant: str, split: Split, batch: int, device: torch.device, epochs: int,
-                  channels_last: bool, bf16: bool, compile: bool, seed: int = 0) -> list[float]:
+def method_epochs(
+    model_name: str,
+    variant: str,
+    split: Split,
+    batch: int,
+    device: torch.device,
+    epochs: int,
+    channels_last: bool,
+    bf16: bool,
+    compile: bool,
+    seed: int = 0,
+) -> list[float]:
     """Seconds of each epoch of ``variant`` on ``split``, through the runner's wiring and the one Trainer."""
     method_cfg, opt_cfg, stage_index = TRAIN_VARIANTS[variant]
-    cfg = ExperimentConfig(name="bench", model=model_name, data=DataConfig(dataset="cifar10", batch_size=batch),
-                           train=TrainConfig(epochs=epochs, schedule=Schedule("constant"), bf16=bf16,
-                                             channels_last=channels_last, compile=compile),
-                           optimizer=opt_cfg, method=method_cfg)
+    cfg = ExperimentConfig(
+        name="bench",
+        model=model_name,
+        data=DataConfig(dataset="cifar10", batch_size=batch),
+        train=TrainConfig(
+            epochs=epochs, schedule=Schedule("constant"), bf16=bf16, channels_last=channels_last, compile=compile
+        ),
+        optimizer=opt_cfg,
+        method=method_cfg,
+    )
     spec = CIFAR["cifar10"]
     common = dict(device=device, mean=spec.mean, std=spec.std, channels_last=channels_last)
     train = DeviceBatches(split, batch, train=True, augment=True, seed=seed, **common)
@@ -82,8 +110,9 @@ def method_epochs(model_name: str, variant: str, split: Split, batch: int, devic
     model, method = build_model_and_method(cfg, ctx, channels_last)
     stage = dataclasses.replace(method.stages(epochs)[stage_index], epochs=epochs)
     settings = LoopSettings(seed=seed, device=device, bf16=bf16, compile=compile, progress=False)
-    trainer = Trainer(model, method, [stage], train, empty, optimizer_factory(cfg, method), settings,
-                      log=lambda line: None)
+    trainer = Trainer(
+        model, method, [stage], train, empty, optimizer_factory(cfg, method), settings, log=lambda line: None
+    )
     trainer.run()  # each epoch ends with a host sync (the epoch's loss is read), so its time is complete
     return [row["seconds"] for row in trainer.history]
 
@@ -103,21 +132,28 @@ class PerImageAugment(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.pad(self.images[i], (4, 4, 4, 4))
         top, left = torch.randint(0, 9, (2,)).tolist()
-        x = x[:, top:top + 32, left:left + 32]
+        x = x[:, top : top + 32, left : left + 32]
         if torch.rand(()) < 0.5:
             x = x.flip(2)
         return (x.float() / 255 - self.mean) / self.std, self.labels[i]
 
 
-def reference_epochs(model_name: str, split: Split, batch: int, device: torch.device, epochs: int, workers: int,
-                     seed: int = 0) -> list[float]:
+def reference_epochs(
+    model_name: str, split: Split, batch: int, device: torch.device, epochs: int, workers: int, seed: int = 0
+) -> list[float]:
     """Seconds of each epoch of a plain loop: DataLoader + per-image transforms, fp32, ``loss.item()`` per step."""
     torch.manual_seed(seed)
     model = build_model(model_name, 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     spec = CIFAR["cifar10"]
-    loader = DataLoader(PerImageAugment(split, spec.mean, spec.std), batch_size=batch, shuffle=True,
-                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = DataLoader(
+        PerImageAugment(split, spec.mean, spec.std),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     times = []
     model.train()
     for _ in range(epochs):
@@ -139,14 +175,29 @@ def reference_epochs(model_name: str, split: Split, batch: int, device: torch.de
 def _row(times: list[float], warmup: int, images: int) -> dict[str, Any]:
     timed = times[warmup:]
     median = statistics.median(timed)
-    return {"images_per_s": images / median, "epoch_s": median, "epoch_s_timed": timed,
-            "epoch_s_warmup": times[:warmup]}
+    return {
+        "images_per_s": images / median,
+        "epoch_s": median,
+        "epoch_s_timed": timed,
+        "epoch_s_warmup": times[:warmup],
+    }
 
 
-def bench_train(device: torch.device, models: tuple[str, ...] = ("resnet56", "vgg16"), batch: int = 128,
-                steps: int = 50, epochs: int = 3, warmup: int = 1, channels_last: bool = True, bf16: bool = True,
-                compile: bool = False, workers: int = 4, variants: tuple[str, ...] | None = None,
-                reference: bool = True, seed: int = 0) -> dict[str, Any]:
+def bench_train(
+    device: torch.device,
+    models: tuple[str, ...] = ("resnet56", "vgg16"),
+    batch: int = 128,
+    steps: int = 50,
+    epochs: int = 3,
+    warmup: int = 1,
+    channels_last: bool = True,
+    bf16: bool = True,
+    compile: bool = False,
+    workers: int = 4,
+    variants: tuple[str, ...] | None = None,
+    reference: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Training images/s of every variant (and the reference loop) on each model, median of ``epochs`` epochs.
 
     An epoch is ``steps`` batches of ``batch`` images. The fast-path switches apply on CUDA only
@@ -166,31 +217,49 @@ def bench_train(device: torch.device, models: tuple[str, ...] = ("resnet56", "vg
     for model_name in models:
         rows = {}
         for variant in variants:
-            rows[variant] = _row(method_epochs(model_name, variant, split, batch, device, warmup + epochs,
-                                               seed=seed, **fast), warmup, images)
+            rows[variant] = _row(
+                method_epochs(model_name, variant, split, batch, device, warmup + epochs, seed=seed, **fast),
+                warmup,
+                images,
+            )
             end = time.time()  # the timed epochs were the last ones: their wall-clock span
             rows[variant]["wall_clock"] = [end - sum(rows[variant]["epoch_s_timed"]), end]
         if reference:
-            rows[REFERENCE_LOOP] = _row(reference_epochs(model_name, split, batch, device, warmup + epochs, workers,
-                                                         seed), warmup, images)
+            rows[REFERENCE_LOOP] = _row(
+                reference_epochs(model_name, split, batch, device, warmup + epochs, workers, seed), warmup, images
+            )
         base = rows.get(DENSE, {}).get("images_per_s")
         for row in rows.values():
             row["ratio_to_dense"] = row["images_per_s"] / base if base else None
         results[model_name] = rows
     return {
-        "benchmark": "train", "device": device_name(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "batch": batch, "steps": steps, "epochs": epochs, "warmup": warmup,
-        "images_per_epoch": images, "fast_path": fast, "loader_workers": workers, "results": results,
-        "speedup_over_reference": {m: rows[DENSE]["images_per_s"] / rows[REFERENCE_LOOP]["images_per_s"]
-                                   for m, rows in results.items() if DENSE in rows and REFERENCE_LOOP in rows},
+        "benchmark": "train",
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "steps": steps,
+        "epochs": epochs,
+        "warmup": warmup,
+        "images_per_epoch": images,
+        "fast_path": fast,
+        "loader_workers": workers,
+        "results": results,
+        "speedup_over_reference": {
+            m: rows[DENSE]["images_per_s"] / rows[REFERENCE_LOOP]["images_per_s"]
+            for m, rows in results.items()
+            if DENSE in rows and REFERENCE_LOOP in rows
+        },
     }
 
 
 def format_train_table(result: dict[str, Any]) -> str:
     fast = ", ".join(k for k, v in result["fast_path"].items() if v) or "fp32, contiguous"
-    lines = [f"train: {result['device']}, batch {result['batch']}, {result['steps']} steps per epoch, median of "
-             f"{result['epochs']} epochs after {result['warmup']} warm-up; fast path: {fast}",
-             f"{'model':<10} {'variant':<22} {'images/s':>10} {'epoch s':>9} {'x dense sgd':>12}"]
+    lines = [
+        f"train: {result['device']}, batch {result['batch']}, {result['steps']} steps per epoch, median of "
+        f"{result['epochs']} epochs after {result['warmup']} warm-up; fast path: {fast}",
+        f"{'model':<10} {'variant':<22} {'images/s':>10} {'epoch s':>9} {'x dense sgd':>12}",
+    ]
     for model, rows in result["results"].items():
         for name, row in rows.items():
             ratio = f"{row['ratio_to_dense']:.3f}" if row["ratio_to_dense"] is not None else "-"

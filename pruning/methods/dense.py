@@ -1,4 +1,5 @@
 """The dense control: plain training, nothing pruned."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

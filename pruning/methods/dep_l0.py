@@ -20,6 +20,7 @@ chains a 64-wide input, so its backward chain starts 64 -> 512 (the VGG backward
 Everything else (gate placement, penalty, Adam for the gate parameters, export) is that of
 ``pruning.gates``; here the generator's weights and biases are the gate parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,14 @@ class GateGenerator(GateParameters):
     """The Dep-L0 MLP chain; plain parameters, no nn.Linear, so that the generator is never
     mistaken for a prunable layer of the network."""
 
-    def __init__(self, widths: list[int], direction: Literal["forward", "backward"] = "forward",
-                 init_bias: float = 3.0, device: torch.device | None = None, input_width: int | None = None) -> None:
+    def __init__(
+        self,
+        widths: list[int],
+        direction: Literal["forward", "backward"] = "forward",
+        init_bias: float = 3.0,
+        device: torch.device | None = None,
+        input_width: int | None = None,
+    ) -> None:
         super().__init__()
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction: expected 'forward' or 'backward', got {direction!r}")
@@ -86,5 +93,6 @@ class DepL0(ChannelGates):
         return Variant("Dep-L0 (forward)", "structured", order=160, color="#e6ab02")
 
     def make_gates(self, widths: list[int], device: torch.device) -> GateParameters:
-        return GateGenerator(widths, self.cfg.direction, self.cfg.init_bias, device=device,
-                             input_width=self.cfg.input_width)
+        return GateGenerator(
+            widths, self.cfg.direction, self.cfg.init_bias, device=device, input_width=self.cfg.input_width
+        )

@@ -12,6 +12,7 @@ t_0 is ``begin``, dt is ``every`` and n = floor((``end`` - ``begin``) / dt), so 
 (``sparsity``) is reached at the last pruning step at or before ``end``. Masks only shrink. This is the one-run
 baseline that Gale et al. ("The State of Sparsity", 2019) found to beat L0 regularisation at scale.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ class GMP(MaskedMethod):
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
         end = self.cfg.end.steps(steps_per_epoch)
         if end > steps_per_epoch * train_epochs:
-            raise ValueError(f"end: {self.cfg.end} (step {end}) is beyond the training's "
-                             f"{steps_per_epoch * train_epochs} steps")
+            raise ValueError(
+                f"end: {self.cfg.end} (step {end}) is beyond the training's {steps_per_epoch * train_epochs} steps"
+            )
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         model = super().prepare(model, ctx)

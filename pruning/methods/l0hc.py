@@ -4,6 +4,7 @@ The gates, their placement, the L0 penalty and the export are those of ``pruning
 method only says where the log alphas come from: one trainable tensor per gated layer,
 initialised N(``init_log_alpha``, 0.01^2), so every gate starts open.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ from pruning.gates import ChannelGates, GateConfig, GateParameters
 class IndependentLogAlphas(GateParameters):
     """A free log alpha per channel, initialised N(mean, std^2) (3 +- 0.01: open)."""
 
-    def __init__(self, widths: list[int], mean: float = 3.0, std: float = 0.01,
-                 device: torch.device | None = None) -> None:
+    def __init__(
+        self, widths: list[int], mean: float = 3.0, std: float = 0.01, device: torch.device | None = None
+    ) -> None:
         super().__init__()
-        self.log_alpha = nn.ParameterList(
-            [nn.Parameter(torch.randn(w, device=device) * std + mean) for w in widths])
+        self.log_alpha = nn.ParameterList([nn.Parameter(torch.randn(w, device=device) * std + mean) for w in widths])
 
     def log_alphas(self) -> list[torch.Tensor]:
         return list(self.log_alpha)

@@ -21,6 +21,7 @@ Each round retrains for ``train.epochs`` epochs from the start of the schedule (
 instead resumes the schedule at the rewind step; the difference is ``rewind``
 iterations at the initial learning rate).
 """
+
 from __future__ import annotations
 
 import math
@@ -91,8 +92,10 @@ class Lottery(MaskedMethod):
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
         steps = self.cfg.rewind.steps(steps_per_epoch)
         if steps >= steps_per_epoch * train_epochs:
-            raise ValueError(f"rewind: {self.cfg.rewind} (step {steps}) is not inside round 0's "
-                             f"{steps_per_epoch * train_epochs} steps")
+            raise ValueError(
+                f"rewind: {self.cfg.rewind} (step {steps}) is not inside round 0's "
+                f"{steps_per_epoch * train_epochs} steps"
+            )
 
     def stages(self, train_epochs: int) -> list[Stage]:
         targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
@@ -118,8 +121,10 @@ class Lottery(MaskedMethod):
 
     def rewind_state(self) -> State:
         if self.rewind is None:
-            raise RuntimeError(f"lottery: the rewind point {self.cfg.rewind} (step {self.rewind_step}) was never "
-                               "reached in round 0; use an earlier rewind")
+            raise RuntimeError(
+                f"lottery: the rewind point {self.cfg.rewind} (step {self.rewind_step}) was never "
+                "reached in round 0; use an earlier rewind"
+            )
         return self.rewind
 
     def state_dict(self) -> dict[str, Any]:
@@ -132,5 +137,11 @@ class Lottery(MaskedMethod):
 
     def metrics(self, model: nn.Module) -> dict[str, Any]:
         targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
-        return {**super().metrics(model), "rounds": len(targets), "round_sparsities": targets,
-                "rewind": str(self.cfg.rewind), "rewind_step": self.rewind_step, "reinit": self.cfg.reinit}
+        return {
+            **super().metrics(model),
+            "rounds": len(targets),
+            "round_sparsities": targets,
+            "rewind": str(self.cfg.rewind),
+            "rewind_step": self.rewind_step,
+            "reinit": self.cfg.reinit,
+        }

@@ -11,6 +11,7 @@ target and retrain with their own learning rate and schedule. Round r of R prune
 so the last round reaches the target s exactly. ``rounds: 1`` is the one-shot variant
 (prune once, fine-tune; Liu et al.: 40 epochs at lr 0.001).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ class MagnitudeConfig(MaskedConfig):
     retrain_schedule: Schedule = field(default_factory=lambda: Schedule(name="constant"))
 
 
-
 def round_targets(sparsity: float, rounds: int, kind: str) -> list[float]:
     """Target sparsity after each of ``rounds`` rounds; the last is ``sparsity``."""
     if kind == "geometric":
@@ -49,19 +49,27 @@ class Magnitude(MaskedMethod):
     def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
         conv = cfg.layers == "conv"  # Liu et al.'s weight-level pruning leaves the classifier dense
         if cfg.rounds == 1:
-            return (Variant("magnitude one-shot (conv only)", "unstructured", order=32, color="#98df8a") if conv else
-                    Variant("magnitude one-shot", "unstructured", order=30, color="#2ca02c"))
-        return (Variant("magnitude iterative (conv only)", "unstructured", order=42, color="#ff9896") if conv else
-                Variant("magnitude iterative", "unstructured", order=40, color="#d62728"))
+            return (
+                Variant("magnitude one-shot (conv only)", "unstructured", order=32, color="#98df8a")
+                if conv
+                else Variant("magnitude one-shot", "unstructured", order=30, color="#2ca02c")
+            )
+        return (
+            Variant("magnitude iterative (conv only)", "unstructured", order=42, color="#ff9896")
+            if conv
+            else Variant("magnitude iterative", "unstructured", order=40, color="#d62728")
+        )
 
     def stages(self, train_epochs: int) -> list[Stage]:
         c = self.cfg
         targets = round_targets(c.sparsity, c.rounds, c.round_schedule)
         name = "finetune" if c.rounds == 1 else "retrain{}"
         return [Stage("train", train_epochs)] + [
-            PruneStage(name.format(r), c.retrain_epochs, lr=c.retrain_lr, schedule=c.retrain_schedule,
-                       penalty=False, target=t)
-            for r, t in enumerate(targets, start=1)]
+            PruneStage(
+                name.format(r), c.retrain_epochs, lr=c.retrain_lr, schedule=c.retrain_schedule, penalty=False, target=t
+            )
+            for r, t in enumerate(targets, start=1)
+        ]
 
     def new_masks(self, model: nn.Module, target: float) -> dict[str, torch.Tensor]:
         """Global magnitude masks at ``target``, nested in the current masks."""

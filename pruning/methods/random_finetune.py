@@ -12,6 +12,7 @@ the per-layer densities nor in the training budget. Positions are drawn from the
 RNG, which the training loop seeds from (run seed, stage index) before every stage:
 reproducible per seed, different across seeds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

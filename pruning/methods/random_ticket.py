@@ -12,6 +12,7 @@ that the shuffled mask keeps but magnitude pruning had removed starts at zero
 Compare ``random_finetune``: magnitude pruning's densities at random positions of the *trained*
 weights, then fine-tuned (a control for magnitude pruning, not for the ticket).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,12 +7,12 @@ of Conv2d and Linear layers get ``lam`` and the reweighting / grouping options; 
 parameters and biases go in a group with lam = 0 (trained by the same xRDA update, never
 penalised). It must be trained with the ``rda`` optimizer (the config checks this).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from pruning.accounting import prunable_layers
@@ -78,7 +78,7 @@ class RDAMethod(Method):
 
     @classmethod
     def variant(cls, cfg: MethodConfig, optimizer: Any) -> Variant:
-        """"<averaging> <log-l1 | plain l1>", then " (kernel)" / " (channel)" for grouped penalties
+        """ "<averaging> <log-l1 | plain l1>", then " (kernel)" / " (channel)" for grouped penalties
         and ", group prox" for the group-lasso step; averagings other than xRDA are ablations."""
         averaging = averaging_name(getattr(optimizer, "avg", "coupled"))
         label = f"{averaging} {'log-l1' if cfg.reweight == 'log' else 'plain l1'}"
@@ -101,8 +101,14 @@ class RDAMethod(Method):
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         c = self.cfg
         groups = [
-            {"params": penalised, "lam": c.lam, "reweight": c.reweight, "max_factor": c.max_factor,
-             "group": c.group, "prox": c.prox},
+            {
+                "params": penalised,
+                "lam": c.lam,
+                "reweight": c.reweight,
+                "max_factor": c.max_factor,
+                "group": c.group,
+                "prox": c.prox,
+            },
             {"params": rest, "lam": 0.0, "reweight": "none", "group": "none", "prox": "l1"},
         ]
         return [g for g in groups if g["params"]]

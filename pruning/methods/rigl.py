@@ -11,6 +11,7 @@ summed over processes), where f_t = (alpha / 2) (1 + cos(pi t / T_end)) decays f
 = alpha. Regrown weights start at 0, and the optimizer state (momentum) of every weight that changed
 is reset. The number of active weights of every layer never changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,9 @@ from pruning.masks import MaskedConfig, MaskedMethod, random_masks
 class RigLConfig(MaskedConfig):
     name: str = "rigl"
     distribution: Literal["erk", "uniform"] = "erk"  # per-layer densities
-    drop_fraction: float = option(0.3, gt=0.0, lt=1.0)  # alpha: the fraction of active weights moved at the first update
+    drop_fraction: float = option(
+        0.3, gt=0.0, lt=1.0
+    )  # alpha: the fraction of active weights moved at the first update
     every: Duration = duration_field("100it")  # Delta T: steps between updates
     end: Duration = duration_field("120ep")  # T_end: no updates from here on (75% of training in the paper)
 
@@ -60,8 +63,9 @@ class RigL(MaskedMethod):
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
         end = self.cfg.end.steps(steps_per_epoch)
         if end > steps_per_epoch * train_epochs:
-            raise ValueError(f"end: {self.cfg.end} (step {end}) is beyond the training's "
-                             f"{steps_per_epoch * train_epochs} steps")
+            raise ValueError(
+                f"end: {self.cfg.end} (step {end}) is beyond the training's {steps_per_epoch * train_epochs} steps"
+            )
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         weights = self.selected(model)
@@ -78,6 +82,7 @@ class RigL(MaskedMethod):
         def hook(p: torch.Tensor) -> None:
             if self.is_update(self.steps_done + 1):
                 self.grads[name] = p.grad.detach().clone()
+
         return hook
 
     def is_update(self, t: int) -> bool:

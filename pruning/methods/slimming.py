@@ -21,6 +21,7 @@ Stages:
 architecture, the channels kept per layer, and the latency of both on the CPU (and on
 CUDA when available) at the configured batch sizes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ def channel_keep(gammas: dict[str, torch.Tensor], ratio: float, min_channels: in
     scores = torch.cat([gammas[n].detach().abs().flatten().float() for n in names])
     order = torch.argsort(scores, stable=True)
     kept = torch.ones_like(scores, dtype=torch.bool)
-    kept[order[:round(ratio * scores.numel())]] = False
+    kept[order[: round(ratio * scores.numel())]] = False
     keep = {n: k.clone() for n, k in zip(names, kept.split([gammas[n].numel() for n in names]))}
     for n in names:
         floor = min(min_channels, keep[n].numel())
@@ -90,8 +91,11 @@ class Slimming(Method):
         self.sites = surgery.removable_sites(model)
         self.bns = list(self.sites)
         self.gammas = [model.get_submodule(n).weight for n in self.bns]
-        penalised = (self.bns if self.cfg.l1_on == "prunable" else
-                     [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)])
+        penalised = (
+            self.bns
+            if self.cfg.l1_on == "prunable"
+            else [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        )
         self.penalised = [model.get_submodule(n).weight for n in penalised]
         self.masker = ParamMasks(model)
         self.keep: dict[str, torch.Tensor] | None = None
@@ -100,8 +104,10 @@ class Slimming(Method):
 
     def stages(self, train_epochs: int) -> list[Stage]:
         c = self.cfg
-        return [Stage("train", train_epochs),
-                Stage("finetune", c.finetune_epochs, lr=c.finetune_lr, schedule=c.finetune_schedule, penalty=False)]
+        return [
+            Stage("train", train_epochs),
+            Stage("finetune", c.finetune_epochs, lr=c.finetune_lr, schedule=c.finetune_schedule, penalty=False),
+        ]
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.cfg.l1 == 0:
@@ -167,7 +173,8 @@ class Slimming(Method):
             **surgery.physical_report(model, shape),
             "params_physical_dense": dense["params_physical"],
             "flops_physical_dense": dense["flops_physical"],
-            "latency": pruned_vs_dense(model, reference, shape, self.cfg.latency_batch_sizes,
-                                       self.cfg.latency_warmup, self.cfg.latency_repeats),
+            "latency": pruned_vs_dense(
+                model, reference, shape, self.cfg.latency_batch_sizes, self.cfg.latency_warmup, self.cfg.latency_repeats
+            ),
         }
         return out

@@ -8,6 +8,7 @@ weights together are removed (ties broken by position, as in magnitude pruning).
 taken on a copy of the model, so its batch-norm statistics are not touched. The masks then hold
 for the whole training, one stage with the experiment's schedule.
 """
+
 from __future__ import annotations
 
 import copy
