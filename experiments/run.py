@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
     )
     p.add_argument("--force", action="store_true", help="rerun finished runs, replacing their results")
+    p.add_argument(
+        "--no-test",
+        dest="test",
+        action="store_false",
+        help="never read the test set (runs that choose a hyperparameter on data.validation)",
+    )
     p.add_argument("--list", action="store_true", help="list the selected experiments and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -132,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                 current = f"{cfg.name} seed {seed}"
                 run_dir = out / cfg.name / f"seed{seed}"
                 try:
-                    run_one(cfg, seed, out, data_root, device, args.force, progress=not args.no_progress)
+                    run_one(
+                        cfg, seed, out, data_root, device, args.force, progress=not args.no_progress, test=args.test
+                    )
                 except RunBusy as exc:
                     print(f"[busy] {current}: {exc}; left to that runner")
                     busy.append(current)

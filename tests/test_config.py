@@ -124,9 +124,7 @@ def test_every_shipped_config_loads_for_its_profiles() -> None:
 
 
 def test_load_run_config_reads_back_what_a_run_writes(tmp_path: Path) -> None:
-    resolved = config.resolve(
-        config.load_config(CONFIG_DIR / "slimming/subset/resnet20_cifar10_slimming_c30.yaml"), "subset"
-    )
+    resolved = config.resolve(config.load_config(CONFIG_DIR / "slimming/subset/r20_slimming_c30.yaml"), "subset")
     path = tmp_path / "config.yaml"
     path.write_text(config.dump_config(dataclasses.replace(resolved, seeds=1)) + "seed: 0\n")  # as run_one writes it
     assert config.load_run_config(path) == dataclasses.replace(resolved, seeds=1)

@@ -42,6 +42,7 @@ class TrainConfig:
     epochs: int = option(ge=1, epochs=True)
     schedule: Schedule = field(default_factory=Schedule)
     label_smoothing: float = option(0.0, ge=0.0, lt=1.0)
+    test_each_epoch: bool = True  # False: the test set is read once, for the final numbers
     bf16: bool = False  # autocast on CUDA; ignored on CPU
     channels_last: bool = False  # on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA)
@@ -109,7 +110,7 @@ class ProfileConfig:
 # its YAML lists it under `profiles:` (optionally with its own values, which win).
 PROFILES: dict[str, ProfileConfig] = {
     "smoke": ProfileConfig(epochs=2, max_train=2000, max_test=1000, seeds=1),
-    "subset": ProfileConfig(seeds=1),
+    "subset": ProfileConfig(),
     "full": ProfileConfig(),
 }
 
@@ -126,6 +127,7 @@ class ExperimentConfig:
     seeds: int = option(1, ge=1)
     description: str = ""
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
+    full: bool = True  # part of the full profile (False: only of the profiles listed, e.g. the subset protocol)
     profile: str = "full"  # set by resolve(); recorded in the resolved config
 
     def __post_init__(self) -> None:
@@ -281,7 +283,8 @@ def _fit_milestones(cfg: ExperimentConfig) -> None:
 
 
 def in_profile(cfg: ExperimentConfig, profile: str) -> bool:
-    return profile == "full" or profile in cfg.profiles
+    """Whether a folder of configs runs ``cfg`` under ``profile`` (a config named as a file always runs)."""
+    return (profile == "full" and cfg.full) or profile in cfg.profiles
 
 
 def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> ExperimentConfig:
@@ -305,7 +308,9 @@ def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> E
         if settings[key] is not None:
             current = getattr(data, key)
             data = dataclasses.replace(data, **{key: settings[key] if current is None else min(current, settings[key])})
-    return dataclasses.replace(out, data=data, seeds=settings["seeds"] or out.seeds, profile=profile, profiles={})
+    return dataclasses.replace(
+        out, data=data, seeds=settings["seeds"] or out.seeds, profile=profile, profiles={}, full=True
+    )
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

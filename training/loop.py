@@ -38,6 +38,7 @@ class LoopSettings:
     device: torch.device
     label_smoothing: float = 0.0
     bf16: bool = False  # autocast to bfloat16 (CUDA only)
+    test_each_epoch: bool = True  # False: the history has no test loss / accuracy
     compile: bool = False
     progress: bool = True
     # Several processes (set by the runner): ``wrap`` puts the model in DistributedDataParallel for
@@ -233,7 +234,11 @@ class Trainer:
             if self.val_batches is not None
             else (None, None)
         )
-        test_loss, test_acc = evaluate(self.model, self.test_batches, device, bf16, reduce)
+        test_loss, test_acc = (
+            evaluate(self.model, self.test_batches, device, bf16, reduce)
+            if self.settings.test_each_epoch
+            else (None, None)
+        )
         check_finite(self.model, epoch, stage.name, train_loss=train_loss, val_loss=val_loss, test_loss=test_loss)
         seconds = time.perf_counter() - start
         self.elapsed += seconds
@@ -253,9 +258,10 @@ class Trainer:
         }
         self.history.append(row)
         val = f" val {val_loss:.4f}/{val_acc:.4f}" if val_loss is not None else ""
+        test = f" test {test_loss:.4f}/{test_acc:.4f}" if test_loss is not None else ""
         self.log(
             f"epoch {epoch:4d} {stage.name} {e + 1}/{stage.epochs} lr {lr:.4g} "
-            f"train {row['train_loss']:.4f}/{row['train_acc']:.4f}{val} test {test_loss:.4f}/{test_acc:.4f} "
+            f"train {row['train_loss']:.4f}/{row['train_acc']:.4f}{val}{test} "
             f"sparsity {row['sparsity']:.4f} {seconds:.1f}s"
         )
         if self.on_epoch is not None:

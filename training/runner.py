@@ -170,11 +170,13 @@ def run_one(
     device: torch.device,
     force: bool = False,
     progress: bool = True,
+    test: bool = True,
 ) -> dict[str, Any] | None:
     """Train one (experiment, seed); returns its metrics, or None when it was already done.
 
     Only rank 0 of several processes holds the folder's lock and reads and writes the folder; what it
-    finds decides for every process.
+    finds decides for every process. ``test=False`` never reads the test set (runs that choose a
+    hyperparameter on the validation split): metrics.json then has no test numbers.
     """
     run_dir = out / cfg.name / f"seed{seed}"
     with contextlib.ExitStack() as stack:
@@ -187,11 +189,18 @@ def run_one(
         busy = distributed.broadcast_object(busy)
         if busy is not None:
             raise RunBusy(busy)
-        return _run_locked(cfg, seed, run_dir, data_root, device, force, progress)
+        return _run_locked(cfg, seed, run_dir, data_root, device, force, progress, test)
 
 
 def _run_locked(
-    cfg: ExperimentConfig, seed: int, run_dir: Path, data_root: Path, device: torch.device, force: bool, progress: bool
+    cfg: ExperimentConfig,
+    seed: int,
+    run_dir: Path,
+    data_root: Path,
+    device: torch.device,
+    force: bool,
+    progress: bool,
+    test: bool,
 ) -> dict[str, Any] | None:
     resolved = dump_config(dataclasses.replace(cfg, seeds=1)) + f"seed: {seed}\n"
     metrics_path, ckpt_path, config_path = run_dir / "metrics.json", run_dir / "checkpoint.pt", run_dir / "config.yaml"
@@ -202,6 +211,10 @@ def _run_locked(
 
     cuda_fast = device.type == "cuda"
     train_b, val_b, test_b, data_info = build_data(cfg, data_root, device, seed, cuda_fast)
+    if not test and val_b is None:
+        raise ConfigError(
+            f"{cfg.name}: a run that does not read the test set needs a validation split (data.validation)"
+        )
     identity = run_identity(resolved, data_info, device)
     action, state, problem = None, None, None
     if main_rank:
@@ -266,6 +279,7 @@ def _run_locked(
         seed=seed,
         device=device,
         label_smoothing=cfg.train.label_smoothing,
+        test_each_epoch=cfg.train.test_each_epoch and test,
         bf16=env["bf16"],
         compile=env["compile"],
         progress=progress and main_rank,
@@ -278,7 +292,7 @@ def _run_locked(
     model = trainer.run(resume)
 
     final = method.export(model)
-    test_loss, test_acc = evaluate(final, test_b, device, settings.bf16, settings.reduce)
+    test_loss, test_acc = evaluate(final, test_b, device, settings.bf16, settings.reduce) if test else (None, None)
     val_loss, val_acc = (
         evaluate(final, val_b, device, settings.bf16, settings.reduce) if val_b is not None else (None, None)
     )
@@ -316,7 +330,9 @@ def _run_locked(
         except ValueError as exc:  # a NaN the checks above did not catch: no metrics, as for divergence
             raise TrainingDiverged(f"metrics.json would not be strict JSON ({exc})") from None
     print(
-        f"[done] {cfg.name} seed {seed}: test acc {test_acc:.4f}, sparsity {report['sparsity']:.4f}, "
+        f"[done] {cfg.name} seed {seed}: "
+        + (f"test acc {test_acc:.4f}, " if test else f"validation acc {val_acc:.4f} (test set not read), ")
+        + f"sparsity {report['sparsity']:.4f}, "
         f"{trainer.elapsed:.0f}s -> {run_dir}"
     )
     return metrics

@@ -80,6 +80,8 @@ class RDAMethod(Method):
     def variant(cls, cfg: MethodConfig, optimizer: Any) -> Variant:
         """ "<averaging> <log-l1 | plain l1>", then " (kernel)" / " (channel)" for grouped penalties
         and ", group prox" for the group-lasso step; averagings other than xRDA are ablations."""
+        if cfg.lam == 0:  # nothing penalised: the dense control of the xRDA recipe
+            return Variant("dense (xRDA optimizer)", "dense", order=1, color="#555555")
         averaging = averaging_name(getattr(optimizer, "avg", "coupled"))
         label = f"{averaging} {'log-l1' if cfg.reweight == 'log' else 'plain l1'}"
         if cfg.group != "none":

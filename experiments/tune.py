@@ -1,0 +1,158 @@
+"""Choose a lam on the validation split: ``python -m experiments.tune CONFIG --target S --lam L [L ...]``.
+
+Runs seed 0 of CONFIG at a series of lam values (``method.lam``), each as its own experiment
+``<name>_lam<lam>`` under ``--results`` (default ``results/<profile>_tuning``), with the test set
+never read (``--no-test``): each run reports its weight sparsity and its validation accuracy.
+The first values are the ones given; then, while no run lands within ``--within`` of the target
+sparsity, the next lam is interpolated between the nearest runs below and above the target (in
+log lam against the logit of the sparsity, which is monotone in lam), or extrapolated from the
+two nearest when all runs lie on one side. Of the runs within the band, the one with the best
+validation accuracy is chosen. The record (every run, the choice and the rule) is written to
+``<results>/<name>.json``; ``--update`` writes the chosen lam and a comment citing the validation
+numbers into CONFIG itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import load_config
+from training.records import atomic_write_json, atomic_write_text
+from training.runner import run_one
+from training.schema import ConfigError
+
+
+def lam_name(lam: float) -> str:
+    return f"{lam:.2g}"
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def next_lam(trials: list[dict[str, Any]], target: float) -> float:
+    """The next lam to try: interpolated across the target, else extrapolated (x/÷ 2 at most 4)."""
+    below = sorted((t for t in trials if t["sparsity"] < target), key=lambda t: t["sparsity"])
+    above = sorted((t for t in trials if t["sparsity"] >= target), key=lambda t: t["sparsity"])
+    if below and above:
+        a, b = below[-1], above[0]
+    else:
+        side = below or above
+        pair = side[-2:] if below else side[:2]
+        if len(pair) < 2 or pair[0]["lam"] == pair[1]["lam"]:
+            return side[-1]["lam"] * 2 if below else side[0]["lam"] / 2
+        a, b = pair
+    x_a, x_b, y_a, y_b = math.log(a["lam"]), math.log(b["lam"]), logit(a["sparsity"]), logit(b["sparsity"])
+    if y_a == y_b:
+        return math.exp((x_a + x_b) / 2)
+    x = x_a + (logit(target) - y_a) * (x_b - x_a) / (y_b - y_a)
+    low, high = min(x_a, x_b) - math.log(4), max(x_a, x_b) + math.log(4)
+    return float(f"{math.exp(min(max(x, low), high)):.2g}")
+
+
+def choose(trials: list[dict[str, Any]], target: float, within: float) -> dict[str, Any] | None:
+    landed = [t for t in trials if abs(t["sparsity"] - target) <= within]
+    return max(landed, key=lambda t: t["val_acc"]) if landed else None
+
+
+def update_config(path: Path, chosen: dict[str, Any], record: dict[str, Any]) -> None:
+    """Write the chosen lam into the YAML, and a comment with the validation numbers of every run."""
+    text = path.read_text()
+    lines = [
+        f"# lam chosen on the validation split (python -m experiments.tune, seed 0, test set not read), target "
+        f"{100 * record['target']:g}% +- {100 * record['within']:g} points of weight sparsity:"
+    ]
+    for t in sorted(record["trials"], key=lambda t: t["lam"]):
+        mark = "  <- chosen" if t is chosen or t["lam"] == chosen["lam"] else ""
+        lines.append(
+            f"#   lam {lam_name(t['lam'])}: sparsity {100 * t['sparsity']:.1f}%, validation accuracy "
+            f"{100 * t['val_acc']:.1f}%{mark}"
+        )
+    block = "\n".join(lines) + "\n"
+    marker = re.compile(r"^# lam(?::| chosen) .*\n(?:#   lam .*\n)*", re.M)
+    text = marker.sub(block, text, count=1) if marker.search(text) else block + text
+    text = re.sub(r"^(\s*lam: )\S+", lambda m: m[1] + lam_name(chosen["lam"]), text, count=1, flags=re.M)
+    text = re.sub(r"(method: \{[^}]*\blam: )[^,}]+", lambda m: m[1] + lam_name(chosen["lam"]), text, count=1)
+    atomic_write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", type=Path)
+    p.add_argument("--target", type=float, required=True, help="weight sparsity to reach, a fraction")
+    p.add_argument("--within", type=float, default=0.02, help="accepted distance from the target (default 0.02)")
+    p.add_argument("--lam", type=float, nargs="+", required=True, help="first lam values to try")
+    p.add_argument("--max-runs", type=int, default=6)
+    p.add_argument("--profile", default="subset")
+    p.add_argument("--results", type=Path, default=None)
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--update", action="store_true", help="write the chosen lam and the numbers into CONFIG")
+    args = p.parse_args(argv)
+    out = args.results or Path("results") / f"{args.profile}_tuning"
+    data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
+    base = load_config(args.config, profile=args.profile).name
+    trials: list[dict[str, Any]] = []
+    queue = [float(lam_name(lam)) for lam in args.lam]
+    try:
+        while len(trials) < args.max_runs:
+            lam = queue.pop(0) if queue else next_lam(trials, args.target)
+            if any(t["lam"] == lam for t in trials):
+                break  # converged on a value already run
+            name = f"{base}_lam{lam_name(lam)}"
+            cfg = load_config(args.config, [f"method.lam={lam}", f"name={name}"], profile=args.profile)
+            run_one(cfg, 0, out, data_root, torch.device("cpu"), progress=False, test=False)
+            metrics = json.loads((out / name / "seed0" / "metrics.json").read_text())
+            trials.append(
+                {
+                    "lam": lam,
+                    "sparsity": metrics["sparsity"],
+                    "val_acc": metrics["val_acc"],
+                    "val_loss": metrics["val_loss"],
+                    "run": str(out / name / "seed0"),
+                }
+            )
+            print(
+                f"[tune] {base}: lam {lam_name(lam)} -> sparsity {metrics['sparsity']:.4f}, "
+                f"validation accuracy {metrics['val_acc']:.4f}"
+            )
+            if not queue and choose(trials, args.target, args.within):
+                break
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    chosen = choose(trials, args.target, args.within)
+    record = {
+        "config": str(args.config),
+        "experiment": base,
+        "profile": args.profile,
+        "target": args.target,
+        "within": args.within,
+        "rule": "of the runs within the band, the best validation accuracy",
+        "trials": trials,
+        "chosen_lam": chosen["lam"] if chosen else None,
+    }
+    atomic_write_json(out / f"{base}.json", record)
+    if chosen is None:
+        print(f"error: {base}: no lam within {args.within} of {args.target} in {len(trials)} runs", file=sys.stderr)
+        return 1
+    print(
+        f"[tune] {base}: lam {lam_name(chosen['lam'])} (sparsity {chosen['sparsity']:.4f}, validation accuracy "
+        f"{chosen['val_acc']:.4f})"
+    )
+    if args.update:
+        update_config(args.config, chosen, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""experiments.tune: the next lam, the choice on validation, the record, and the config updated."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments import tune
+from tests.conftest import write_cifar10
+
+
+def trial(lam: float, sparsity: float, val_acc: float = 0.5) -> dict:
+    return {"lam": lam, "sparsity": sparsity, "val_acc": val_acc}
+
+
+def test_the_next_lam_interpolates_across_the_target_in_log_lam_and_logit_sparsity() -> None:
+    trials = [trial(1e-5, 0.5), trial(4e-5, 0.9)]
+    lam = tune.next_lam(trials, 0.8)
+    # logit(0.5) = 0, logit(0.9) = ln 9, logit(0.8) = ln 4: log lam = ln 1e-5 + (ln 4 / ln 9) ln 4
+    assert lam == pytest.approx(float(f"{1e-5 * 4 ** (math.log(4) / math.log(9)):.2g}"))
+    assert tune.next_lam([trial(1e-5, 0.3)], 0.8) == 2e-5  # one run below: double it
+    assert tune.next_lam([trial(1e-5, 0.95)], 0.8) == 5e-6  # above: halve it
+    far = tune.next_lam([trial(1e-5, 0.10), trial(2e-5, 0.11)], 0.9)  # a flat slope extrapolates at most x4
+    assert far == pytest.approx(8e-5)
+
+
+def test_the_choice_is_the_best_validation_accuracy_within_the_band() -> None:
+    trials = [trial(1e-5, 0.79, 0.60), trial(2e-5, 0.81, 0.62), trial(3e-5, 0.85, 0.70)]
+    assert tune.choose(trials, 0.8, 0.02)["lam"] == 2e-5  # 0.85 is outside the band, however good
+    assert tune.choose(trials[2:], 0.8, 0.02) is None
+
+
+CONFIG = """\
+# lam: chosen on the validation split (experiments.tune) to land within 2 points of the target; see below.
+# Gates: a comment that stays.
+model: resnet20
+data: {dataset: cifar10, batch_size: 32, validation: 10}
+train: {epochs: 1, schedule: {name: cosine}, test_each_epoch: false}
+optimizer: {name: rda, lr: 0.5}
+method: {name: rda, lam: 1.0e-3}
+profiles: {subset: {}}
+"""
+
+
+def test_a_tuning_run_reads_no_test_set_and_updates_the_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_cifar10(tmp_path / "data")
+    path = tmp_path / "exp.yaml"
+    path.write_text(CONFIG)
+    code = tune.main(
+        [
+            str(path),
+            "--target",
+            "0.5",
+            "--within",
+            "0.5",
+            "--lam",
+            "3e-3",
+            "--data-root",
+            str(data),
+            "--results",
+            str(tmp_path / "tuning"),
+            "--update",
+        ]
+    )
+    assert code == 0
+    record = json.loads((tmp_path / "tuning" / "exp.json").read_text())
+    assert record["chosen_lam"] == 3e-3 and len(record["trials"]) == 1
+    metrics = json.loads((tmp_path / "tuning" / "exp_lam0.003" / "seed0" / "metrics.json").read_text())
+    assert metrics["test_acc"] is None and metrics["test_loss"] is None and metrics["val_acc"] is not None
+    text = path.read_text()
+    assert "method: {name: rda, lam: 0.003}" in text and "# Gates: a comment that stays." in text
+    assert f"#   lam 0.003: sparsity {100 * record['trials'][0]['sparsity']:.1f}%" in text and "<- chosen" in text
+    assert "(experiments.tune) to land" not in text  # the placeholder is replaced
