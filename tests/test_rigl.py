@@ -130,5 +130,5 @@ def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
             1e-4,
             128,
         )
-        assert cfg.train.epochs == (30 if cfg.model == "resnet20" else 160)
+        assert cfg.train.epochs == (15 if cfg.model == "resnet20" else 160)
         assert ("subset" in cfg.profiles) == (cfg.model == "resnet20")

@@ -35,7 +35,7 @@ def test_every_config_is_the_same_budget_on_the_same_data() -> None:
             500,
             None,
         ), name
-        assert steps(cfg) == 1110, name  # 30 epochs of 37 steps, split between the stages
+        assert steps(cfg) == 555, name  # 15 epochs of 37 steps, split between the stages
         assert not cfg.train.test_each_epoch and cfg.seeds == 3, name  # the test set: once, at the end
         assert not config.load_config(PATHS[list(CONFIGS).index(name)]).full  # not part of the full profile
 

@@ -56,7 +56,7 @@ def build_data(
         device=device,
         mean=spec.mean,
         std=spec.std,
-        channels_last=cuda_fast and cfg.train.channels_last,
+        channels_last=cfg.train.channels_last,
         rank=rank,
         world_size=world,
     )

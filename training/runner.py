@@ -241,14 +241,14 @@ def _run_locked(
     torch.manual_seed(seed)
     ctx = run_context(device, data_info, train_b, seed)
     try:  # what only the built model can check (e.g. an ``exclude`` naming no module)
-        model, method = build_model_and_method(cfg, ctx, channels_last=cuda_fast and cfg.train.channels_last)
+        model, method = build_model_and_method(cfg, ctx, channels_last=cfg.train.channels_last)
     except ValueError as exc:
         raise ConfigError(f"{cfg.name}: method.{exc}") from None
     stages = plan(cfg, ctx.steps_per_epoch)  # with the data's own epoch length
 
     env = environment(device) | {
         "bf16": cuda_fast and cfg.train.bf16,
-        "channels_last": cuda_fast and cfg.train.channels_last,
+        "channels_last": cfg.train.channels_last,
         "compile": cuda_fast and cfg.train.compile,
         "processes": distributed.world_size(),
     }
