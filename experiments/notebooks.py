@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
             print(f"[notebook] {notebook.name}: {time.perf_counter() - start:.0f}s -> {where}")
         except Exception as exc:  # report every failing notebook, not just the first
-            last = str(exc).splitlines()[-1] if str(exc) else ""
+            # The error's name and message (CellExecutionError carries them; its text ends in a blank line).
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            last = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else (lines[-1] if lines else "")
             print(f"error: notebook {notebook.name}: {type(exc).__name__}: {last}", file=sys.stderr)
             failed.append(notebook.name)
     return 1 if failed else 0

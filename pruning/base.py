@@ -307,4 +307,4 @@ def sparsity_point(sparsity: float) -> str:
 
 
 def lam_point(lam: float) -> str:
-    return f"lam {lam:g}"
+    return f"lam {lam:.1e}"

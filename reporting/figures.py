@@ -11,6 +11,7 @@ mean over its seeds with the sample standard deviation as error bar; every figur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import NullFormatter
 
 from reporting.results import title_line
 
@@ -76,7 +77,8 @@ def curve(
     y_scale: float = 100.0,
     **style: Any,
 ) -> None:
-    """``aggregate`` rows as one line with error bars (``<x>_std``, ``<y>_std``), sorted by x.
+    """``aggregate`` rows as one line, sorted by x: thin error bars one sample std (``<y>_std``), thick
+    translucent ones the 95% t-interval of the mean (``<y>_ci``); none for a single seed.
 
     Points whose x is not finite (e.g. the compression of an all-zero network) are left out
     with a printed note.
@@ -86,9 +88,23 @@ def curve(
     if not finite.all():
         print(f"note: {label}: {int((~finite).sum())} point(s) with non-finite {x} left out")
         p = p[finite]
-    xerr = p[f"{x}_std"] * x_scale if f"{x}_std" in p else None
-    options = {"marker": "o", "ms": 4, "capsize": 2, "lw": 1.2, "color": points["color"].iloc[0]} | style
-    ax.errorbar(p[x] * x_scale, p[y] * y_scale, xerr=xerr, yerr=p[f"{y}_std"] * y_scale, label=label, **options)
+    color = points["color"].iloc[0]
+    options = {"marker": "o", "ms": 4, "lw": 1.2, "color": color} | style
+    xs, ys = p[x] * x_scale, p[y] * y_scale
+    ax.plot(xs, ys, label=label, **options)
+    for spread, width, alpha in ((f"{y}_std", 1.0, 1.0), (f"{y}_ci", 4.0, 0.3)):
+        err = p[spread].astype(float) * y_scale if spread in p else None
+        if err is not None and np.isfinite(err).any():
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                fmt="none",
+                ecolor=color,
+                elinewidth=width,
+                alpha=alpha,
+                capsize=2 if width == 1.0 else 0,
+            )
 
 
 def grouped_bars(ax: plt.Axes, points: pd.DataFrame, y: str, group: str = "match", scale: float = 100.0) -> None:
@@ -104,29 +120,69 @@ def grouped_bars(ax: plt.Axes, points: pd.DataFrame, y: str, group: str = "match
             offsets,
             rows[y] * scale,
             width,
-            yerr=rows[f"{y}_std"] * scale,
+            yerr=rows[f"{y}_std"] * scale if rows[f"{y}_std"].notna().any() else None,
             capsize=2,
             color=rows["color"].iloc[0],
             label=variant,
         )
     first = [points[points[group] == c].iloc[0] for c in clusters]
-    ax.set_xticks(range(len(clusters)), [f"{r['model']}, {r['dataset']}\n{r['point']}" for r in first], fontsize=7)
+    ax.set_xticks(
+        range(len(clusters)),
+        [f"{panel_title(points, r['model'], r['dataset'])}\n{r['point']}" for r in first],
+        fontsize=7,
+    )
 
 
 def dense_band(ax: plt.Axes, dense: pd.DataFrame, y: str = "test_acc", scale: float = 100.0) -> None:
-    """The dense control as a horizontal line (mean) and band (± std; none for one seed) across the panel."""
-    for _, row in dense.iterrows():
-        mean, std = row[y] * scale, row[f"{y}_std"] * scale
-        ax.axhline(mean, color=DENSE_COLOR, lw=1, ls="--", label="dense")
-        if np.isfinite(std):
-            ax.axhspan(mean - std, mean + std, color=DENSE_COLOR, alpha=0.12, lw=0)
+    """Each dense control as a horizontal line (mean) with a band (the 95% t-interval of the mean; none
+    for one seed) across the panel, labelled with its experiment when there are several."""
+    styles = ["--", ":", "-."]
+    for k, (_, row) in enumerate(dense.sort_values("name").iterrows()):
+        mean, ci = row[y] * scale, row.get(f"{y}_ci", math.nan) * scale
+        label = f"dense control: {row['name']}" if len(dense) > 1 else "dense control"
+        ax.axhline(mean, color=row.get("color", DENSE_COLOR), lw=1, ls=styles[k % 3], label=label)
+        if np.isfinite(ci):
+            ax.axhspan(mean - ci, mean + ci, color=row.get("color", DENSE_COLOR), alpha=0.10, lw=0)
+
+
+MODEL_NAMES = {
+    "resnet20": "ResNet-20",
+    "resnet32": "ResNet-32",
+    "resnet56": "ResNet-56",
+    "resnet110": "ResNet-110",
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+    "vgg16": "VGG-16",
+    "vgg19": "VGG-19",
+    "densenet40": "DenseNet-40",
+}
+
+
+def panel_title(frame: pd.DataFrame, model: str, dataset: str) -> str:
+    """ "ResNet-20, CIFAR-10 subset": the model and the data the panel's runs used (a subset says so)."""
+    rows = select(frame, model, dataset)
+    data = rows["data_name"].iloc[0] if "data_name" in rows and len(rows) else dataset
+    return f"{MODEL_NAMES.get(model, model)}, {data}"
+
+
+def y_span(ax: plt.Axes, at_least: float = 20.0) -> None:
+    """Widen the y axis to at least ``at_least`` points, so that noise does not look like a trend."""
+    low, high = ax.get_ylim()
+    if high - low < at_least:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - at_least / 2, middle + at_least / 2)
+
+
+COMPRESSION_TICKS = (1, 1.25, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 100)
 
 
 def compression_axis(ax: plt.Axes) -> None:
-    """Log-scale x axis of compression ratios, ticks labelled "10x (90%)" with the weight sparsity."""
+    """Log-scale x axis of compression ratios, every tick inside the range labelled "5x\n(80%)" with
+    the weight sparsity it means."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda c, _: f"{c:g}x\n({100 * (1 - 1 / c):.0f}%)" if c >= 1 else ""))
+    low, high = ax.get_xlim()
+    ticks = [t for t in COMPRESSION_TICKS if low <= t <= high] or [low, high]
+    ax.set_xticks(ticks, [f"{t:g}x\n({100 * (1 - 1 / t):.0f}%)" for t in ticks], fontsize=7)
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("compression ratio, log scale (weight sparsity)")
 

@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from reporting.labels import color_of, describe
+from reporting.stats import interval
 
 
 class ResultsError(RuntimeError):
@@ -50,6 +51,7 @@ def load_runs(results: str | Path) -> list[dict[str, Any]]:
 # Entries of a run's metrics that are averaged over seeds by `aggregate` (when present).
 METRICS = (
     "test_acc",
+    "val_acc",
     "train_acc",
     "gap",
     "test_loss",
@@ -83,9 +85,11 @@ FRAME_COLUMNS = (
     "point",
     "label",
     "lam",
+    "point_value",
     "model",
     "dataset",
     "data_label",
+    "data_name",
     "profile",
     "epochs",
     "test_acc",
@@ -113,6 +117,10 @@ def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _number(value: Any) -> float:
+    return float(value) if value is not None else math.nan
+
+
 def _ratio(num: Any, den: Any) -> float:
     return float(num) / float(den) if num is not None and den else math.nan
 
@@ -132,7 +140,9 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
         row: dict[str, Any] = {k: v for k, v in run.items() if v is None or isinstance(v, (bool, int, float, str))}
         config = run["config"]
         sparsity = float(run.get("sparsity", math.nan))
-        lam = _section(config, "method").get("lam")
+        method = _section(config, "method")
+        lam = method.get("lam")
+        point_value = next((method[k] for k in ("lam", "sparsity", "channel_ratio") if k in method), math.nan)
         variant, point = run["variant"], run["point"]
         row.update(
             variant=variant.label,
@@ -143,8 +153,10 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
             point=point,
             label=f"{variant.label}, {point}" if point else variant.label,
             lam=float(lam) if lam is not None else math.nan,
+            point_value=float(point_value),
             data_label=run.get("data_label", run.get("dataset", "")),
-            gap=float(run.get("train_acc", math.nan)) - float(run.get("test_acc", math.nan)),
+            data_name=str(run.get("data_label", run.get("dataset", ""))).split(" (")[0].split(",")[0],
+            gap=_number(run.get("train_acc")) - _number(run.get("test_acc")),
             compression=1.0 / (1.0 - sparsity) if sparsity < 1.0 else math.inf,
             flops_kept=_ratio(run.get("flops_effective"), run.get("flops_dense")),
             params_kept=_ratio(run.get("params_nonzero"), run.get("params_dense")),
@@ -162,21 +174,62 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
 def aggregate(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> pd.DataFrame:
     """One row per group of ``keys`` (default: per experiment, i.e. over its seeds).
 
-    Each metric of METRICS becomes its mean and ``<metric>_std``, the sample standard deviation
-    (n - 1 in the denominator; NaN for a single seed, as ``mean_std``); ``seeds`` counts the runs;
-    every other column keeps the group's first value.
+    Each metric of METRICS becomes its mean, ``<metric>_std`` (the sample standard deviation, n - 1
+    in the denominator) and ``<metric>_ci`` (the half-width of the two-sided 95% Student-t
+    interval of the mean), both NaN for a single seed; ``seeds`` counts the runs; every other
+    column keeps the group's first value.
     """
     metrics = [m for m in METRICS if m in frame and m not in keys]
     rows = []
     for _, group in frame.groupby(list(keys), sort=True, dropna=False):
         row = {c: group[c].iloc[0] for c in frame.columns if c not in metrics and c not in ("seed", "run_dir")}
         for m in metrics:
-            values = pd.to_numeric(group[m], errors="coerce")
-            row[m] = values.mean()
-            row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else math.nan
+            values = pd.to_numeric(group[m], errors="coerce").dropna().tolist()
+            row[m], row[f"{m}_std"], row[f"{m}_ci"] = interval(values)
         row["seeds"] = len(group)
         rows.append(row)
-    columns = [c for c in frame.columns if c not in ("seed", "run_dir")] + [f"{m}_std" for m in metrics] + ["seeds"]
+    columns = [c for c in frame.columns if c not in ("seed", "run_dir")]
+    columns += [f"{m}_std" for m in metrics] + [f"{m}_ci" for m in metrics] + ["seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def recipe_key(config: dict[str, Any]) -> str:
+    """What a method's result is compared under: model, data, optimizer and initialisation (the
+    training length and the method are left out: multi-stage methods split the same steps)."""
+    keep = {k: config.get(k) for k in ("model", "data", "optimizer", "bn_weight_init", "profile")}
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
+def matched_controls(frame: pd.DataFrame) -> dict[str, str]:
+    """Experiment -> its dense control: the dense experiment trained with the same recipe
+    (``recipe_key``); experiments without one are left out."""
+    keys = {name: recipe_key(config) for name, config in zip(frame["name"], frame["config"])}
+    dense = {keys[n]: n for n, family in zip(frame["name"], frame["family"]) if family == "dense"}
+    return {n: dense[k] for n, k in keys.items() if k in dense and dense[k] != n}
+
+
+def paired_differences(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """Per experiment with a matched dense control: the mean, std and 95% t-interval of
+    ``metric`` (experiment) - ``metric`` (control) over the seeds both have (paired by seed)."""
+    controls = matched_controls(frame)
+    values = {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
+    rows = []
+    for name, control in sorted(controls.items()):
+        seeds = sorted(s for (n, s) in values if n == name and (control, s) in values)
+        diffs = [values[(name, s)] - values[(control, s)] for s in seeds]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        mean, std, ci = interval(diffs)
+        rows.append(
+            {
+                "name": name,
+                "control": control,
+                "pairs": len(diffs),
+                f"{metric}_diff": mean,
+                f"{metric}_diff_std": std,
+                f"{metric}_diff_ci": ci,
+            }
+        )
+    columns = ["name", "control", "pairs", f"{metric}_diff", f"{metric}_diff_std", f"{metric}_diff_ci"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -201,7 +254,7 @@ def title_line(frame: pd.DataFrame) -> str:
 
 def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch rows (history.csv) of every run of ``frame``, with the run's name, seed,
-    method, variant, family, color, label, lam, model, dataset, data_label and profile. Runs without a
+    method, variant, family, color, label, lam, model, dataset, data_label, data_name and profile. Runs without a
     history.csv are left out."""
     keep = [
         "name",
@@ -215,6 +268,7 @@ def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
         "model",
         "dataset",
         "data_label",
+        "data_name",
         "profile",
     ]
     parts = []
@@ -223,17 +277,34 @@ def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if path.exists():
             history = pd.read_csv(path)
             parts.append(history.assign(**{k: run[k] for k in keep}))
+    # Runs without a validation split (or without a per-epoch test) lack those columns: NaN there.
+    measured = ["epoch", "stage", "train_acc", "val_acc", "test_acc", "sparsity"]
     if not parts:
-        return pd.DataFrame(columns=keep + ["epoch", "stage", "train_acc", "test_acc", "sparsity"])
-    return pd.concat(parts, ignore_index=True)
+        return pd.DataFrame(columns=keep + measured)
+    history = pd.concat(parts, ignore_index=True)
+    return history.reindex(columns=[*history.columns, *(c for c in measured if c not in history)])
 
 
-def epoch_mean(history: pd.DataFrame, columns: tuple[str, ...] = ("test_acc", "train_acc", "sparsity")) -> pd.DataFrame:
+def epoch_mean(
+    history: pd.DataFrame, columns: tuple[str, ...] = ("val_acc", "test_acc", "train_acc", "sparsity")
+) -> pd.DataFrame:
     """Per experiment and epoch: mean and sample std over seeds of ``columns`` (``<c>_std``; NaN for one
     seed), with the experiment's descriptive columns and ``seeds``."""
     info = [
         c
-        for c in ("method", "variant", "family", "color", "label", "lam", "model", "dataset", "data_label", "profile")
+        for c in (
+            "method",
+            "variant",
+            "family",
+            "color",
+            "label",
+            "lam",
+            "model",
+            "dataset",
+            "data_label",
+            "data_name",
+            "profile",
+        )
         if c in history
     ]
     if history.empty:

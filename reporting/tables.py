@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from reporting.results import aggregate
+from reporting.results import aggregate, paired_differences
 
 REPORTED_FILE = Path(__file__).resolve().parent / "reported.yaml"
 
@@ -33,6 +33,11 @@ SUMMARY_COLUMNS = (
     "epochs",
     "test_acc_pct",
     "test_acc_std_pct",
+    "test_acc_ci_pct",
+    "control",
+    "diff_pct",
+    "diff_ci_pct",
+    "val_acc_pct",
     "sparsity_pct",
     "sparsity_std_pct",
     "compression",
@@ -47,7 +52,10 @@ SUMMARY_COLUMNS = (
 
 
 def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """The summary table, one row per experiment (mean and sample std over seeds), in percent.
+    """The summary table, one row per experiment (mean, sample std and 95% t-interval half-width over
+    seeds), in percent; ``control`` is the experiment's matched dense control
+    (``results.matched_controls``) and ``diff_pct`` / ``diff_ci_pct`` the mean and 95% interval of the
+    paired (same seed) difference in test accuracy to it, in percentage points.
 
     Columns: SUMMARY_COLUMNS. ``paper_*`` come from ``reported`` (default ``reported_numbers()``) keyed by
     experiment name and stay empty (NaN / "") for experiments without a cited figure.
@@ -55,9 +63,11 @@ def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | Non
     """
     reported = reported_numbers() if reported is None else reported
     points = aggregate(frame)
+    diffs = paired_differences(frame).set_index("name") if not frame.empty else pd.DataFrame()
     rows = []
     for _, p in points.iterrows():
         paper = reported.get(p["name"], {})
+        diff = diffs.loc[p["name"]] if p["name"] in diffs.index else {}
         rows.append(
             {
                 "experiment": p["name"],
@@ -69,6 +79,11 @@ def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | Non
                 "epochs": p["epochs"],
                 "test_acc_pct": 100 * p["test_acc"],
                 "test_acc_std_pct": 100 * p["test_acc_std"],
+                "test_acc_ci_pct": 100 * p["test_acc_ci"],
+                "control": diff["control"] if len(diff) else "",
+                "diff_pct": 100 * diff["test_acc_diff"] if len(diff) else math.nan,
+                "diff_ci_pct": 100 * diff["test_acc_diff_ci"] if len(diff) else math.nan,
+                "val_acc_pct": 100 * p["val_acc"] if "val_acc" in p else math.nan,
                 "sparsity_pct": 100 * p["sparsity"],
                 "sparsity_std_pct": 100 * p["sparsity_std"],
                 "compression": p["compression"],
@@ -97,14 +112,27 @@ def _cell(value: Any, digits: int) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _mean_pm_std(mean: float, std: float) -> str:
-    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+def _mean_pm_std(mean: float, std: float, ci: float = math.nan) -> str:
+    """ "mean ± std [± 95% CI]"; the mean alone for one seed (no spread, no interval)."""
+    if math.isnan(mean):
+        return ""
+    if math.isnan(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}" + ("" if math.isnan(ci) else f" [± {ci:.2f}]")
+
+
+def _difference(r: pd.Series) -> str:
+    """The paired difference to the matched dense control: "+1.23 [± 0.45] (control)"."""
+    if not r["control"] or math.isnan(r["diff_pct"]):
+        return ""
+    interval = "" if math.isnan(r["diff_ci_pct"]) else f" [± {r['diff_ci_pct']:.2f}]"
+    return f"{r['diff_pct']:+.2f}{interval} ({r['control']})"
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
-    """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std" (%; the mean
-    alone for one seed), the paper columns blank where no figure is cited; the data labels follow
-    as a footnote."""
+    """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std [± 95% CI]" (%; the
+    mean alone for one seed), the paired difference to the matched dense control, the paper columns
+    blank where no figure is cited; the data labels follow as a footnote."""
     header = [
         "experiment",
         "method",
@@ -113,6 +141,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
         "seeds",
         "epochs",
         "test acc (%)",
+        "vs dense control (pp)",
         "sparsity (%)",
         "compression",
         "FLOPs kept (%)",
@@ -130,7 +159,8 @@ def summary_markdown(table: pd.DataFrame) -> str:
             _cell(r["dataset"], 0),
             str(int(r["seeds"])),
             str(int(r["epochs"])),
-            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
+            _difference(r),
             _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
             _cell(float(r["compression"]), 1),
             _cell(float(r["flops_kept_pct"]), 1),
@@ -145,8 +175,10 @@ def summary_markdown(table: pd.DataFrame) -> str:
     if labels:
         lines += [
             "",
-            f"Data: {'; '.join(labels)}. Profile: {', '.join(profiles)}. Final-epoch test accuracy; "
-            "sparsity over conv + linear weights; FLOPs kept = nonzero multiply-adds / dense.",
+            f"Data: {'; '.join(labels)}. Profile: {', '.join(profiles)}. Final-epoch test accuracy, mean ± sample "
+            "std over the seeds [± half-width of the 95% Student-t interval]; vs dense control: the paired (same "
+            "seed) difference to the dense run of the same recipe, with its 95% interval; sparsity over conv + "
+            "linear weights; FLOPs kept = nonzero multiply-adds / dense.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -162,6 +194,7 @@ def summary_text(table: pd.DataFrame) -> str:
         "seeds",
         "epochs",
         "test acc (%)",
+        "vs dense control (pp)",
         "sparsity (%)",
         "FLOPs kept (%)",
     ]
@@ -173,7 +206,8 @@ def summary_text(table: pd.DataFrame) -> str:
             str(r["dataset"]),
             str(int(r["seeds"])),
             str(int(r["epochs"])),
-            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"]),
+            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
+            _difference(r),
             _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
             _cell(float(r["flops_kept_pct"]), 1),
         ]

@@ -130,3 +130,16 @@ def test_reexecution_is_byte_identical_and_quiet(
     relative = os.path.relpath(results, NOTEBOOKS)  # what the notebook is told and prints, not /tmp/...
     assert f"under {relative}".encode() in outputs[0][0] and b"iopub.execute_input" not in outputs[0][0]
     assert "WARNING" not in capfd.readouterr().err
+
+
+def test_failing_notebook_names_its_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments.notebooks import main
+
+    bad = tmp_path / "bad.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('raise ValueError("no runs under RESULTS_DIR")')]
+    nbformat.write(nb, bad)
+    code = main(["--results", str(tmp_path), "--figures", str(tmp_path / "f"), "--notebooks", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == ["error: notebook bad.ipynb: CellExecutionError: ValueError: no runs under RESULTS_DIR"]

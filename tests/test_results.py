@@ -61,7 +61,7 @@ def test_runs_frame_rows_labels_and_derived_columns(tree: Path) -> None:
     assert families["dense_r20"] == "dense" and families["rda_r20_channel"] == "structured"
     assert families["magnitude_r20_oneshot_s80"] == "unstructured" and families["l0hc_r20"] == "structured"
     labels = dict(zip(runs.name, runs.label))
-    assert labels["rda_r20_lam1e-5"] == "xRDA log-l1, lam 1e-05"
+    assert labels["rda_r20_lam1e-5"] == "xRDA log-l1, lam 1.0e-05"
     assert labels["magnitude_r20_oneshot_s80"] == "magnitude one-shot, target 80%"
     assert labels["slimming_r20_c30"] == "network slimming, 30% channels removed"
     assert labels["dense_r20"] == "dense"
@@ -81,7 +81,7 @@ def test_variant_and_operating_point_come_from_the_method_classes() -> None:
         "RDA (a=0.5) plain l1 (kernel), group prox",
         "structured",
         False,
-        "lam 2e-06",
+        "lam 2.0e-06",
     )
     assert labels.color_of(variant) is not None  # undeclared colour: one derived from the label
     coupled, _ = labels.describe({**rda, "optimizer": {"name": "rda"}, "method": {"name": "rda"}})
@@ -157,6 +157,8 @@ def test_history_and_layer_tables(tree: Path) -> None:
     history = results.history_frame(runs)
     assert len(history) == 18 * 3
     curves = results.epoch_mean(history).set_index(["name", "epoch"])
+    assert curves.val_acc.isna().all()  # the fixture's runs have no validation split: NaN, not a KeyError
+    assert set(curves.data_name) == set(runs.data_name)  # panel titles of curves name the data as the runs do
     last = curves.loc[("dense_r20", 3)]
     assert last.test_acc == pytest.approx(0.81, abs=1e-4) and last.seeds == 2
     assert last.test_acc_std == pytest.approx(hand_std(0.80, 0.82), abs=1e-4)
@@ -179,12 +181,14 @@ def test_summary_table_paper_columns_blank_unless_cited(tree: Path) -> None:
     assert dense.test_acc_std_pct == pytest.approx(100 * hand_std(0.8, 0.82))
     assert table.experiment.iloc[0] == "dense_r20"  # dense first (its legend order)
     markdown = tables.summary_markdown(table)
+    # two seeds: t(0.975, 1) = 12.706, so the interval is 12.706 x 1.41 / sqrt(2) = 12.71 points each side
     dense_line = (
-        "| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 | 0.00 ± 0.00 | 1.0 | 100.0 | 4,000 |  |  |  |"
+        "| dense_r20 | dense | resnet20 | cifar10 | 2 | 3 | 81.00 ± 1.41 [± 12.71] |  | 0.00 ± 0.00 | 1.0 "
+        "| 100.0 | 4,000 |  |  |  |"
     )
     assert dense_line in markdown
     single = table.set_index("experiment").loc["random_r20_s50"]
-    assert f"| 1 | 3 | 73.00 | {single.sparsity_pct:.2f} |" in markdown  # the mean alone for one seed
+    assert f"| 1 | 3 | 73.00 | {_difference_cell(single)} | {single.sparsity_pct:.2f} |" in markdown  # one seed
     assert SYNTHETIC_LABEL in markdown and "Profile: subset" in markdown
     reported = {"dense_r20": {"test_acc": 0.5, "params": "1.5M", "source": "Paper, Table 9"}}
     cited = tables.summary_frame(runs, reported=reported)
@@ -234,3 +238,32 @@ def test_a_missing_results_folder_is_an_error(tmp_path: Path, capsys: pytest.Cap
         results.runs_frame(tmp_path / "nothing")
     assert summary.main([str(tmp_path / "nothing")]) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: no such results folder"
+
+
+def _difference_cell(row) -> str:  # noqa: ANN001
+    return f"{row.diff_pct:+.2f} ({row.control})"  # one pair: no interval
+
+
+def test_paired_differences_to_the_matched_dense_control(tree: Path) -> None:
+    runs = results.runs_frame(tree)
+    controls = results.matched_controls(runs)
+    # the SGD runs share dense_r20's recipe; the rda runs have no dense run of their optimizer
+    assert controls["magnitude_r20_oneshot_s80"] == "dense_r20" and controls["l0hc_r20"] == "dense_r20"
+    assert "rda_r20_lam1e-5" not in controls and "dense_r20" not in controls
+    diffs = results.paired_differences(runs).set_index("name")
+    row = diffs.loc["magnitude_r20_oneshot_s80"]  # seeds 0 and 1: 0.75 - 0.80 and 0.77 - 0.82
+    assert row.pairs == 2 and row.test_acc_diff == pytest.approx(-0.05) and row.test_acc_diff_ci == pytest.approx(0)
+    single = diffs.loc["l0hc_r20"]  # one seed in common: a difference, but no interval
+    assert (
+        single.pairs == 1 and single.test_acc_diff == pytest.approx(0.78 - 0.80) and math.isnan(single.test_acc_diff_ci)
+    )
+    table = tables.summary_frame(runs).set_index("experiment")
+    assert table.loc["magnitude_r20_oneshot_s80", "diff_pct"] == pytest.approx(-5.0)
+    assert "-5.00 [± 0.00] (dense_r20)" in tables.summary_markdown(table.reset_index())
+
+
+def test_aggregate_adds_the_95_percent_t_interval(tree: Path) -> None:
+    points = results.aggregate(results.runs_frame(tree)).set_index("name")
+    dense = points.loc["dense_r20"]
+    assert dense.test_acc_ci == pytest.approx(12.7062 * hand_std(0.80, 0.82) / math.sqrt(2), rel=1e-4)
+    assert math.isnan(points.loc["random_r20_s50"].test_acc_ci)  # one seed: no interval
