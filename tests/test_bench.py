@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from experiments.bench.__main__ import main
+from experiments.bench.export import bench_export, format_export_table
 from experiments.bench.optimizer import RDA_VARIANTS, REFERENCE, SGD, bench_optimizer, format_table
 from models import build_model
 from tests.helpers import run_config, run_dir
@@ -79,3 +80,22 @@ def test_latency_times_channel_pruned_runs_and_skips_the_rest(
         == 0
     )
     assert [r["run"] for r in json.loads(path.read_text())["runs"]] == [runs[0]]
+
+
+def test_export_bench_prunes_to_each_sparsity_and_measures_the_files() -> None:
+    result = bench_export(("resnet20",), (0.5, 0.9))
+    low, high = result["results"]
+    assert (low["model"], low["sparsity"], high["sparsity"]) == ("resnet20", 0.5, 0.9)
+    # zeros among all floats (BN scales and biases are not pruned), so a little under the sparsity
+    assert 0.85 < high["float_zero_fraction"] < 0.9 and 0.45 < low["float_zero_fraction"] < 0.5
+    assert 1 < low["file_ratio"] < high["file_ratio"]
+    assert "resnet20" in format_export_table(result)
+
+
+def test_json_records_where_a_figure_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "export.json"
+    assert main(["export", "--models", "resnet20", "--sparsity", "0.9", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())["provenance"]
+    assert record["command"] == f"python -m experiments.bench export --models resnet20 --sparsity 0.9 --json {path}"
+    assert record["date"].endswith("+00:00") and len(record["load_average"]) == 3
+    assert {"git_revision", "device_name", "torch", "torch_threads"} <= set(record)

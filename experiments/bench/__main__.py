@@ -1,22 +1,26 @@
 """Speed benchmarks: ``python -m experiments.bench SUBCOMMAND [options]``.
 
 Subcommands, one module each: ``optimizer`` (experiments/bench/optimizer.py), ``train`` (train.py),
-``jobs`` (jobs.py), ``latency`` (latency.py); each module's docstring says what it measures.
+``jobs`` (jobs.py), ``latency`` (latency.py), ``export`` (export.py); each module's docstring says
+what it measures. ``--json PATH`` writes the result with its provenance (command, date, git
+revision, device, load average): the record a figure quoted in the README points to.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
+from experiments.bench.common import provenance
+from experiments.bench.export import bench_export, format_export_table
 from experiments.bench.jobs import bench_jobs, format_jobs_table
 from experiments.bench.latency import bench_latency, format_latency_table, latency_run_dirs
 from experiments.bench.optimizer import bench_optimizer, format_table
 from experiments.bench.train import TRAIN_VARIANTS, bench_train, format_train_table
+from training.records import atomic_write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,15 +79,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     jb.add_argument("--warmup", type=int, default=2)
     jb.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     jb.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
+    ex = sub.add_parser("export", help="file size of unstructured-sparse models' export against the dense file")
+    ex.add_argument("--models", nargs="+", default=["resnet56", "vgg16"])
+    ex.add_argument("--sparsity", type=float, nargs="+", default=[0.9, 0.98])
+    ex.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device is available", file=sys.stderr)
         return 1
-    if args.threads is not None:
+    if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
     if args.command == "optimizer":
         result = bench_optimizer(torch.device(args.device), args.repeats, args.warmup, args.model)
@@ -107,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             args.reference,
         )
         print(format_train_table(result))
+    elif args.command == "export":
+        result = bench_export(tuple(args.models), tuple(args.sparsity))
+        print(format_export_table(result))
     else:
         result = bench_jobs(
             args.device, tuple(args.jobs), args.model, args.batch, args.steps, args.epochs, args.warmup, args.threads
@@ -114,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_jobs_table(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        device = torch.device(getattr(args, "device", "cpu"))
+        atomic_write_json(args.json, {**result, "provenance": provenance(argv, device)})
     return 0
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
+
+from training.records import environment
 
 
 def sync(device: torch.device) -> None:
@@ -40,3 +45,14 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def provenance(argv: list[str], device: torch.device) -> dict[str, Any]:
+    """What a committed benchmark figure needs beside it: the command that measured it, when, at which
+    git revision, on which device and how loaded the machine was (a shared CPU times slower)."""
+    return {
+        "command": "python -m experiments.bench " + " ".join(argv),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **environment(device),
+    }
