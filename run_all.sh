@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: every experiment of a profile, then every notebook, then the summary table.
-#   ./run_all.sh --profile smoke        a few minutes on a CPU (2 epochs on 2000 images)
+#   ./run_all.sh --profile smoke        a few minutes on a CPU (one protocol config per method, 1 epoch a
+#                                       stage on 1000 training images; one runner per core, up to 4)
 #   ./run_all.sh --profile subset       the committed results (real CIFAR-10 subset, reduced budget)
 #   ./run_all.sh                        the full reproduction (GPU)
 # Options: --only PATTERN, --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 profile=full
-jobs=1
+jobs=
 configs=experiments/configs
 results=
 run_args=()
@@ -27,10 +28,13 @@ while [ $# -gt 0 ]; do
     --results) results="$2"; run_args+=("$1" "$2"); shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --jobs=*) jobs="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see ./run_all.sh --help)" >&2; exit 2 ;;
   esac
 done
+if [ -z "$jobs" ]; then  # smoke: small runs, one per core (a CPU run barely gains from a second thread)
+  if [ "$profile" = smoke ]; then jobs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc); jobs=$(( jobs > 4 ? 4 : jobs )); else jobs=1; fi
+fi
 if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then echo "error: --jobs expects a positive integer, got '$jobs'" >&2; exit 2; fi
 source scripts/env.sh
 start=$(date +%s)

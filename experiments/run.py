@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds = args.seeds if args.seeds is not None else c.seeds
             epochs = sum(s.epochs for s in config.plan(c))
             total += seeds * epochs
-            print(f"{c.name:50s} {c.model:10s} {c.method.name:10s} {seeds} seed(s) x {epochs} epochs")
+            print(f"{c.name:50s} {c.model:10s} {c.method.name:14s} {seeds} seed(s) x {epochs} epochs")
         print(f"{len(configs)} experiment(s), {total} training epochs in all (profile {args.profile})")
         if args.shard is not None:
             print(f"shard {args.shard[0]}/{args.shard[1]} runs {len(runs)} of them:")

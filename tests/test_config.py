@@ -80,9 +80,9 @@ def test_overrides(tmp_path: Path) -> None:
 
 def test_smoke_profile_scales_every_epoch_count(tmp_path: Path) -> None:
     cfg = resolve(load_config(write(tmp_path, GOOD)), "smoke")
-    # 80 and 120 of 160 epochs -> 1 and 2 of 2: a milestone at the end of the stage cannot act and goes
-    assert cfg.train.epochs == 2 and cfg.train.schedule.milestones == [1]
-    assert (cfg.data.max_train, cfg.data.max_test, cfg.seeds, cfg.profile) == (2000, 1000, 1, "smoke")
+    # 80 and 120 of 160 epochs -> 0.5 and 0.75 of 1: a milestone at the end of the stage cannot act and goes
+    assert cfg.train.epochs == 1 and cfg.train.schedule.milestones == []
+    assert (cfg.data.max_train, cfg.data.max_test, cfg.seeds, cfg.profile) == (1500, 500, 1, "smoke")
 
 
 def test_profile_values_of_the_experiment_win(tmp_path: Path) -> None:
@@ -203,9 +203,9 @@ def test_iteration_counts_move_with_the_profile(tmp_path: Path) -> None:
     lottery = CONFIG_DIR / "lottery/resnet56_cifar10_lottery_s90.yaml"
     full = load_config(lottery, profile="full")
     assert str(full.method.rewind) == "2000it"
-    smoke = load_config(lottery, profile="smoke")  # 2000 of 160 x 391 steps: the same fraction of 2 epochs
-    assert smoke.method.rewind.unit == "ep" and smoke.method.rewind.value == pytest.approx(2000 / 391 * 2 / 160, 1e-5)
-    stages = config.plan(smoke)  # it fits: rewinding at step 1 of round 0's 2 x 16 steps
+    smoke = load_config(lottery, profile="smoke")  # 2000 of 160 x 391 steps: the same fraction of 1 epoch
+    assert smoke.method.rewind.unit == "ep" and smoke.method.rewind.value == pytest.approx(2000 / 391 / 160, 1e-5)
+    stages = config.plan(smoke)  # it fits: rewinding at step 1 of round 0's 8 steps
     assert len(stages) > 1
 
 
@@ -231,3 +231,11 @@ def test_a_huge_value_gives_a_short_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert len(str(info.value)) < 250 and "train.epochs: expected int, got [[...]" in str(info.value), str(info.value)
+
+
+def test_a_method_schedule_outside_the_stages_loses_milestones_past_the_train_stage() -> None:
+    """The gates' optimizer schedule runs on the train stage's clock: shortened to 1 epoch, its
+    milestones at 30 and 60 of 90 round to 0 and 1 of 1; 1 could never act and goes."""
+    dep = load_config(CONFIG_DIR / "dep_l0/dep_l0_bwd_resnet50_imagenet.yaml", ["train.epochs=1"], profile="smoke")
+    assert dep.method.gate_schedule.milestones == [] or max(dep.method.gate_schedule.milestones) < 1
+    assert dep.method.finetune_schedule.milestones == []  # its own stage's rule

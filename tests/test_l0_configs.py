@@ -120,6 +120,6 @@ def test_subset_configs_run_on_the_smoke_profile(path: Path, tmp_path: Path, tin
         == 0
     )  # the tiny data holds 100 images
     metrics = json.loads((out / path.stem / "seed0" / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["profile"] == "smoke" and metrics["validation_size"] == 10
+    assert metrics["epochs"] == 1 and metrics["profile"] == "smoke" and metrics["validation_size"] == 10
     assert metrics["params_physical"] == metrics["params_total"]
     assert list(metrics["channels_open"]) == metrics["gated_layers"] and len(metrics["gated_layers"]) == 10

@@ -78,3 +78,21 @@ def test_sigterm_stops_every_runner(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", str(results)], capture_output=True, text=True).stdout.split()
     assert left == []  # no runner goes on writing
     assert not list(results.glob("*/seed0/metrics.json"))
+
+
+def test_smoke_runs_one_runner_per_core_unless_told(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        import pytest
+
+        pytest.skip("one core: one runner")
+    data = write_cifar10(tmp_path / "data")
+    results = tmp_path / "results"
+    proc = start(tmp_path, configs(tmp_path, 50, ("a", "b")), data)  # no --jobs
+    deadline = time.time() + 240
+    while len(list(results.glob("*/seed0/history.csv"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    jobs = min(cores, 4)
+    assert f"[0/{jobs}] " in out and f"[1/{jobs}] " in out  # side by side, not one after the other

@@ -109,7 +109,7 @@ class ProfileConfig:
 # Built-in profiles. An experiment takes part in `full` always, in another profile only if
 # its YAML lists it under `profiles:` (optionally with its own values, which win).
 PROFILES: dict[str, ProfileConfig] = {
-    "smoke": ProfileConfig(epochs=2, max_train=2000, max_test=1000, seeds=1),
+    "smoke": ProfileConfig(epochs=1, max_train=1500, max_test=500, seeds=1),
     "subset": ProfileConfig(),
     "full": ProfileConfig(),
 }
@@ -277,9 +277,16 @@ def _scale_epochs(obj: Any, ratio: float, steps_per_epoch: int) -> Any:
 def _fit_milestones(cfg: ExperimentConfig) -> None:
     """After scaling, in place: a milestone that rounding put at or past the end of its (shortened)
     stage could never take effect and is dropped."""
+    staged = []
     for stage in METHODS[cfg.method.name](cfg.method).stages(cfg.train.epochs):
         schedule = stage.schedule or cfg.train.schedule
         schedule.milestones = [m for m in schedule.milestones if m < stage.epochs]
+        staged.append(schedule)
+    # Any other schedule of the method (the gates' optimizer) runs on the train stage's clock.
+    for f in dataclasses.fields(cfg.method):
+        schedule = getattr(cfg.method, f.name)
+        if isinstance(schedule, Schedule) and not any(schedule is s for s in staged):
+            schedule.milestones = [m for m in schedule.milestones if m < cfg.train.epochs]
 
 
 def in_profile(cfg: ExperimentConfig, profile: str) -> bool:
