@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from training import config, distributed
+from training import config, cost, distributed
 from training.data import DataError
 from training.loop import TrainingDiverged
 from training.runner import RunBusy, RunConflict, RunCorrupt, record_failure, run_one
@@ -111,13 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard is not None:  # one of several processes side by side (run_all.sh --jobs)
         runs = distributed.take_shard(runs, *args.shard)
     if args.list:
-        total = 0
+        total, hours, sources = 0, 0.0, set()
         for c in configs:
             seeds = args.seeds if args.seeds is not None else c.seeds
             epochs = sum(s.epochs for s in config.plan(c))
             total += seeds * epochs
-            print(f"{c.name:50s} {c.model:10s} {c.method.name:14s} {seeds} seed(s) x {epochs} epochs")
+            run_cost = cost.gpu_hours(c)
+            hours += seeds * run_cost.gpu_hours
+            sources.add(run_cost.source)
+            print(
+                f"{c.name:50s} {c.model:10s} {c.method.name:14s} {seeds} seed(s) x {epochs} epochs"
+                f"  {seeds * run_cost.gpu_hours:9.2f} GPU-h ({run_cost.source})"
+            )
         print(f"{len(configs)} experiment(s), {total} training epochs in all (profile {args.profile})")
+        print(f"{hours:.1f} GPU-hours on one GPU in all ({', '.join(sorted(sources)) or 'nothing to run'})")
+        if "estimate" in sources:
+            print(cost.describe_estimate())
         if args.shard is not None:
             print(f"shard {args.shard[0]}/{args.shard[1]} runs {len(runs)} of them:")
             for c, seed in runs:
