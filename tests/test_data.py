@@ -239,3 +239,13 @@ def test_erasing_zeroes_its_box_after_normalisation_and_changes_no_other_draw(ti
         changed += int(differs.flatten(1).any(1).sum())
     assert 20 <= changed <= 80  # about half of the 100 images
     assert DeviceBatches(train, **{**common, "train": False}, erasing=0.5).erasing == 0.0  # never at evaluation
+
+
+@pytest.mark.parametrize("erasing", [0.0, 0.5])
+def test_channels_last_batches_keep_their_layout_with_erasing(erasing: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (40, 3, 8, 8), generator=gen, dtype=torch.uint8), torch.arange(40) % 10)
+    batches = DeviceBatches(
+        split, 16, torch.device("cpu"), True, True, (0.5,) * 3, (0.25,) * 3, channels_last=True, erasing=erasing
+    )
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches.epoch(0))

@@ -308,14 +308,11 @@ class DeviceBatches:
             x = self.images[idx]
             if self.augment:
                 x = augment_batch(x, shifts[idx], flips[idx])
-            x = self.normalise(x)
+            x = (x.float() - self.mean) / self.std
             if self.erasing:
                 x = erase(x, boxes[idx])
-            yield x, self.labels[idx]
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() - self.mean) / self.std
-        return x.contiguous(memory_format=self.memory_format)
+            # last: erasing's masked_fill returns the default layout whatever it is given
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]
 
 
 def erase_boxes(
