@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tr.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference loop")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
-    lt = sub.add_parser("latency", help="latency of channel-pruned runs' exported models against dense (CPU, and CUDA when present)")
+    lt = sub.add_parser(
+        "latency", help="latency of channel-pruned runs' exported models against dense (CPU, and CUDA when present)"
+    )
     lt.add_argument(
         "runs",
         nargs="+",
