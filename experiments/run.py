@@ -27,7 +27,7 @@ import torch
 
 from training import config, cost, distributed
 from training.data import DataError
-from training.loop import TrainingDiverged
+from training.loop import TrainingDiverged, clear_stop, request_stop
 from training.runner import RunBusy, RunConflict, RunCorrupt, record_failure, run_one
 from training.schema import ConfigError
 
@@ -96,10 +96,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # so that a terminated runner unwinds like an interrupted one
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -136,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results or Path("results") / args.profile
     failures, config_errors, busy = [], [], []
     start = time.perf_counter()
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    clear_stop()
+    signal.signal(signal.SIGTERM, request_stop)
     current = None
     try:
         device = distributed.setup(pick_device(args.device))  # joins the process group under torchrun

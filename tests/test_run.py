@@ -368,3 +368,33 @@ def test_an_exclude_naming_no_module_fails_before_training(
     assert run_config(tmp_path, tiny_cifar, text) == 2
     assert capsys.readouterr().err.strip() == "error: tiny: method.exclude: no module named 'classifer' in the model"
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*"))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the ignored exception, on purpose
+def test_a_sigterm_landing_in_a_destructor_still_stops_the_run(
+    tmp_path: Path, tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Python ignores an exception raised in a destructor: a SIGTERM whose KeyboardInterrupt lands
+    there (a tqdm bar being collected) must not be lost, or the run trains on to its end."""
+    real_epoch = loop_module.Trainer._epoch
+    calls = {"n": 0}
+
+    class Collected:
+        def __del__(self) -> None:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # the runner's handler, as if signalled here
+
+    def epoch(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Collected()  # collected at once: its exception is printed and ignored
+        real_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module.Trainer, "_epoch", epoch)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert run(tmp_path, tiny_cifar) == 130
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        loop_module.clear_stop()
+    assert "interrupted during tiny seed 0" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "tiny" / "seed0" / "metrics.json").exists()

@@ -32,6 +32,27 @@ class TrainingDiverged(RuntimeError):
     """The training or test loss, or a weight, became NaN or infinite."""
 
 
+_stop = {"requested": False}
+
+
+def request_stop(signum: int | None = None, frame: object = None) -> None:
+    """A signal handler: stop the training (KeyboardInterrupt, so that it unwinds like Ctrl-C). The
+    request is also kept, and every step checks it: an exception raised where Python ignores
+    exceptions (a destructor running at that moment) would otherwise be lost and the run go on."""
+    _stop["requested"] = True
+    raise KeyboardInterrupt
+
+
+def check_stop() -> None:
+    if _stop["requested"]:
+        raise KeyboardInterrupt
+
+
+def clear_stop() -> None:
+    """Forget an earlier request (a runner starting its runs in a process that stopped before)."""
+    _stop["requested"] = False
+
+
 @dataclass
 class LoopSettings:
     seed: int
@@ -205,6 +226,7 @@ class Trainer:
             mininterval=1.0,
         )
         for x, y in bar:
+            check_stop()
             with autocast(device, self.settings.bf16):
                 out = forward(x)
                 loss = F.cross_entropy(out, y, label_smoothing=self.settings.label_smoothing)
