@@ -252,25 +252,27 @@ def title_line(frame: pd.DataFrame) -> str:
     return f"{data} | profile {profiles} | {seeds} per point{spread}"
 
 
+# What describes an experiment beside its numbers, carried along with per-epoch rows.
+RUN_INFO = (
+    "method",
+    "variant",
+    "family",
+    "color",
+    "label",
+    "lam",
+    "model",
+    "dataset",
+    "data_label",
+    "data_name",
+    "profile",
+)
+
+
 def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch rows (history.csv) of every run of ``frame``, with the run's name, seed,
     method, variant, family, color, label, lam, model, dataset, data_label, data_name and profile. Runs without a
     history.csv are left out."""
-    keep = [
-        "name",
-        "seed",
-        "method",
-        "variant",
-        "family",
-        "color",
-        "label",
-        "lam",
-        "model",
-        "dataset",
-        "data_label",
-        "data_name",
-        "profile",
-    ]
+    keep = ["name", "seed", *RUN_INFO]
     parts = []
     for _, run in frame.iterrows():
         path = Path(run["run_dir"]) / "history.csv"
@@ -290,23 +292,7 @@ def epoch_mean(
 ) -> pd.DataFrame:
     """Per experiment and epoch: mean and sample std over seeds of ``columns`` (``<c>_std``; NaN for one
     seed), with the experiment's descriptive columns and ``seeds``."""
-    info = [
-        c
-        for c in (
-            "method",
-            "variant",
-            "family",
-            "color",
-            "label",
-            "lam",
-            "model",
-            "dataset",
-            "data_label",
-            "data_name",
-            "profile",
-        )
-        if c in history
-    ]
+    info = [c for c in RUN_INFO if c in history]
     if history.empty:
         return pd.DataFrame(columns=["name", "epoch", *info, *columns, *(f"{c}_std" for c in columns), "seeds"])
     grouped = history.groupby(["name", "epoch"], sort=True)
