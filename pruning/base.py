@@ -106,6 +106,12 @@ class Duration:
         steps = self.value if self.unit == "it" else self.value * steps_per_epoch
         return max(1, round(steps)) if self.value > 0 else 0
 
+    def check_within(self, key: str, steps_per_epoch: int, epochs: int) -> None:
+        """ValueError naming ``key`` if this point lies beyond ``epochs`` of training."""
+        step, total = self.steps(steps_per_epoch), steps_per_epoch * epochs
+        if step > total:
+            raise ValueError(f"{key}: {self} (step {step}) is beyond the training's {total} steps")
+
 
 def duration_field(default: str) -> Any:
     """A config field holding a ``Duration`` (written as text in YAML)."""

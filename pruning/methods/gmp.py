@@ -54,11 +54,7 @@ class GMP(MaskedMethod):
     cfg: GMPConfig
 
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
-        end = self.cfg.end.steps(steps_per_epoch)
-        if end > steps_per_epoch * train_epochs:
-            raise ValueError(
-                f"end: {self.cfg.end} (step {end}) is beyond the training's {steps_per_epoch * train_epochs} steps"
-            )
+        self.cfg.end.check_within("end", steps_per_epoch, train_epochs)
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         model = super().prepare(model, ctx)
