@@ -239,3 +239,11 @@ def test_a_method_schedule_outside_the_stages_loses_milestones_past_the_train_st
     dep = load_config(CONFIG_DIR / "dep_l0/dep_l0_bwd_resnet50_imagenet.yaml", ["train.epochs=1"], profile="smoke")
     assert dep.method.gate_schedule.milestones == [] or max(dep.method.gate_schedule.milestones) < 1
     assert dep.method.finetune_schedule.milestones == []  # its own stage's rule
+
+
+@pytest.mark.parametrize("method", ["gmp", "rigl"])
+def test_an_end_point_beyond_the_training_is_refused(method: str) -> None:
+    path = CONFIG_DIR / f"{method}/subset/r20_{method}_s80.yaml"
+    assert load_config(path, ["method.end=15ep"], profile="subset").method.end.value == 15  # the last step: fine
+    with pytest.raises(ConfigError, match=r"method\.end: 16ep \(step 6256\) is beyond the training's 5865 steps"):
+        load_config(path, ["method.end=16ep"], profile="subset")
