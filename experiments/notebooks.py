@@ -9,10 +9,13 @@ place; for any other profile the executed copies go beside the figures.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,29 +54,58 @@ def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: in
     atomic_write_text(out, nbformat.writes(nb) + "\n")
 
 
+def _execute_timed(notebook: Path, results: Path, figures: Path, out: Path) -> tuple[float, str | None]:
+    """``execute`` in a worker: seconds taken, and the error as one line (None when it ran)."""
+    start = time.perf_counter()
+    try:
+        execute(notebook, results, figures, out)
+    except Exception as exc:
+        # The error's name and message (CellExecutionError carries them; its text ends in a blank line).
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        last = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else (lines[-1] if lines else "")
+        return time.perf_counter() - start, f"{type(exc).__name__}: {last}"
+    return time.perf_counter() - start, None
+
+
+def execute_all(
+    jobs: list[tuple[Path, Path, Path, Path]], workers: int
+) -> Iterator[tuple[tuple[Path, Path, Path, Path], float, str | None]]:
+    """``execute`` every (notebook, results, figures, out), ``workers`` at a time, each in its own process
+    (a notebook's paths reach its kernel through the environment); yields them in the order given."""
+    if workers <= 1:
+        for job in jobs:
+            yield (job, *_execute_timed(*job))
+        return
+    # spawn: a fresh interpreter per worker, not a fork of a process that may hold torch's threads
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_execute_timed, *job) for job in jobs]
+        for job, future in zip(jobs, futures):
+            yield (job, *future.result())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.notebooks", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="full")
     p.add_argument("--results", type=Path, default=None, help="default: results/<profile>")
     p.add_argument("--figures", type=Path, default=None, help="default: figures/<profile>")
     p.add_argument("--notebooks", type=Path, nargs="*", default=None, help="default: every notebooks/*.ipynb")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the cores, at most 4)")
     args = p.parse_args(argv)
     results = args.results or ROOT / "results" / args.profile
     figures = args.figures or ROOT / "figures" / args.profile
     figures.mkdir(parents=True, exist_ok=True)
-    failed = []
+    jobs = []
     for notebook in args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb")):
         out = notebook if args.profile == COMMITTED_PROFILE and args.results is None else figures / notebook.name
-        start = time.perf_counter()
-        try:
-            execute(notebook, results, figures, out)
+        jobs.append((notebook, results, figures, out))
+    workers = args.jobs or min(len(os.sched_getaffinity(0)), 4, len(jobs))
+    failed = []
+    for (notebook, _, _, out), seconds, error in execute_all(jobs, workers):
+        if error is None:
             where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-            print(f"[notebook] {notebook.name}: {time.perf_counter() - start:.0f}s -> {where}")
-        except Exception as exc:  # report every failing notebook, not just the first
-            # The error's name and message (CellExecutionError carries them; its text ends in a blank line).
-            lines = [line for line in str(exc).splitlines() if line.strip()]
-            last = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else (lines[-1] if lines else "")
-            print(f"error: notebook {notebook.name}: {type(exc).__name__}: {last}", file=sys.stderr)
+            print(f"[notebook] {notebook.name}: {seconds:.0f}s -> {where}", flush=True)
+        else:  # every failing notebook is reported, not just the first
+            print(f"error: notebook {notebook.name}: {error}", file=sys.stderr, flush=True)
             failed.append(notebook.name)
     return 1 if failed else 0
 

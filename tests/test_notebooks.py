@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments.notebooks import NOTEBOOKS, execute  # noqa: E402
+from experiments.notebooks import NOTEBOOKS, execute, execute_all  # noqa: E402
 from reporting import (  # noqa: E402
     figures,  # noqa: E402
     results,
@@ -49,8 +49,8 @@ def run_all(results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t
     figures, out = tmp_path / "figures", tmp_path / "executed"
     committed = {nb: nb.read_bytes() for nb in notebooks()}
     printed = {}
-    for nb in notebooks():
-        execute(nb, results, figures, out / nb.name)
+    for (nb, *_), _, error in execute_all([(nb, results, figures, out / nb.name) for nb in notebooks()], workers=2):
+        assert error is None, (nb.name, error)
         cells = nbformat.read(out / nb.name, as_version=4).cells
         outputs = [o for c in cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], nb.name
@@ -143,3 +143,22 @@ def test_failing_notebook_names_its_error(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == ["error: notebook bad.ipynb: CellExecutionError: ValueError: no runs under RESULTS_DIR"]
+
+
+def test_notebooks_run_side_by_side_and_each_failure_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.notebooks import main
+
+    paths = []
+    for name, source in (("bad", 'raise ValueError("broken")'), ("good", 'print("fine")')):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(source)]
+        paths.append(tmp_path / f"{name}.ipynb")
+        nbformat.write(nb, paths[-1])
+    args = ["--results", str(tmp_path), "--figures", str(tmp_path / "f"), "--jobs", "2", "--notebooks"]
+    assert main([*args, *map(str, paths)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "error: notebook bad.ipynb: CellExecutionError: ValueError: broken"
+    assert captured.out.startswith("[notebook] good.ipynb: ")
+    assert "fine" in (tmp_path / "f" / "good.ipynb").read_text()
