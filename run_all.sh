@@ -13,6 +13,7 @@
 #          1 a run failed, 2 a config error, 3 no data (both stop before the notebooks), 130 stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
+invocation=("./run_all.sh" "$@")
 profile=full
 jobs=
 configs=experiments/configs
@@ -38,6 +39,9 @@ fi
 if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then echo "error: --jobs expects a positive integer, got '$jobs'" >&2; exit 2; fi
 source scripts/env.sh
 start=$(date +%s)
+# The revision this invocation starts at (the runs it writes may dirty the tree by the end).
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [ "$revision" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then revision="$revision-dirty"; fi
 status=0
 # Threads: the cores this process may use (nproc honours CPU affinity and quotas), shared by the jobs,
 # unless OMP_NUM_THREADS says otherwise; each run records the count it used.
@@ -96,5 +100,9 @@ fi
 echo
 python -m experiments.summary "$results" || status=1
 echo
-echo "total wall time: $(( $(date +%s) - start ))s (profile $profile; results in $results, figures in $figures)"
+seconds=$(( $(date +%s) - start ))
+# What this invocation cost, appended to $results/invocations.json (a profile may take several).
+python -m experiments.invocation "$results" --seconds "$seconds" --status "$status" --revision "$revision" \
+  --profile "$profile" --jobs "$jobs" -- "${invocation[@]}" || status=1
+echo "total wall time: ${seconds}s (profile $profile; results in $results, figures in $figures; recorded in $results/invocations.json)"
 exit "$status"
