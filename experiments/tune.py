@@ -7,7 +7,9 @@ The first values are the ones given; then, while no run lands within ``--within`
 sparsity, the next lam is interpolated between the nearest runs below and above the target (in
 log lam against the logit of the sparsity, which is monotone in lam), or extrapolated from the
 two nearest when all runs lie on one side. Of the runs within the band, the one with the best
-validation accuracy is chosen. The record (every run, the choice and the rule) is written to
+validation accuracy is chosen. A finished run of a config that trains exactly as the one asked
+for (another target's tuning at the same lam) is reused, not run again. The record (every run,
+the choice and the rule) is written to
 ``<results>/<name>.json``; ``--update`` writes the chosen lam and a comment citing the validation
 numbers into CONFIG itself.
 """
@@ -24,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from training.config import load_config
+from training.config import ExperimentConfig, load_config
 from training.records import atomic_write_json, atomic_write_text
 from training.runner import run_one
-from training.schema import ConfigError
+from training.schema import ConfigError, to_dict
 
 
 def lam_name(lam: float) -> str:
@@ -58,6 +61,22 @@ def next_lam(trials: list[dict[str, Any]], target: float) -> float:
     x = x_a + (logit(target) - y_a) * (x_b - x_a) / (y_b - y_a)
     low, high = min(x_a, x_b) - math.log(4), max(x_a, x_b) + math.log(4)
     return float(f"{math.exp(min(max(x, low), high)):.2g}")
+
+
+def training_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without what does not change one seed's training (name, description, seeds)."""
+    return {k: v for k, v in cfg.items() if k not in ("name", "description", "seed", "seeds")}
+
+
+def same_run(cfg: ExperimentConfig, out: Path) -> Path | None:
+    """A finished seed-0 run under ``out`` of a config that trains exactly as ``cfg`` does (the configs
+    of two targets differ only in name and description until lam sets them apart), else None."""
+    wanted = training_config(to_dict(cfg))
+    for path in sorted(out.glob("*/seed0/metrics.json")):
+        resolved = yaml.safe_load((path.parent / "config.yaml").read_text())
+        if resolved.get("seed", 0) == 0 and training_config(resolved) == wanted:
+            return path.parent
+    return None
 
 
 def choose(trials: list[dict[str, Any]], target: float, within: float) -> dict[str, Any] | None:
@@ -110,15 +129,18 @@ def main(argv: list[str] | None = None) -> int:
                 break  # converged on a value already run
             name = f"{base}_lam{lam_name(lam)}"
             cfg = load_config(args.config, [f"method.lam={lam}", f"name={name}"], profile=args.profile)
-            run_one(cfg, 0, out, data_root, torch.device("cpu"), progress=False, test=False)
-            metrics = json.loads((out / name / "seed0" / "metrics.json").read_text())
+            run = same_run(cfg, out)  # another target's tuning may have run this very config already
+            if run is None:
+                run_one(cfg, 0, out, data_root, torch.device("cpu"), progress=False, test=False)
+                run = out / name / "seed0"
+            metrics = json.loads((run / "metrics.json").read_text())
             trials.append(
                 {
                     "lam": lam,
                     "sparsity": metrics["sparsity"],
                     "val_acc": metrics["val_acc"],
                     "val_loss": metrics["val_loss"],
-                    "run": str(out / name / "seed0"),
+                    "run": str(run),
                 }
             )
             print(

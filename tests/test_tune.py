@@ -74,3 +74,18 @@ def test_a_tuning_run_reads_no_test_set_and_updates_the_config(tmp_path: Path, c
     assert "method: {name: rda, lam: 0.003}" in text and "# Gates: a comment that stays." in text
     assert f"#   lam 0.003: sparsity {100 * record['trials'][0]['sparsity']:.1f}%" in text and "<- chosen" in text
     assert "(experiments.tune) to land" not in text  # the placeholder is replaced
+
+
+def test_a_run_another_target_already_made_is_reused(tmp_path: Path) -> None:
+    """The configs of two targets differ only in name and description until lam sets them apart:
+    a lam one tuning has run is not run again for the other."""
+    data = write_cifar10(tmp_path / "data")
+    out = tmp_path / "tuning"
+    for name, target in (("exp_a", "0.5"), ("exp_b", "0.4")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"description: {name}, target {target}\n" + CONFIG)
+        args = [str(path), "--target", target, "--within", "0.5", "--lam", "3e-3", "--data-root", str(data)]
+        assert tune.main([*args, "--results", str(out)]) == 0
+    a, b = (json.loads((out / f"{name}.json").read_text())["trials"] for name in ("exp_a", "exp_b"))
+    assert b == a and b[0]["run"] == str(out / "exp_a_lam0.003" / "seed0")
+    assert not (out / "exp_b_lam0.003").exists()
