@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,20 +130,37 @@ def _difference(r: pd.Series) -> str:
     return f"{r['diff_pct']:+.2f}{interval} ({r['control']})"
 
 
+# The columns both summary tables open with, and their cells.
+LEADING = [
+    "experiment",
+    "method",
+    "model",
+    "dataset",
+    "seeds",
+    "epochs",
+    "test acc (%)",
+    "vs dense control (pp)",
+    "sparsity (%)",
+]
+
+
+def _leading_cells(r: pd.Series, text: Callable[[Any], str]) -> list[str]:
+    return [
+        *(text(r[k]) for k in ("experiment", "variant", "model", "dataset")),
+        str(int(r["seeds"])),
+        str(int(r["epochs"])),
+        _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
+        _difference(r),
+        _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
+    ]
+
+
 def summary_markdown(table: pd.DataFrame) -> str:
     """``summary_frame`` as a Markdown table: accuracy and sparsity as "mean ± std [± 95% CI]" (%; the
     mean alone for one seed), the paired difference to the matched dense control, the paper columns
     blank where no figure is cited; the data labels follow as a footnote."""
     header = [
-        "experiment",
-        "method",
-        "model",
-        "dataset",
-        "seeds",
-        "epochs",
-        "test acc (%)",
-        "vs dense control (pp)",
-        "sparsity (%)",
+        *LEADING,
         "compression",
         "FLOPs kept (%)",
         "nonzero params",
@@ -153,15 +171,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for _, r in table.iterrows():
         cells = [
-            _cell(r["experiment"], 0),
-            _cell(r["variant"], 0),
-            _cell(r["model"], 0),
-            _cell(r["dataset"], 0),
-            str(int(r["seeds"])),
-            str(int(r["epochs"])),
-            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
-            _difference(r),
-            _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
+            *_leading_cells(r, lambda v: _cell(v, 0)),
             _cell(float(r["compression"]), 1),
             _cell(float(r["flops_kept_pct"]), 1),
             f"{int(round(r['params_nonzero'])):,}",
@@ -186,33 +196,8 @@ def summary_markdown(table: pd.DataFrame) -> str:
 def summary_text(table: pd.DataFrame) -> str:
     """``summary_frame`` as a plain-text table for the terminal: columns as wide as their longest
     entry (no name is cut), accuracy and sparsity as "mean ± std" (%), then the data labels."""
-    header = [
-        "experiment",
-        "method",
-        "model",
-        "dataset",
-        "seeds",
-        "epochs",
-        "test acc (%)",
-        "vs dense control (pp)",
-        "sparsity (%)",
-        "FLOPs kept (%)",
-    ]
-    rows = [
-        [
-            str(r["experiment"]),
-            str(r["variant"]),
-            str(r["model"]),
-            str(r["dataset"]),
-            str(int(r["seeds"])),
-            str(int(r["epochs"])),
-            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
-            _difference(r),
-            _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
-            _cell(float(r["flops_kept_pct"]), 1),
-        ]
-        for _, r in table.iterrows()
-    ]
+    header = [*LEADING, "FLOPs kept (%)"]
+    rows = [[*_leading_cells(r, str), _cell(float(r["flops_kept_pct"]), 1)] for _, r in table.iterrows()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     left = 4  # text columns are left-aligned, numbers right-aligned
 
