@@ -20,6 +20,19 @@ class ResultsError(RuntimeError):
     """A results folder that cannot be read at all (it does not exist)."""
 
 
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.yaml written by version 0.2.0, in today's keys (the committed 0.2.0 subset runs
+    keep loading): lottery's ``rewind_step: N`` is ``rewind: Nit``; the control ``random`` is
+    ``random_finetune``; slimming's ``input_shape`` comes from the run context."""
+    method = dict(config.get("method") or {})
+    if "rewind_step" in method:
+        method["rewind"] = f"{method.pop('rewind_step')}it"
+    if method.get("name") == "random":
+        method["name"] = "random_finetune"
+    method.pop("input_shape", None)
+    return {**config, "method": method} if config.get("method") else config
+
+
 def load_runs(results: str | Path) -> list[dict[str, Any]]:
     """One record per finished run (a folder with metrics.json): metrics plus its resolved config.
 
@@ -37,7 +50,7 @@ def load_runs(results: str | Path) -> list[dict[str, Any]]:
             config = yaml.safe_load(config_path.read_text())
             if not isinstance(run, dict) or not isinstance(config, dict):
                 raise ValueError("not a mapping")
-            run["config"] = config
+            run["config"] = config = upgrade_config(config)
             run["variant"], run["point"] = describe(config)
         except Exception as exc:  # a damaged or foreign record: one warning, not a broken table
             first = str(exc).splitlines()[0] if str(exc) else ""

@@ -267,3 +267,19 @@ def test_aggregate_adds_the_95_percent_t_interval(tree: Path) -> None:
     dense = points.loc["dense_r20"]
     assert dense.test_acc_ci == pytest.approx(12.7062 * hand_std(0.80, 0.82) / math.sqrt(2), rel=1e-4)
     assert math.isnan(points.loc["random_r20_s50"].test_acc_ci)  # one seed: no interval
+
+
+def test_configs_of_version_0_2_keep_loading() -> None:
+    import yaml
+
+    from reporting.results import describe, upgrade_config
+
+    lottery = {"model": "resnet20", "method": {"name": "lottery", "sparsity": 0.8, "rewind_step": 20}}
+    assert upgrade_config(lottery)["method"] == {"name": "lottery", "sparsity": 0.8, "rewind": "20it"}
+    assert upgrade_config({"method": {"name": "random", "sparsity": 0.5}})["method"]["name"] == "random_finetune"
+    assert "input_shape" not in upgrade_config({"method": {"name": "slimming", "input_shape": [3, 32, 32]}})["method"]
+    # a committed 0.2.0 run of each kind is read, not skipped
+    root = Path(__file__).resolve().parent.parent / "results" / "subset"
+    for name in ("resnet20_cifar10_lottery_s80", "resnet20_cifar10_random_s80", "resnet20_cifar10_slimming_c50"):
+        config = yaml.safe_load((root / name / "seed0" / "config.yaml").read_text())
+        assert describe(upgrade_config(config))[0]
