@@ -57,6 +57,9 @@ stop() {  # SIGINT / SIGTERM: stop every runner (each unwinds and keeps its last
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   rm -f "$errors"
+  # The time it ran counts towards the profile's cost too (the next invocation goes on from here).
+  python -m experiments.invocation "${results:-results/$profile}" --seconds "$(( $(date +%s) - start ))" \
+    --status 130 --revision "$revision" --profile "$profile" --jobs "$jobs" -- "${invocation[@]}" || true
   echo "interrupted: rerun the same command to go on (finished runs are skipped, interrupted ones resume)" >&2
   exit 130
 }

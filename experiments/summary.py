@@ -1,19 +1,43 @@
-"""Print the summary table of a results folder: ``python -m experiments.summary results/smoke``."""
+"""Print the summary table of a results folder: ``python -m experiments.summary results/smoke``.
+
+Below the table, what the runs cost: the sum of their training wall times (each run's
+``wall_time_s``, kept across resumes), and, where ``run_all.sh`` recorded them, the invocations'
+wall time (``invocations.json``, interrupted ones included).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import summary_frame, summary_text
+
+
+def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
+    """One line on the runs' summed training time, one on the recorded invocations (if any)."""
+    hours = float(runs["wall_time_s"].sum()) / 3600
+    lines = [f"training: {len(runs)} run(s), {hours:.2f} h of wall time summed over the runs"]
+    path = folder / "invocations.json"
+    if path.exists():
+        entries = json.loads(path.read_text())
+        total = sum(entry["seconds"] for entry in entries) / 3600
+        stopped = sum(entry["exit_status"] == 130 for entry in entries)
+        lines.append(
+            f"invocations: {len(entries)} recorded ({stopped} interrupted), {total:.2f} h of wall time in all ({path})"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0]) if args else Path("results/full")
     try:
-        table = summary_frame(runs_frame(folder))
+        runs = runs_frame(folder)
+        table = summary_frame(runs)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -21,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished runs under {folder}")
         return 0
     print(summary_text(table))
+    print("\n".join(["", *cost_lines(folder, runs)]))
     return 0
 
 

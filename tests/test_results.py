@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -283,3 +284,15 @@ def test_configs_of_version_0_2_keep_loading() -> None:
     for name in ("resnet20_cifar10_lottery_s80", "resnet20_cifar10_random_s80", "resnet20_cifar10_slimming_c50"):
         config = yaml.safe_load((root / name / "seed0" / "config.yaml").read_text())
         assert describe(upgrade_config(config))[0]
+
+
+def test_the_summary_states_what_the_runs_cost(tree: Path, capsys: pytest.CaptureFixture) -> None:
+    entries = [{"seconds": 5400, "exit_status": 130}, {"seconds": 1800, "exit_status": 0}]
+    (tree / "invocations.json").write_text(json.dumps(entries))
+    assert summary.main([str(tree)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    runs = len(results.runs_frame(tree))  # the fixture's runs took 1 s each
+    assert out[-2] == f"training: {runs} run(s), {runs / 3600:.2f} h of wall time summed over the runs"
+    assert (
+        out[-1] == f"invocations: 2 recorded (1 interrupted), 2.00 h of wall time in all ({tree / 'invocations.json'})"
+    )

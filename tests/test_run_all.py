@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +79,8 @@ def test_sigterm_stops_every_runner(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", str(results)], capture_output=True, text=True).stdout.split()
     assert left == []  # no runner goes on writing
     assert not list(results.glob("*/seed0/metrics.json"))
+    (entry,) = json.loads((results / "invocations.json").read_text())  # its time counts towards the cost
+    assert entry["exit_status"] == 130 and entry["seconds"] >= 1 and "--jobs 2" in entry["command"]
 
 
 def test_smoke_runs_one_runner_per_core_unless_told(tmp_path: Path) -> None:
