@@ -209,3 +209,39 @@ def summary_text(table: pd.DataFrame) -> str:
     if labels:
         lines.append("data: " + "; ".join(labels))
     return "\n".join(lines)
+
+
+README_HEADER = [
+    "experiment",
+    "method",
+    "seeds",
+    "test acc (%)",
+    "vs dense control (pp)",
+    "sparsity (%)",
+    "FLOPs kept (%)",
+]
+
+
+def readme_markdown(table: pd.DataFrame) -> str:
+    """``summary_frame`` as the README's compact Markdown table (the columns a reader compares), with a
+    one-line caption naming the data and profile; ``experiments.readme`` writes it into README.md."""
+    lines = ["| " + " | ".join(README_HEADER) + " |", "|" + "|".join("---" for _ in README_HEADER) + "|"]
+    for _, r in table.iterrows():
+        cells = [
+            f"`{r['experiment']}`",
+            _cell(r["variant"], 0),
+            str(int(r["seeds"])),
+            _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
+            _difference(r),
+            _mean_pm_std(r["sparsity_pct"], r["sparsity_std_pct"]),
+            _cell(float(r["flops_kept_pct"]), 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    labels = "; ".join(sorted(set(table["data"].astype(str))))
+    profiles = ", ".join(sorted(set(table["profile"].astype(str))))
+    lines += [
+        "",
+        f"Data: {labels}. Profile: {profiles}. Final-epoch test accuracy, mean ± std over the seeds [± 95% "
+        "t-interval]; vs dense control: paired (same seed) difference to the dense run of the same recipe.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""Write the README's result tables from the runs they summarise: ``python -m experiments.readme``.
+
+A generated table sits in README.md between ``<!-- table: FOLDER -->`` and ``<!-- end table -->``
+(FOLDER relative to the repository root); this fills it with ``reporting.tables.readme_markdown``
+of FOLDER's finished runs, so no number in it is typed by hand. ``--check`` writes nothing and
+fails, naming each stale table, where the README and the results disagree (the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from reporting.results import ResultsError, runs_frame
+from reporting.tables import readme_markdown, summary_frame
+from training.records import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"(<!-- table: (?P<folder>\S+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
+
+
+def table_for(folder: Path) -> str:
+    with warnings.catch_warnings():  # a skipped run is named by runs_frame; the table is what matters here
+        warnings.simplefilter("ignore")
+        return readme_markdown(summary_frame(runs_frame(folder)))
+
+
+def render(text: str, root: Path) -> tuple[str, list[str]]:
+    """``text`` with every table block filled from its folder under ``root``; and the folders whose
+    block changed."""
+    stale: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        body = table_for(root / match["folder"])
+        if body != match["body"]:
+            stale.append(match["folder"])
+        return match[1] + body + match[4]
+
+    return BLOCK.sub(fill, text), stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.readme", description=__doc__.split("\n\n")[0])
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is stale")
+    args = p.parse_args(argv)
+    text = args.readme.read_text()
+    if not BLOCK.search(text):
+        print(f"error: {args.readme}: no '<!-- table: FOLDER -->' ... '<!-- end table -->' block", file=sys.stderr)
+        return 2
+    try:
+        new, stale = render(text, args.readme.resolve().parent)
+    except ResultsError as exc:
+        print(f"error: {args.readme}: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        for folder in stale:
+            print(
+                f"error: {args.readme}: the table of {folder} differs from its results "
+                "(python -m experiments.readme rewrites it)",
+                file=sys.stderr,
+            )
+        return 1 if stale else 0
+    if stale:
+        atomic_write_text(args.readme, new)
+    print(f"{args.readme}: {len(stale)} table(s) rewritten" + (f" ({', '.join(stale)})" if stale else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

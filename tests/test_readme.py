@@ -1,0 +1,44 @@
+"""experiments.readme: the README's result tables are written from the runs, and the committed
+README matches the committed results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments import readme
+from tests.conftest import ROOT
+from tests.fixtures.synthetic_results import write_results_tree
+
+
+def test_a_table_block_is_filled_from_its_results_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_results_tree(tmp_path / "results" / "x")
+    page = tmp_path / "README.md"
+    page.write_text("# Title\n\n<!-- table: results/x -->\n| typed | by hand |\n<!-- end table -->\n\nAfter.\n")
+    assert readme.main(["--readme", str(page), "--check"]) == 1
+    assert "the table of results/x differs from its results" in capsys.readouterr().err
+    assert readme.main(["--readme", str(page)]) == 0
+    text = page.read_text()
+    assert "typed" not in text and text.startswith("# Title\n") and text.endswith("<!-- end table -->\n\nAfter.\n")
+    assert "| `dense_r20` | dense |" in text and "| experiment | method | seeds | test acc (%)" in text
+    assert readme.main(["--readme", str(page), "--check"]) == 0  # filled: nothing stale
+    capsys.readouterr()
+    assert readme.main(["--readme", str(page)]) == 0 and "0 table(s) rewritten" in capsys.readouterr().out
+
+
+def test_a_readme_without_a_block_or_with_a_missing_folder_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "README.md"
+    page.write_text("no tables\n")
+    assert readme.main(["--readme", str(page)]) == 2
+    page.write_text("<!-- table: results/none -->\n<!-- end table -->\n")
+    assert readme.main(["--readme", str(page), "--check"]) == 2
+    assert "no such results folder" in capsys.readouterr().err
+
+
+def test_the_committed_readme_tables_match_the_committed_results(capsys: pytest.CaptureFixture[str]) -> None:
+    assert readme.main(["--readme", str(ROOT / "README.md"), "--check"]) == 0, capsys.readouterr().err
