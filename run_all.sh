@@ -4,7 +4,7 @@
 #                                       stage on 1000 training images; one runner per core, up to 4)
 #   ./run_all.sh --profile subset       the committed results (real CIFAR-10 subset, reduced budget)
 #   ./run_all.sh                        the full reproduction (GPU)
-# Options: --only PATTERN, --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
+# Options: --only PATTERN (repeatable), --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
 #          --seeds N, --force, --configs DIR (default experiments/configs), --results DIR (default
 #          results/PROFILE; the figures then go beside it, to DIR/figures), --jobs N (N runner processes
 #          side by side, each taking every N-th (experiment, seed) pair and nproc/N CPU threads unless

@@ -53,7 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=None, help="output folder (default: results/<profile>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1); default: the profile's")
-    p.add_argument("--only", default=None, help="run only experiments whose name matches (substring or glob)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="run only experiments whose name matches (substring or glob); repeat it for several",
+    )
     p.add_argument(
         "--set",
         dest="overrides",

@@ -247,3 +247,12 @@ def test_an_end_point_beyond_the_training_is_refused(method: str) -> None:
     assert load_config(path, ["method.end=15ep"], profile="subset").method.end.value == 15  # the last step: fine
     with pytest.raises(ConfigError, match=r"method\.end: 16ep \(step 6256\) is beyond the training's 5865 steps"):
         load_config(path, ["method.end=16ep"], profile="subset")
+
+
+def test_only_takes_several_patterns(capsys: pytest.CaptureFixture[str]) -> None:
+    names = lambda only: sorted(c.name for c in config.collect_configs([CONFIG_DIR], "subset", [], only))  # noqa: E731
+    assert names("r20_dense_sgd") == ["r20_dense_sgd"]
+    assert names(["r20_dense_sgd", "r20_snip_s[58]*"]) == ["r20_dense_sgd", "r20_snip_s50", "r20_snip_s80"]
+    assert main([str(CONFIG_DIR), "--profile", "subset", "--only", "dense_sgd", "--only", "r20_gmp_s9*", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "r20_dense_sgd" in listed and "r20_gmp_s90" in listed and "r20_gmp_s50" not in listed

@@ -355,9 +355,12 @@ def plan(cfg: ExperimentConfig, steps_per_epoch: int | None = None) -> list[Stag
     return stages
 
 
-def collect_configs(paths: list[Path], profile: str, overrides: list[str], only: str | None) -> list[ExperimentConfig]:
+def collect_configs(
+    paths: list[Path], profile: str, overrides: list[str], only: list[str] | str | None
+) -> list[ExperimentConfig]:
     """Every config named (files), or every config of the profile in the folders named, resolved
-    for ``profile`` with the overrides final (``load_config``)."""
+    for ``profile`` with the overrides final (``load_config``); with ``only``, those whose name
+    matches one of its patterns (a substring, or a glob)."""
     configs = []
     for path in paths:
         files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
@@ -366,8 +369,10 @@ def collect_configs(paths: list[Path], profile: str, overrides: list[str], only:
                 continue
             configs.append(load_config(file, overrides, profile))
     if only:
-        pattern = only if any(ch in only for ch in "*?[") else f"*{only}*"
-        configs = [c for c in configs if fnmatch.fnmatch(c.name, pattern)]
+        patterns = [
+            p if any(ch in p for ch in "*?[") else f"*{p}*" for p in ([only] if isinstance(only, str) else only)
+        ]
+        configs = [c for c in configs if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
     seen: dict[str, int] = {}
     for c in configs:
         seen[c.name] = seen.get(c.name, 0) + 1
