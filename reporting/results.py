@@ -221,22 +221,27 @@ def matched_controls(frame: pd.DataFrame) -> dict[str, str]:
     return {n: dense[k] for n, k in keys.items() if k in dense and dense[k] != n}
 
 
+def paired(frame: pd.DataFrame, a: str, b: str, metric: str = "test_acc") -> tuple[int, float, float, float]:
+    """``metric`` of experiment ``a`` minus that of ``b``, paired by seed over the seeds both have:
+    (pairs, mean, sample std, half-width of the 95% t-interval); NaN where there is no pair (std
+    and interval NaN for one pair)."""
+    values = {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
+    seeds = sorted(s for (n, s) in values if n == a and (b, s) in values)
+    diffs = [d for d in (values[(a, s)] - values[(b, s)] for s in seeds) if not math.isnan(d)]
+    return (len(diffs), *interval(diffs))
+
+
 def paired_differences(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Per experiment with a matched dense control: the mean, std and 95% t-interval of
-    ``metric`` (experiment) - ``metric`` (control) over the seeds both have (paired by seed)."""
-    controls = matched_controls(frame)
-    values = {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
+    ``metric`` (experiment) - ``metric`` (control) over the seeds both have (``paired``)."""
     rows = []
-    for name, control in sorted(controls.items()):
-        seeds = sorted(s for (n, s) in values if n == name and (control, s) in values)
-        diffs = [values[(name, s)] - values[(control, s)] for s in seeds]
-        diffs = [d for d in diffs if not math.isnan(d)]
-        mean, std, ci = interval(diffs)
+    for name, control in sorted(matched_controls(frame).items()):
+        pairs, mean, std, ci = paired(frame, name, control, metric)
         rows.append(
             {
                 "name": name,
                 "control": control,
-                "pairs": len(diffs),
+                "pairs": pairs,
                 f"{metric}_diff": mean,
                 f"{metric}_diff_std": std,
                 f"{metric}_diff_ci": ci,
