@@ -99,6 +99,19 @@ def test_imagenet_configs_follow_the_release() -> None:
     assert {key(load_config(p))[:2] for p in paths} == {("l0hc", None), ("dep_l0", "forward"), ("dep_l0", "backward")}
 
 
+def test_subset_gate_learning_rates() -> None:
+    """L0-HC's free log alphas need 2e-2 to close within the subset's 555 steps; Dep-L0's generator
+    moves every log alpha at once and keeps the release's 1e-3 (at 2e-2 it saturated in the first
+    epoch and its gates never moved again)."""
+    rates = {load_config(p).name: load_config(p).method.gate_lr for p in SUBSET}
+    assert {name: lr for name, lr in rates.items() if name.startswith("r20_l0hc")} == {
+        "r20_l0hc_w30": 2e-2,
+        "r20_l0hc_w50": 2e-2,
+    }
+    dep = {name: lr for name, lr in rates.items() if name.startswith("r20_dep_l0")}
+    assert len(dep) == 4 and set(dep.values()) == {1e-3}
+
+
 @pytest.mark.parametrize("path", [p for p in SUBSET if "smoke" in load_config(p).profiles], ids=lambda p: p.stem)
 def test_subset_configs_run_on_the_smoke_profile(path: Path, tmp_path: Path, tiny_cifar: Path) -> None:
     out = tmp_path / "results"
