@@ -51,15 +51,19 @@ if [ -z "${OMP_NUM_THREADS:-}" ]; then
 fi
 errors=$(mktemp)
 pids=()
+# What this invocation cost (RESULTS STATUS), appended to RESULTS/invocations.json: a profile may take
+# several, interrupted ones included.
+record_invocation() {
+  python -m experiments.invocation "$1" --seconds "$(( $(date +%s) - start ))" --status "$2" \
+    --revision "$revision" --profile "$profile" --jobs "$jobs" -- "${invocation[@]}"
+}
 stop() {  # SIGINT / SIGTERM: stop every runner (each unwinds and keeps its last checkpoint), then say how to go on
   trap - INT TERM
   echo "run_all.sh: stopping ${#pids[@]} runner(s)..." >&2
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   rm -f "$errors"
-  # The time it ran counts towards the profile's cost too (the next invocation goes on from here).
-  python -m experiments.invocation "${results:-results/$profile}" --seconds "$(( $(date +%s) - start ))" \
-    --status 130 --revision "$revision" --profile "$profile" --jobs "$jobs" -- "${invocation[@]}" || true
+  record_invocation "${results:-results/$profile}" 130 || true  # its time counts towards the cost too
   echo "interrupted: rerun the same command to go on (finished runs are skipped, interrupted ones resume)" >&2
   exit 130
 }
@@ -104,8 +108,6 @@ echo
 python -m experiments.summary "$results" || status=1
 echo
 seconds=$(( $(date +%s) - start ))
-# What this invocation cost, appended to $results/invocations.json (a profile may take several).
-python -m experiments.invocation "$results" --seconds "$seconds" --status "$status" --revision "$revision" \
-  --profile "$profile" --jobs "$jobs" -- "${invocation[@]}" || status=1
+record_invocation "$results" "$status" || status=1
 echo "total wall time: ${seconds}s (profile $profile; results in $results, figures in $figures; recorded in $results/invocations.json)"
 exit "$status"
