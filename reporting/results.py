@@ -225,7 +225,14 @@ def paired(frame: pd.DataFrame, a: str, b: str, metric: str = "test_acc") -> tup
     """``metric`` of experiment ``a`` minus that of ``b``, paired by seed over the seeds both have:
     (pairs, mean, sample std, half-width of the 95% t-interval); NaN where there is no pair (std
     and interval NaN for one pair)."""
-    values = {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
+    return _paired(_by_run(frame, metric), a, b)
+
+
+def _by_run(frame: pd.DataFrame, metric: str) -> dict[tuple[str, int], float]:
+    return {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
+
+
+def _paired(values: dict[tuple[str, int], float], a: str, b: str) -> tuple[int, float, float, float]:
     seeds = sorted(s for (n, s) in values if n == a and (b, s) in values)
     diffs = [d for d in (values[(a, s)] - values[(b, s)] for s in seeds) if not math.isnan(d)]
     return (len(diffs), *interval(diffs))
@@ -234,9 +241,10 @@ def paired(frame: pd.DataFrame, a: str, b: str, metric: str = "test_acc") -> tup
 def paired_differences(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Per experiment with a matched dense control: the mean, std and 95% t-interval of
     ``metric`` (experiment) - ``metric`` (control) over the seeds both have (``paired``)."""
+    values = _by_run(frame, metric)  # once, not once per experiment
     rows = []
     for name, control in sorted(matched_controls(frame).items()):
-        pairs, mean, std, ci = paired(frame, name, control, metric)
+        pairs, mean, std, ci = _paired(values, name, control)
         rows.append(
             {
                 "name": name,
