@@ -20,11 +20,20 @@ def test_the_next_lam_interpolates_across_the_target_in_log_lam_and_logit_sparsi
     trials = [trial(1e-5, 0.5), trial(4e-5, 0.9)]
     lam = tune.next_lam(trials, 0.8)
     # logit(0.5) = 0, logit(0.9) = ln 9, logit(0.8) = ln 4: log lam = ln 1e-5 + (ln 4 / ln 9) ln 4
-    assert lam == pytest.approx(float(f"{1e-5 * 4 ** (math.log(4) / math.log(9)):.2g}"))
+    assert lam == pytest.approx(float(f"{1e-5 * 4 ** (math.log(4) / math.log(9)):.3g}"))
     assert tune.next_lam([trial(1e-5, 0.3)], 0.8) == 2e-5  # one run below: double it
     assert tune.next_lam([trial(1e-5, 0.95)], 0.8) == 5e-6  # above: halve it
     far = tune.next_lam([trial(1e-5, 0.10), trial(2e-5, 0.11)], 0.9)  # a flat slope extrapolates at most x4
     assert far == pytest.approx(8e-5)
+
+
+def test_a_steep_response_gets_a_lam_between_the_two_runs_not_one_of_them() -> None:
+    # r20_rda_channel_w30: 1.4e-4 -> 5.1% and 1.8e-4 -> 34.8% of the weights, target 30%
+    lam = tune.next_lam([trial(1.4e-4, 0.0512), trial(1.8e-4, 0.3475)], 0.3)
+    assert 1.4e-4 < lam < 1.8e-4
+    assert lam == pytest.approx(1.76e-4)
+    assert tune.lam_name(lam) == "0.000176"
+    assert tune.lam_name(1.8e-4) == "0.00018"  # the runs named before keep their names
 
 
 def test_the_choice_is_the_best_validation_accuracy_within_the_band() -> None:
