@@ -7,8 +7,10 @@ The first values are the ones given; then, while no run lands within ``--within`
 sparsity, the next lam is interpolated between the nearest runs below and above the target (in
 log lam against the logit of the sparsity, which is monotone in lam), or extrapolated from the
 two nearest when all runs lie on one side. Of the runs within the band, the one with the best
-validation accuracy is chosen. A finished run of a config that trains exactly as the one asked
-for (another target's tuning at the same lam) is reused, not run again. The record (every run,
+validation accuracy is chosen; with ``--closest``, when none lands in ``--max-runs``, the run
+closest to the target is (the record and the comment say so). A finished run of a config that
+trains exactly as the one asked for (another target's tuning at the same lam) is reused, not run
+again. The record (every run,
 the choice and the rule) is written to
 ``<results>/<name>.json``; ``--update`` writes the chosen lam and a comment citing the validation
 numbers into CONFIG itself.
@@ -32,6 +34,8 @@ from training.config import ExperimentConfig, load_config
 from training.records import atomic_write_json, atomic_write_text
 from training.runner import run_one
 from training.schema import ConfigError, to_dict
+
+CLOSEST = "no run landed within the band: the one closest to the target is chosen"
 
 
 def lam_name(lam: float) -> str:
@@ -99,8 +103,10 @@ def update_config(path: Path, chosen: dict[str, Any], record: dict[str, Any]) ->
             f"#   lam {lam_name(t['lam'])}: sparsity {100 * t['sparsity']:.1f}%, validation accuracy "
             f"{100 * t['val_acc']:.1f}%{mark}"
         )
+    if record.get("rule") == CLOSEST:
+        lines.append(f"#   {CLOSEST}")
     block = "\n".join(lines) + "\n"
-    marker = re.compile(r"^# lam(?::| chosen) .*\n(?:#   lam .*\n)*", re.M)
+    marker = re.compile(r"^# lam(?::| chosen) .*\n(?:#   (?:lam|no run) .*\n)*", re.M)
     text = marker.sub(block, text, count=1) if marker.search(text) else block + text
     text = re.sub(r"^(\s*lam: )\S+", lambda m: m[1] + lam_name(chosen["lam"]), text, count=1, flags=re.M)
     text = re.sub(r"(method: \{[^}]*\blam: )[^,}]+", lambda m: m[1] + lam_name(chosen["lam"]), text, count=1)
@@ -114,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--within", type=float, default=0.02, help="accepted distance from the target (default 0.02)")
     p.add_argument("--lam", type=float, nargs="+", required=True, help="first lam values to try")
     p.add_argument("--max-runs", type=int, default=6)
+    p.add_argument(
+        "--closest",
+        action="store_true",
+        help="when no run lands within the band, choose the one closest to the target (and say so)",
+    )
     p.add_argument("--profile", default="subset")
     p.add_argument("--results", type=Path, default=None)
     p.add_argument("--data-root", type=Path, default=None)
@@ -155,13 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     chosen = choose(trials, args.target, args.within)
+    rule = "of the runs within the band, the best validation accuracy"
+    if chosen is None and args.closest and trials:
+        chosen = min(trials, key=lambda t: abs(t["sparsity"] - args.target))
+        rule = CLOSEST
     record = {
         "config": str(args.config),
         "experiment": base,
         "profile": args.profile,
         "target": args.target,
         "within": args.within,
-        "rule": "of the runs within the band, the best validation accuracy",
+        "rule": rule,
         "trials": trials,
         "chosen_lam": chosen["lam"] if chosen else None,
     }

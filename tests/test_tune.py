@@ -10,6 +10,12 @@ import pytest
 
 from experiments import tune
 from tests.conftest import write_cifar10
+from training.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TUNING = ROOT / "results" / "subset_tuning"
+# The averaging ablations take xRDA's 80% lam, so that only the averaging differs.
+SHARED_LAM = {"r20_rda_s80_avg0": "r20_rda_s80", "r20_rda_s80_avg1": "r20_rda_s80"}
 
 
 def trial(lam: float, sparsity: float, val_acc: float = 0.5) -> dict:
@@ -85,6 +91,24 @@ def test_a_tuning_run_reads_no_test_set_and_updates_the_config(tmp_path: Path, c
     assert "(experiments.tune) to land" not in text  # the placeholder is replaced
 
 
+def test_with_closest_a_target_no_run_reaches_gets_the_nearest_run_and_says_so(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data")
+    path = tmp_path / "exp.yaml"
+    path.write_text(CONFIG)
+    args = [str(path), "--target", "0.999", "--within", "0.0001", "--lam", "3e-3", "1e-3", "--max-runs", "2"]
+    args += ["--data-root", str(data), "--results", str(tmp_path / "tuning"), "--update"]
+    assert tune.main(args) == 1  # without --closest: no choice, the config untouched
+    assert path.read_text() == CONFIG
+    assert tune.main([*args, "--closest"]) == 0
+    record = json.loads((tmp_path / "tuning" / "exp.json").read_text())
+    nearest = max(record["trials"], key=lambda t: t["sparsity"])
+    assert record["chosen_lam"] == nearest["lam"] and record["rule"] == tune.CLOSEST
+    text = path.read_text()
+    assert f"#   {tune.CLOSEST}" in text and f"lam: {tune.lam_name(nearest['lam'])}" in text
+    tune.update_config(path, nearest, record)  # once more: the comment is replaced, not repeated
+    assert path.read_text() == text
+
+
 def test_a_run_another_target_already_made_is_reused(tmp_path: Path) -> None:
     """The configs of two targets differ only in name and description until lam sets them apart:
     a lam one tuning has run is not run again for the other."""
@@ -98,3 +122,40 @@ def test_a_run_another_target_already_made_is_reused(tmp_path: Path) -> None:
     a, b = (json.loads((out / f"{name}.json").read_text())["trials"] for name in ("exp_a", "exp_b"))
     assert b == a and b[0]["run"] == str(out / "exp_a_lam0.003" / "seed0")
     assert not (out / "exp_b_lam0.003").exists()
+
+
+def test_every_tuned_lam_of_the_subset_protocol_is_the_one_its_validation_record_chose() -> None:
+    """Each subset config with a penalty (xRDA lam > 0, L0-HC, Dep-L0) holds the lam its committed
+    record chose, cites it in its comment, and each cited run is committed, read no test set and
+    reports the numbers the record quotes."""
+    records = {r["experiment"]: r for r in (json.loads(p.read_text()) for p in TUNING.glob("*.json"))}
+    tuned = 0
+    for path in sorted(ROOT.glob("experiments/configs/*/subset/*.yaml")):
+        cfg = load_config(path, profile="subset")
+        lam = getattr(cfg.method, "lam", 0.0)
+        if cfg.method.name not in ("rda", "l0hc", "dep_l0") or lam == 0:
+            continue
+        record = records.get(SHARED_LAM.get(cfg.name, cfg.name))
+        assert record is not None, f"{path.name}: no tuning record in {TUNING}"
+        assert lam == record["chosen_lam"], f"{path.name}: lam {lam}, its record chose {record['chosen_lam']}"
+        if cfg.name in SHARED_LAM:
+            continue
+        tuned += 1
+        assert record["config"] == str(path.relative_to(ROOT))
+        chosen = next(t for t in record["trials"] if t["lam"] == lam)
+        distance = abs(chosen["sparsity"] - record["target"])
+        if record["rule"] == tune.CLOSEST:  # none landed in the band: the nearest, and the YAML says so
+            assert distance == min(abs(t["sparsity"] - record["target"]) for t in record["trials"])
+            assert f"#   {tune.CLOSEST}" in path.read_text()
+        else:
+            assert distance <= record["within"] == 0.02
+        line = (
+            f"#   lam {tune.lam_name(lam)}: sparsity {100 * chosen['sparsity']:.1f}%, "
+            f"validation accuracy {100 * chosen['val_acc']:.1f}%  <- chosen"
+        )
+        assert line in path.read_text(), f"{path.name}: the comment does not cite its chosen run"
+        for t in record["trials"]:
+            metrics = json.loads((ROOT / t["run"] / "metrics.json").read_text())
+            assert metrics["test_acc"] is None, f"{t['run']} read the test set"
+            assert (metrics["sparsity"], metrics["val_acc"]) == (t["sparsity"], t["val_acc"])
+    assert tuned == 12  # 3 xRDA targets, plain l1, 2 xRDA channel, 2 L0-HC and 4 Dep-L0 configs
