@@ -5,13 +5,12 @@ Runs seed 0 of CONFIG at a series of lam values (``method.lam``), each as its ow
 never read (``--no-test``): each run reports its weight sparsity and its validation accuracy.
 The first values are the ones given; then, while no run lands within ``--within`` of the target
 sparsity, the next lam is interpolated between the nearest runs below and above the target (in
-log lam against the logit of the sparsity, which is monotone in lam), or extrapolated from the
-two nearest when all runs lie on one side. Of the runs within the band, the one with the best
-validation accuracy is chosen; with ``--closest``, when none lands in ``--max-runs``, the run
-closest to the target is (the record and the comment say so). A finished run of a config that
-trains exactly as the one asked for (another target's tuning at the same lam) is reused, not run
-again. The record (every run,
-the choice and the rule) is written to
+log lam against the logit of the sparsity, which rises with lam up to a run's own variation), or
+extrapolated from the two nearest when all runs lie on one side. Of the runs within the band,
+the one with the best validation accuracy is chosen; with ``--closest``, when none lands in
+``--max-runs``, the run closest to the target is (the record and the comment say so). A finished
+run of a config that trains exactly as the one asked for (another target's tuning at the same
+lam) is reused, not run again. The record (every run, the choice and the rule) is written to
 ``<results>/<name>.json``; ``--update`` writes the chosen lam and a comment citing the validation
 numbers into CONFIG itself.
 """
