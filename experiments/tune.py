@@ -89,6 +89,11 @@ def choose(trials: list[dict[str, Any]], target: float, within: float) -> dict[s
     return max(landed, key=lambda t: t["val_acc"]) if landed else None
 
 
+def closest(trials: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The run nearest the target sparsity (``--closest``, when none lands in the band)."""
+    return min(trials, key=lambda t: abs(t["sparsity"] - target))
+
+
 def update_config(path: Path, chosen: dict[str, Any], record: dict[str, Any]) -> None:
     """Write the chosen lam into the YAML, and a comment with the validation numbers of every run."""
     text = path.read_text()
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = choose(trials, args.target, args.within)
     rule = "of the runs within the band, the best validation accuracy"
     if chosen is None and args.closest and trials:
-        chosen = min(trials, key=lambda t: abs(t["sparsity"] - args.target))
+        chosen = closest(trials, args.target)
         rule = CLOSEST
     record = {
         "config": str(args.config),

@@ -142,13 +142,13 @@ def test_every_tuned_lam_of_the_subset_protocol_is_the_one_its_validation_record
             continue
         tuned += 1
         assert record["config"] == str(path.relative_to(ROOT))
-        chosen = next(t for t in record["trials"] if t["lam"] == lam)
-        distance = abs(chosen["sparsity"] - record["target"])
-        if record["rule"] == tune.CLOSEST:  # none landed in the band: the nearest, and the YAML says so
-            assert distance == min(abs(t["sparsity"] - record["target"]) for t in record["trials"])
-            assert f"#   {tune.CLOSEST}" in path.read_text()
-        else:
-            assert distance <= record["within"] == 0.02
+        # the record's choice follows its rule: the best validation accuracy in the 2-point band, or,
+        # where none landed there, the nearest run, and the YAML says so
+        chosen = tune.choose(record["trials"], record["target"], record["within"])
+        if record["rule"] == tune.CLOSEST:
+            assert chosen is None and f"#   {tune.CLOSEST}" in path.read_text()
+            chosen = tune.closest(record["trials"], record["target"])
+        assert record["within"] == 0.02 and chosen["lam"] == lam, f"{path.name}: lam {lam} is not its rule's choice"
         line = (
             f"#   lam {tune.lam_name(lam)}: sparsity {100 * chosen['sparsity']:.1f}%, "
             f"validation accuracy {100 * chosen['val_acc']:.1f}%  <- chosen"
