@@ -34,6 +34,7 @@ from training.records import atomic_write_json, atomic_write_text
 from training.runner import run_one
 from training.schema import ConfigError, to_dict
 
+BAND = "of the runs within the band, the best validation accuracy"
 CLOSEST = "no run landed within the band: the one closest to the target is chosen"
 
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     chosen = choose(trials, args.target, args.within)
-    rule = "of the runs within the band, the best validation accuracy"
+    rule = BAND
     if chosen is None and args.closest and trials:
         chosen = closest(trials, args.target)
         rule = CLOSEST

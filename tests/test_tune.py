@@ -101,6 +101,7 @@ def test_with_closest_a_target_no_run_reaches_gets_the_nearest_run_and_says_so(t
     assert path.read_text() == CONFIG
     assert tune.main([*args, "--closest"]) == 0
     record = json.loads((tmp_path / "tuning" / "exp.json").read_text())
+    assert len({t["sparsity"] for t in record["trials"]}) == 2  # else any run would pass for the nearest
     nearest = max(record["trials"], key=lambda t: t["sparsity"])
     assert record["chosen_lam"] == nearest["lam"] and record["rule"] == tune.CLOSEST
     text = path.read_text()
@@ -148,6 +149,9 @@ def test_every_tuned_lam_of_the_subset_protocol_is_the_one_its_validation_record
         if record["rule"] == tune.CLOSEST:
             assert chosen is None and f"#   {tune.CLOSEST}" in path.read_text()
             chosen = tune.closest(record["trials"], record["target"])
+        else:
+            assert record["rule"] == tune.BAND, f"{path.name}: unknown rule {record['rule']!r}"
+            assert chosen is not None, f"{path.name}: no run in the band"
         assert record["within"] == 0.02 and chosen["lam"] == lam, f"{path.name}: lam {lam} is not its rule's choice"
         line = (
             f"#   lam {tune.lam_name(lam)}: sparsity {100 * chosen['sparsity']:.1f}%, "
