@@ -102,7 +102,7 @@ def test_with_closest_a_target_no_run_reaches_gets_the_nearest_run_and_says_so(t
     assert tune.main([*args, "--closest"]) == 0
     record = json.loads((tmp_path / "tuning" / "exp.json").read_text())
     assert len({t["sparsity"] for t in record["trials"]}) == 2  # else any run would pass for the nearest
-    nearest = max(record["trials"], key=lambda t: t["sparsity"])
+    nearest = min(record["trials"], key=lambda t: abs(t["sparsity"] - 0.999))
     assert record["chosen_lam"] == nearest["lam"] and record["rule"] == tune.CLOSEST
     text = path.read_text()
     assert f"#   {tune.CLOSEST}" in text and f"lam: {tune.lam_name(nearest['lam'])}" in text
