@@ -26,12 +26,30 @@ from reporting.results import title_line
 DENSE_COLOR = "black"
 
 
-def missing(frame: pd.DataFrame, what: str) -> bool:
-    """True (after printing what is missing) when ``frame`` has no rows."""
+OUTPUT_SUFFIXES = (".png", ".pdf", ".csv", ".md")
+
+
+def missing(frame: pd.DataFrame, what: str, figures: str | Path | None = None, stem: str | None = None) -> bool:
+    """True (after printing what is missing) when ``frame`` has no rows; then also removes the
+    figure ``stem`` from ``figures`` where given (``remove_stale``)."""
     if frame.empty:
         print(f"missing: no {what} in these results; nothing drawn")
+        if figures is not None and stem is not None:
+            remove_stale(figures, stem)
         return True
     return False
+
+
+def remove_stale(figures: str | Path, stem: str) -> list[Path]:
+    """Remove ``<stem>.png/.pdf/.csv/.md`` from ``figures``: a figure that is not drawn again
+    would otherwise stay beside the new ones, showing results that are no longer there."""
+    removed = [Path(figures) / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+    removed = [path for path in removed if path.is_file()]
+    for path in removed:
+        path.unlink()
+    if removed:
+        print("removed stale " + ", ".join(str(p) for p in removed))
+    return removed
 
 
 def pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:

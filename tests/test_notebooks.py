@@ -85,11 +85,18 @@ def test_notebooks_draw_every_figure_from_fixture(tmp_path: Path, monkeypatch: p
     assert "| dense_r20 | dense |" in (figures / "table7_summary.md").read_text()
 
 
-def test_notebooks_report_missing_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebooks_report_missing_results_and_remove_stale_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "results"
     empty.mkdir()
+    # What an earlier execution on other results wrote: a figure not drawn again must not stay.
+    (tmp_path / "figures").mkdir()
+    for name in (f for files in EXPECTED.values() for f in files):
+        (tmp_path / "figures" / name).write_text("drawn from results that are gone")
+    (tmp_path / "figures" / "notes.txt").write_text("not a notebook's output")
     figures, printed = run_all(empty, tmp_path, monkeypatch)
-    assert not figures.exists() or not any(figures.iterdir())
+    assert sorted(p.name for p in figures.iterdir()) == ["notes.txt"]
     for stem, text in printed.items():
         assert "0 finished run(s)" in text and "missing: no " in text, stem
 
