@@ -279,10 +279,10 @@ def test_configs_of_version_0_2_keep_loading() -> None:
     assert upgrade_config(lottery)["method"] == {"name": "lottery", "sparsity": 0.8, "rewind": "20it"}
     assert upgrade_config({"method": {"name": "random", "sparsity": 0.5}})["method"]["name"] == "random_finetune"
     assert "input_shape" not in upgrade_config({"method": {"name": "slimming", "input_shape": [3, 32, 32]}})["method"]
-    # a committed 0.2.0 run of each kind is read, not skipped
-    root = Path(__file__).resolve().parent.parent / "results" / "subset"
+    # the resolved config of a 0.2.0 run of each kind (as committed under results/subset then) is read
+    root = Path(__file__).resolve().parent / "fixtures" / "configs_0.2.0"
     for name in ("resnet20_cifar10_lottery_s80", "resnet20_cifar10_random_s80", "resnet20_cifar10_slimming_c50"):
-        config = yaml.safe_load((root / name / "seed0" / "config.yaml").read_text())
+        config = yaml.safe_load((root / f"{name}.yaml").read_text())
         assert describe(upgrade_config(config))[0]
 
 
