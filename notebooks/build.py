@@ -57,7 +57,7 @@ Writes `fig1_accuracy_vs_sparsity.png` / `.pdf`.""",
 sel = runs[runs.family.isin(["dense", "unstructured"]) & runs.main]
 points = results.aggregate(sel)
 sparse = points[points.family == "unstructured"]
-if not figures.missing(sparse, "unstructured runs", FIGURES, "fig1_accuracy_vs_sparsity"):
+if not figures.missing(sparse, "unstructured runs", FIGURES / "fig1_accuracy_vs_sparsity"):
     panels = figures.pairs(sparse)
     fig, axes = figures.grid(len(panels), ncols=1, size=(9.0, 5.5))
     for ax, (model, dataset) in zip(axes, panels):
@@ -94,7 +94,7 @@ sel = runs[runs.family.isin(["dense", "structured"])]
 points = results.aggregate(sel)
 structured = points[points.family == "structured"]
 if not figures.missing(structured, "structured runs (xRDA kernel / channel, network slimming, L0-HC, Dep-L0)",
-                    FIGURES, "fig2_structured"):
+                    FIGURES / "fig2_structured"):
     panels = figures.pairs(structured)
     fig, axes = figures.grid(2 * len(panels), ncols=2, size=(6.5, 5.0))
     for i, (model, dataset) in enumerate(panels):
@@ -129,7 +129,7 @@ Writes `fig3_layer_density.png` / `.pdf` and the numbers as `fig3_layer_density.
         """\
 sel = runs[runs.family.isin(["unstructured", "structured"])]
 density = results.layer_density(results.layers_frame(sel))
-if not figures.missing(density, "per-layer tables of sparse runs", FIGURES, "fig3_layer_density"):
+if not figures.missing(density, "per-layer tables of sparse runs", FIGURES / "fig3_layer_density"):
     FIGURES.mkdir(parents=True, exist_ok=True)
     density.to_csv(FIGURES / "fig3_layer_density.csv", index=False)
     order = figures.legend_order(runs)
@@ -173,8 +173,8 @@ Writes `fig4_training_dynamics.png` / `.pdf`.""",
         """\
 sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
 curves = results.epoch_mean(results.history_frame(sel), columns=("val_acc", "test_acc", "train_acc", "sparsity"))
-if not figures.missing(curves[curves.method == "rda"], "per-epoch histories of xRDA log-l1 runs", FIGURES,
-                    "fig4_training_dynamics"):
+if not figures.missing(curves[curves.method == "rda"], "per-epoch histories of xRDA log-l1 runs",
+                    FIGURES / "fig4_training_dynamics"):
     panels = figures.pairs(curves[curves.method == "rda"])
     fig, axes = figures.grid(2 * len(panels), ncols=2)
     for i, (model, dataset) in enumerate(panels):
@@ -217,8 +217,8 @@ Writes `fig5a_reweighting.png` / `.pdf` and `fig5b_matched_ablations.png` / `.pd
 rda = runs[runs.method == "rda"]
 sel = rda[rda.variant.isin(["xRDA log-l1", "xRDA plain l1"])]
 points, dense = results.aggregate(sel), results.aggregate(runs[runs.family == "dense"])
-if not figures.missing(points[points.variant == "xRDA plain l1"], "xRDA plain-l1 runs for ablation (a)", FIGURES,
-                    "fig5a_reweighting"):
+if not figures.missing(points[points.variant == "xRDA plain l1"], "xRDA plain-l1 runs for ablation (a)",
+                    FIGURES / "fig5a_reweighting"):
     panels = figures.pairs(points)
     fig, axes = figures.grid(len(panels))
     for ax, (model, dataset) in zip(axes, panels):
@@ -250,7 +250,7 @@ if found:
                    "fig5b_matched_ablations")
     plt.show()
 else:
-    figures.remove_stale(FIGURES, "fig5b_matched_ablations")""",
+    figures.remove_stale(FIGURES / "fig5b_matched_ablations")""",
     ],
 )
 
@@ -271,7 +271,7 @@ Writes `fig6_generalisation.png` / `.pdf`.""",
         """\
 sel = runs[(runs.family == "dense") | (runs.variant == "xRDA log-l1")]
 points = results.aggregate(sel)
-if not figures.missing(points[points.method == "rda"], "xRDA log-l1 runs", FIGURES, "fig6_generalisation"):
+if not figures.missing(points[points.method == "rda"], "xRDA log-l1 runs", FIGURES / "fig6_generalisation"):
     curves = results.epoch_mean(results.history_frame(sel), columns=("train_acc", "val_acc", "test_acc"))
     panels = figures.pairs(points[points.method == "rda"])
     fig, axes = figures.grid(2 * len(panels), ncols=2)
@@ -318,7 +318,7 @@ Writes `table7_summary.md` and `table7_summary.csv` (numbers in percent, unround
 from IPython.display import Markdown, display
 
 table = tables.summary_frame(runs)
-if not figures.missing(table, "finished runs", FIGURES, "table7_summary"):
+if not figures.missing(table, "finished runs", FIGURES / "table7_summary"):
     FIGURES.mkdir(parents=True, exist_ok=True)
     table.to_csv(FIGURES / "table7_summary.csv", index=False)
     markdown = tables.summary_markdown(table)

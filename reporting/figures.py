@@ -29,27 +29,26 @@ DENSE_COLOR = "black"
 OUTPUT_SUFFIXES = (".png", ".pdf", ".csv", ".md")
 
 
-def missing(frame: pd.DataFrame, what: str, figures: str | Path | None = None, stem: str | None = None) -> bool:
+def missing(frame: pd.DataFrame, what: str, output: str | Path | None = None) -> bool:
     """True (after printing what is missing) when ``frame`` has no rows; then also removes the
-    figure ``stem`` from ``figures`` where given (``remove_stale``)."""
+    figure ``output`` (a path without suffix) drawn earlier (``remove_stale``)."""
     if frame.empty:
         print(f"missing: no {what} in these results; nothing drawn")
-        if figures is not None and stem is not None:
-            remove_stale(figures, stem)
+        if output is not None:
+            remove_stale(output)
         return True
     return False
 
 
-def remove_stale(figures: str | Path, stem: str) -> list[Path]:
-    """Remove ``<stem>.png/.pdf/.csv/.md`` from ``figures``: a figure that is not drawn again
-    would otherwise stay beside the new ones, showing results that are no longer there."""
-    removed = [Path(figures) / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+def remove_stale(output: str | Path) -> None:
+    """Remove ``<output>.png/.pdf/.csv/.md``: a figure that is not drawn again would otherwise
+    stay beside the new ones, showing results that are no longer there."""
+    removed = [Path(f"{output}{suffix}") for suffix in OUTPUT_SUFFIXES]
     removed = [path for path in removed if path.is_file()]
     for path in removed:
         path.unlink()
     if removed:
         print("removed stale " + ", ".join(str(p) for p in removed))
-    return removed
 
 
 def pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
