@@ -37,10 +37,14 @@ _stop = {"requested": False}
 
 def request_stop(signum: int | None = None, frame: object = None) -> None:
     """A signal handler: stop the training (KeyboardInterrupt, so that it unwinds like Ctrl-C). The
-    request is also kept, and every step checks it: an exception raised where Python ignores
-    exceptions (a destructor running at that moment) would otherwise be lost and the run go on."""
+    request is also kept, and every step and evaluation batch checks it: an exception raised where
+    Python ignores exceptions (a destructor running at that moment) would otherwise be lost and the
+    run go on. Only the first signal raises: a second one (a job scheduler and ``run_all.sh`` both
+    sending SIGTERM) would otherwise interrupt the runner while it reports and exits."""
+    first = not _stop["requested"]
     _stop["requested"] = True
-    raise KeyboardInterrupt
+    if first:
+        raise KeyboardInterrupt
 
 
 def check_stop() -> None:
@@ -108,6 +112,7 @@ def evaluate(
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     for x, y in batches.epoch(0):
+        check_stop()
         with autocast(device, bf16):
             out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
