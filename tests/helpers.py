@@ -204,3 +204,19 @@ def operating_points(configs: dict[Path, Any]) -> dict[tuple[str, str], set[floa
     for cfg in configs.values():
         points.setdefault((cfg.model, cfg.data.dataset), set()).add(cfg.method.sparsity)
     return points
+
+
+def check_points_and_recipe_of_the_other_baselines(method: str) -> None:
+    """``method``'s configs sit at the operating points of magnitude pruning and the lottery ticket
+    and train with their recipe, so that results differ by the method alone."""
+    configs = method_configs(method)
+    points = operating_points(configs)
+    for model in ("vgg16", "resnet56"):
+        for dataset in ("cifar10", "cifar100"):
+            assert points[(model, dataset)] == {0.5, 0.8, 0.9, 0.95, 0.98}
+    assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
+    for path, cfg in configs.items():
+        recipe = (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size)
+        assert recipe == ("sgd", 0.1, 1e-4, 128), path
+        assert cfg.train.epochs == (15 if cfg.model == "resnet20" else 160), path
+        assert ("subset" in cfg.profiles) == (cfg.model == "resnet20"), path

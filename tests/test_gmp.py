@@ -12,7 +12,15 @@ import torch
 from pruning.accounting import prunable_weights
 from pruning.base import Duration, Stage
 from pruning.methods.gmp import GMP, GMPConfig, cubic_sparsity
-from tests.helpers import Batches, context, method_configs, operating_points, run_config, run_dir, tiny_net, train
+from tests.helpers import (
+    Batches,
+    check_points_and_recipe_of_the_other_baselines,
+    context,
+    run_config,
+    run_dir,
+    tiny_net,
+    train,
+)
 
 
 def schedule(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
@@ -99,18 +107,4 @@ def test_run_through_the_runner_reaches_the_target(tmp_path: Path, tiny_cifar: P
 
 
 def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
-    configs = method_configs("gmp")
-    points = operating_points(configs)
-    for model in ("vgg16", "resnet56"):
-        for dataset in ("cifar10", "cifar100"):
-            assert points[(model, dataset)] == {0.5, 0.8, 0.9, 0.95, 0.98}
-    assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
-    for cfg in configs.values():  # the recipe of the other baselines, so that results differ by the method
-        assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size) == (
-            "sgd",
-            0.1,
-            1e-4,
-            128,
-        )
-        assert cfg.train.epochs == (15 if cfg.model == "resnet20" else 160)
-        assert ("subset" in cfg.profiles) == (cfg.model == "resnet20")
+    check_points_and_recipe_of_the_other_baselines("gmp")

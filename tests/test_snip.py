@@ -17,7 +17,14 @@ from pruning.accounting import prunable_weights
 from pruning.base import Stage
 from pruning.masks import global_magnitude_masks
 from pruning.methods.snip import SNIP, SNIPConfig
-from tests.helpers import Batches, context, method_configs, operating_points, run_config, run_dir, tiny_net
+from tests.helpers import (
+    Batches,
+    check_points_and_recipe_of_the_other_baselines,
+    context,
+    run_config,
+    run_dir,
+    tiny_net,
+)
 
 
 def hand_masks(model: torch.nn.Module, batches: list, sparsity: float) -> dict[str, torch.Tensor]:
@@ -102,18 +109,4 @@ def test_run_through_the_runner_keeps_the_exact_sparsity(tmp_path: Path, tiny_ci
 
 
 def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
-    configs = method_configs("snip")
-    points = operating_points(configs)
-    for model in ("vgg16", "resnet56"):
-        for dataset in ("cifar10", "cifar100"):
-            assert points[(model, dataset)] == {0.5, 0.8, 0.9, 0.95, 0.98}
-    assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
-    for cfg in configs.values():  # the recipe of the other baselines, so that results differ by the method
-        assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size) == (
-            "sgd",
-            0.1,
-            1e-4,
-            128,
-        )
-        assert cfg.train.epochs == (15 if cfg.model == "resnet20" else 160)
-        assert ("subset" in cfg.profiles) == (cfg.model == "resnet20")
+    check_points_and_recipe_of_the_other_baselines("snip")
