@@ -3,7 +3,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-import training.loop as loop_module
 from tests.helpers import Batches, tiny_net
 from training.loop import check_stop, clear_stop, evaluate, request_stop
 
@@ -31,7 +30,8 @@ def test_only_the_first_stop_signal_interrupts(stop_state: None) -> None:
 def test_evaluation_honours_a_pending_stop(stop_state: None) -> None:
     """A request whose exception was lost (raised in a destructor) stops an evaluation too, not
     only a training step: a long evaluation would otherwise run to its end."""
-    loop_module._stop["requested"] = True
+    with pytest.raises(KeyboardInterrupt):
+        request_stop()  # its exception lost, say; the request stays
     with pytest.raises(KeyboardInterrupt):
         evaluate(tiny_net(), Batches(), torch.device("cpu"))
     clear_stop()
