@@ -18,19 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from reporting.results import ResultsError, matched_controls, paired, runs_frame
-
-
-def verdict(pairs: int, mean: float, ci: float) -> str:
-    """ "higher" / "lower" where the interval excludes 0; else "unresolved" and why."""
-    if pairs == 0:
-        return "no seed in common"
-    if pairs == 1 or math.isnan(ci):
-        return "unresolved (one pair: no interval)"
-    if mean - ci > 0:
-        return "higher"
-    if mean + ci < 0:
-        return "lower"
-    return "unresolved (the interval contains 0)"
+from reporting.stats import verdict
 
 
 def line(frame: pd.DataFrame, a: str, b: str, metric: str) -> str:

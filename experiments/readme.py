@@ -1,9 +1,11 @@
 """Write the README's result tables from the runs they summarise: ``python -m experiments.readme``.
 
-A generated table sits in README.md between ``<!-- table: FOLDER -->`` and ``<!-- end table -->``
-(FOLDER relative to the repository root); this fills it with ``reporting.tables.readme_markdown``
-of FOLDER's finished runs, so no number in it is typed by hand. ``--check`` writes nothing and
-fails, naming each stale table, where the README and the results disagree (the test suite runs it).
+A generated table sits in README.md between ``<!-- KIND: FOLDER -->`` and ``<!-- end KIND -->``
+(FOLDER relative to the repository root); this fills it from FOLDER's finished runs, so no number in
+it is typed by hand. KIND ``table`` is the summary (``reporting.tables.readme_markdown``), KIND
+``head-to-head`` each unstructured method against xRDA at its target
+(``reporting.head_to_head``). ``--check`` writes nothing and fails, naming each stale table, where
+the README and the results disagree (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -12,20 +14,33 @@ import argparse
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
+from reporting.head_to_head import head_to_head, head_to_head_markdown
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import readme_markdown, summary_frame
 from training.records import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- table: (?P<folder>\S+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
+KINDS: dict[str, Callable[[pd.DataFrame], str]] = {
+    "table": lambda frame: readme_markdown(summary_frame(frame)),
+    "head-to-head": lambda frame: head_to_head_markdown(head_to_head(frame)),
+}
+BLOCK = re.compile(
+    r"(<!-- (?P<kind>"
+    + "|".join(map(re.escape, KINDS))
+    + r"): (?P<folder>\S+) -->\n)(?P<body>.*?)(<!-- end (?P=kind) -->)",
+    re.S,
+)
 
 
-def table_for(folder: Path) -> str:
+def table_for(folder: Path, kind: str = "table") -> str:
     with warnings.catch_warnings():  # a skipped run is named by runs_frame; the table is what matters here
         warnings.simplefilter("ignore")
-        return readme_markdown(summary_frame(runs_frame(folder)))
+        return KINDS[kind](runs_frame(folder))
 
 
 def render(text: str, root: Path) -> tuple[str, list[str]]:
@@ -34,10 +49,10 @@ def render(text: str, root: Path) -> tuple[str, list[str]]:
     stale: list[str] = []
 
     def fill(match: re.Match[str]) -> str:
-        body = table_for(root / match["folder"])
+        body = table_for(root / match["folder"], match["kind"])
         if body != match["body"]:
-            stale.append(match["folder"])
-        return match[1] + body + match[4]
+            stale.append(f"{match['kind']} of {match['folder']}")
+        return match[1] + body + match[5]
 
     return BLOCK.sub(fill, text), stale
 
@@ -57,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.readme}: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        for folder in stale:
+        for block in stale:
             print(
-                f"error: {args.readme}: the table of {folder} differs from its results "
+                f"error: {args.readme}: the {block} differs from its results "
                 "(python -m experiments.readme rewrites it)",
                 file=sys.stderr,
             )

@@ -70,3 +70,17 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
         return mean, math.nan, math.nan
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return mean, std, t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+
+
+def verdict(pairs: int, mean: float, ci: float) -> str:
+    """A paired difference's verdict: "higher" / "lower" only where its interval excludes 0; else
+    "unresolved" and why."""
+    if pairs == 0:
+        return "no seed in common"
+    if pairs == 1 or math.isnan(ci):
+        return "unresolved (one pair: no interval)"
+    if mean - ci > 0:
+        return "higher"
+    if mean + ci < 0:
+        return "lower"
+    return "unresolved (the interval contains 0)"

@@ -10,14 +10,6 @@ from experiments import compare
 from tests.fixtures.synthetic_results import write_results_tree
 
 
-def test_the_verdict_follows_the_interval() -> None:
-    assert compare.verdict(3, 0.02, 0.01) == "higher"
-    assert compare.verdict(3, -0.02, 0.01) == "lower"
-    assert compare.verdict(3, 0.02, 0.03) == "unresolved (the interval contains 0)"
-    assert compare.verdict(1, 0.20, float("nan")) == "unresolved (one pair: no interval)"
-    assert compare.verdict(0, float("nan"), float("nan")) == "no seed in common"
-
-
 def test_pairs_by_seed_and_names_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tree = write_results_tree(tmp_path / "results")
     # the fixture: magnitude 0.75 / 0.77 against dense 0.80 / 0.82 (seeds 0 / 1): -5 points on both seeds;

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from reporting.stats import incomplete_beta, interval, t_cdf, t_quantile
+from reporting.stats import incomplete_beta, interval, t_cdf, t_quantile, verdict
 
 
 def test_t_quantiles_match_closed_forms() -> None:
@@ -29,3 +29,11 @@ def test_interval_mean_std_and_half_width() -> None:
     assert half == pytest.approx(t_quantile(0.975, 2) * 0.02 / math.sqrt(3))
     one = interval([0.7])
     assert one[0] == 0.7 and math.isnan(one[1]) and math.isnan(one[2])  # one seed: no spread, no interval
+
+
+def test_the_verdict_follows_the_interval() -> None:
+    assert verdict(3, 0.02, 0.01) == "higher"
+    assert verdict(3, -0.02, 0.01) == "lower"
+    assert verdict(3, 0.02, 0.03) == "unresolved (the interval contains 0)"
+    assert verdict(1, 0.20, float("nan")) == "unresolved (one pair: no interval)"
+    assert verdict(0, float("nan"), float("nan")) == "no seed in common"
