@@ -1,11 +1,12 @@
 """Every unstructured method against xRDA at the same target sparsity, paired by seed.
 
 The subset protocol names each unstructured config after its target weight sparsity
-(``r20_gmp_s80``: 80%). At each target the reproduced paper's method (``REFERENCE``, xRDA with
-log-reweighted l1) is the reference, and each other config at that target is compared with it seed
-by seed: final test accuracy minus the reference's, with its 95% t-interval and a verdict that
-says "higher" or "lower" only where the interval excludes 0 (``reporting.stats.verdict``).
-``experiments.readme`` writes this into the README, so that its claims are read off the runs.
+(``r20_gmp_s80``, and the xRDA ablation ``r20_rda_s80_avg0``: 80%). At each target the reproduced
+paper's method (``REFERENCE``, xRDA with log-reweighted l1) is the reference, and each other config
+at that target is compared with it seed by seed: final test accuracy minus the reference's, with
+its 95% t-interval and a verdict that says "higher" or "lower" only where the interval excludes 0
+(``reporting.stats.verdict``). ``experiments.readme`` writes this into the README, so that its
+claims are read off the runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from reporting.results import paired
 from reporting.stats import interval, verdict
 
 REFERENCE = "xRDA log-l1"
-TARGET = re.compile(r"_s(\d+)$")
+TARGET = re.compile(r"_s(\d+)(?:_|$)")
 
 COLUMNS = (
     "target",
@@ -36,8 +37,8 @@ COLUMNS = (
 
 
 def target_of(name: str) -> int | None:
-    """The target weight sparsity (%) in a config's name (``..._s80`` -> 80); None for the
-    structured, dense and ablation configs, whose names end otherwise."""
+    """The target weight sparsity (%) in a config's name (``..._s80`` or ``..._s80_avg0`` -> 80);
+    None for the structured and dense configs, whose names carry no ``_sNN``."""
     match = TARGET.search(name)
     return int(match[1]) if match else None
 

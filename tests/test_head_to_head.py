@@ -16,7 +16,7 @@ RUNS = {
     "r20_snip_s80": ("SNIP", 6, {0: 0.57, 1: 0.51, 2: 0.58}),
     "r20_rigl_s80": ("RigL", 7, {1: 0.60}),
     "r20_gmp_s50": ("gradual magnitude (GMP)", 5, {0: 0.58}),  # no xRDA config at 50%: no comparison
-    "r20_rda_s80_avg0": ("proximal SGD log-l1", 2, {0: 0.59}),  # an ablation: not at a target by name
+    "r20_rda_s80_avg0": ("proximal SGD log-l1", 2, {0: 0.59}),  # an ablation of xRDA at 80%
     "r20_l0hc_w30": ("L0-HC", 9, {0: 0.50}),  # structured
     "r20_dense_sgd": ("dense", 0, {0: 0.56}),
 }
@@ -33,13 +33,14 @@ def frame() -> pd.DataFrame:
 
 def test_the_target_is_read_from_the_name() -> None:
     assert target_of("r20_gmp_s80") == 80 and target_of("r20_lottery_reinit_s90") == 90
-    assert target_of("r20_rda_s80_avg0") is None and target_of("r20_l0hc_w30") is None
-    assert target_of("r20_dense_sgd") is None
+    assert target_of("r20_rda_s80_avg0") == 80 and target_of("r20_l0hc_w30") is None
+    assert target_of("r20_dense_sgd") is None and target_of("r20_rda_lam0") is None
 
 
 def test_each_config_is_paired_with_xrda_at_its_target() -> None:
     table = head_to_head(frame()).set_index("experiment")
-    assert list(table.index) == ["r20_rda_s80", "r20_gmp_s80", "r20_snip_s80", "r20_rigl_s80"]  # reference first
+    names = ["r20_rda_s80", "r20_rda_s80_avg0", "r20_gmp_s80", "r20_snip_s80", "r20_rigl_s80"]
+    assert list(table.index) == names  # the reference first, then legend order
     assert set(table["target"]) == {80} and set(table["reference"]) == {"r20_rda_s80"}
     gmp = table.loc["r20_gmp_s80"]
     assert gmp["pairs"] == 3 and gmp["seeds"] == 3
@@ -57,7 +58,8 @@ def test_the_markdown_says_a_verdict_only_where_the_interval_separates() -> None
     assert rows["`r20_gmp_s80`"].endswith("| lower |") and "-5.00 [" in rows["`r20_gmp_s80`"]
     assert rows["`r20_snip_s80`"].endswith("| unresolved (the interval contains 0) |")
     assert rows["`r20_rigl_s80`"].endswith("| +4.00 | unresolved (one pair: no interval) |")
-    assert "1 of 3 comparisons do" in text
+    assert rows["`r20_rda_s80_avg0`"].endswith("| +4.00 | unresolved (one pair: no interval) |")
+    assert "1 of 4 comparisons do" in text
 
 
 def test_no_reference_no_rows() -> None:
