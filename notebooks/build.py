@@ -100,12 +100,14 @@ if not figures.missing(structured, "structured runs (xRDA kernel / channel, netw
     for i, (model, dataset) in enumerate(panels):
         here = figures.select(points, model, dataset)
         figures.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}")
-        for ax, kept, what in zip(axes[2 * i:2 * i + 2], ("flops_kept", "params_kept"),
-                                  ("FLOPs kept (% of dense)", "nonzero parameters kept (% of dense)")):
+        for ax, kept, what, by in zip(axes[2 * i:2 * i + 2], ("flops_kept", "params_kept"),
+                                      ("FLOPs kept (% of dense)", "nonzero parameters kept (% of dense)"),
+                                      ("by FLOPs", "by parameters")):
             figures.dense_band(ax, here[here.family == "dense"])
             for variant, group in figures.by_variant(here[here.family == "structured"]):
                 figures.curve(ax, group, kept, "test_acc", variant, x_scale=100)
-            ax.set(title=figures.panel_title(points, model, dataset), xlabel=what, ylabel="final test accuracy (%)")
+            ax.set(title=f"{figures.panel_title(points, model, dataset)}: {by}", xlabel=what,
+                   ylabel="final test accuracy (%)")
     figures.finish(fig, axes, "Structured sparsity: accuracy against FLOPs and parameters kept", sel, FIGURES,
                    "fig2_structured")
     plt.show()

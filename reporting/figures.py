@@ -222,7 +222,14 @@ def finish(
     stem: str,
     legend: bool = True,
 ) -> list[Path]:
-    """Caption, one shared legend below the panels; saves ``<stem>.png`` and ``<stem>.pdf`` in ``figures``."""
+    """Caption, one shared legend below the panels; saves ``<stem>.png`` and ``<stem>.pdf`` in ``figures``.
+
+    Two panels with the same title are refused: a reader cannot tell them apart (each must say what
+    differs, e.g. its x axis or the ablated field)."""
+    titles = [ax.get_title() for ax in axes if ax.get_title()]
+    repeated = sorted({t for t in titles if titles.count(t) > 1})
+    if repeated:
+        raise ValueError(f"{stem}: two or more panels share the title {repeated[0]!r}")
     if legend:
         handles: dict[str, Any] = {}
         for ax in axes:
