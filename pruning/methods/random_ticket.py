@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import nn
 
 from pruning.base import MethodConfig, Stage, Variant
 from pruning.masks import PruneStage, global_magnitude_masks
-from pruning.methods.lottery import Lottery, LotteryConfig
+from pruning.methods.lottery import Lottery, LotteryConfig, permuted
 
 
 @dataclass
@@ -34,15 +33,6 @@ class RandomTicketConfig(LotteryConfig):
     def __post_init__(self) -> None:
         if self.reinit:
             raise ValueError("reinit: not for random_ticket (the control re-draws the mask, not the weights)")
-
-
-def shuffled(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each mask's entries in a random order (global RNG, on the CPU): the same count per layer."""
-    out = {}
-    for name, mask in masks.items():
-        order = torch.randperm(mask.numel()).to(mask.device)
-        out[name] = mask.flatten()[order].view_as(mask)
-    return out
 
 
 class RandomTicket(Lottery):
@@ -65,7 +55,7 @@ class RandomTicket(Lottery):
             return super().begin_stage(stage, model)
         weights = self.selected(model)
         ticket = global_magnitude_masks(weights, stage.target, self.current_keep(weights))
-        masks = shuffled(ticket)
+        masks = permuted(ticket)  # each layer's mask entries in a random order: the same count per layer
         model.load_state_dict(self.rewind_state())
         if self.cfg.kept_weights == "masked":
             self.masker.set(ticket)  # the ticket's weights: the rewind point times the magnitude mask
