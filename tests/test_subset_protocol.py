@@ -14,6 +14,7 @@ from training import config
 
 PATHS = sorted(CONFIG_DIR.rglob("subset/*.yaml"))
 CONFIGS = {p.stem: config.load_config(p, profile="subset") for p in PATHS}
+DENSE_CONTROLS = ("r20_dense_sgd", "r20_dense_l0recipe", "r20_rda_lam0")
 SUBSET_TRAIN = 5170 - 500  # the subset's training images less the validation split
 
 
@@ -22,7 +23,7 @@ def steps(cfg: config.ExperimentConfig) -> int:
 
 
 def without_method(cfg: config.ExperimentConfig) -> dict:
-    return {k: v for k, v in config.to_dict(cfg).items() if k not in ("name", "description", "method")}
+    return {k: v for k, v in config.to_dict(cfg).items() if k not in ("name", "description", "method", "seeds")}
 
 
 def test_every_config_is_the_same_budget_on_the_same_data() -> None:
@@ -36,14 +37,14 @@ def test_every_config_is_the_same_budget_on_the_same_data() -> None:
             None,
         ), name
         assert steps(cfg) == 555, name  # 15 epochs of 37 steps, split between the stages
-        assert not cfg.train.test_each_epoch and cfg.seeds == 3, name  # the test set: once, at the end
+        assert not cfg.train.test_each_epoch, name  # the test set: once, at the end
+        headline = "_s80" in name or name in DENSE_CONTROLS  # each method's 80% point, and what it is compared with
+        assert cfg.seeds == (5 if headline else 3), name
         assert not config.load_config(PATHS[list(CONFIGS).index(name)]).full  # not part of the full profile
 
 
 def test_each_method_has_its_matched_dense_control() -> None:
-    dense = {
-        name: cfg for name, cfg in CONFIGS.items() if name in ("r20_dense_sgd", "r20_dense_l0recipe", "r20_rda_lam0")
-    }
+    dense = {name: cfg for name, cfg in CONFIGS.items() if name in DENSE_CONTROLS}
     assert len(dense) == 3
     for name, cfg in CONFIGS.items():
         if name in dense or name.startswith("r20_rda_s80_avg"):  # the averaging ablations: against r20_rda_s80
