@@ -4,6 +4,7 @@ same targets for every unstructured method, and a test set read only at the end.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 
@@ -118,3 +119,18 @@ def test_the_smoke_profile_runs_one_of_each_method() -> None:
         "gmp",
         "rigl",
     }
+
+
+def test_the_committed_results_hold_every_run_the_configs_ask_for() -> None:
+    # results/subset is the benchmark the README reports: each config's every seed, all on the same
+    # data (one fingerprint) with the same validation split, and nothing else beside them.
+    results = CONFIG_DIR.parents[1] / "results" / "subset"
+    expected = {(name, seed) for name, cfg in CONFIGS.items() for seed in range(cfg.seeds)}
+    found = {}
+    for path in results.glob("r20_*/seed*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        found[(metrics["name"], metrics["seed"])] = metrics
+        assert path.parent == results / metrics["name"] / f"seed{metrics['seed']}", path
+    assert set(found) == expected
+    assert len({m["data_fingerprint"] for m in found.values()}) == 1  # every run read the same images
+    assert all(m["validation_size"] == 500 and m["profile"] == "subset" for m in found.values())
