@@ -12,6 +12,7 @@ mean over its seeds with the sample standard deviation as error bar; every figur
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,8 +227,7 @@ def finish(
 
     Two panels with the same title are refused: a reader cannot tell them apart (each must say what
     differs, e.g. its x axis or the ablated field)."""
-    titles = [ax.get_title() for ax in axes if ax.get_title()]
-    repeated = sorted({t for t in titles if titles.count(t) > 1})
+    repeated = [t for t, n in Counter(ax.get_title() for ax in axes).items() if t and n > 1]
     if repeated:
         raise ValueError(f"{stem}: two or more panels share the title {repeated[0]!r}")
     if legend:
