@@ -5,7 +5,8 @@
 #   ./run_all.sh --profile subset       the committed results (real CIFAR-10 subset, reduced budget)
 #   ./run_all.sh                        the full reproduction (GPU)
 # Options: --only PATTERN (repeatable), --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
-#          --seeds N, --force, --configs DIR (default experiments/configs), --results DIR (default
+#          --seeds N, --force, --allow-code-change (resume runs begun by other training code),
+#          --configs DIR (default experiments/configs), --results DIR (default
 #          results/PROFILE; the figures then go beside it, to DIR/figures), --jobs N (N runner processes
 #          side by side, each taking every N-th (experiment, seed) pair and nproc/N CPU threads unless
 #          OMP_NUM_THREADS is set; their output lines are prefixed [k/N]). Finished runs are skipped;
@@ -24,12 +25,12 @@ while [ $# -gt 0 ]; do
     --profile) profile="$2"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
     --only|--data-root|--device|--seeds) run_args+=("$1" "$2"); shift 2 ;;
-    --force) run_args+=("$1"); shift ;;
+    --force|--allow-code-change) run_args+=("$1"); shift ;;
     --configs) configs="$2"; shift 2 ;;
     --results) results="$2"; run_args+=("$1" "$2"); shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --jobs=*) jobs="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see ./run_all.sh --help)" >&2; exit 2 ;;
   esac
 done

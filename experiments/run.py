@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--force", action="store_true", help="rerun finished runs, replacing their results")
     p.add_argument(
+        "--allow-code-change",
+        action="store_true",
+        help="resume runs whose checkpoint was written by other training code (metrics.json records both)",
+    )
+    p.add_argument(
         "--no-test",
         dest="test",
         action="store_false",
@@ -151,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = out / cfg.name / f"seed{seed}"
                 try:
                     run_one(
-                        cfg, seed, out, data_root, device, args.force, progress=not args.no_progress, test=args.test
+                        cfg,
+                        seed,
+                        out,
+                        data_root,
+                        device,
+                        args.force,
+                        progress=not args.no_progress,
+                        test=args.test,
+                        allow_code_change=args.allow_code_change,
                     )
                 except RunBusy as exc:
                     print(f"[busy] {current}: {exc}; left to that runner")

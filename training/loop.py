@@ -70,6 +70,10 @@ class LoopSettings:
     # forward and backward; ``reduce`` sums a tensor over the processes (epoch totals, evaluation).
     wrap: Callable[[nn.Module], nn.Module] | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Replaying a run (experiments.verify): keep the training loss of the first ``trace_steps`` steps
+    # (read once, at the end of their epoch), and stop before step ``stop_after_steps`` + 1.
+    trace_steps: int = 0
+    stop_after_steps: int | None = None
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -168,6 +172,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.elapsed = 0.0
+        self.step_losses: list[float] = []  # of the first settings.trace_steps steps
+        self.stopped = False  # settings.stop_after_steps reached
 
     def _forward_model(self) -> nn.Module:
         model = self.settings.wrap(self.model) if self.settings.wrap is not None else self.model
@@ -202,6 +208,8 @@ class Trainer:
             forward = self._forward_model()
             for e in range(first, stage.epochs):
                 self._epoch(k, stage, e, forward, optimizers, schedulers)
+                if self.stopped:
+                    return self.model
         return self.model
 
     def _epoch(
@@ -230,8 +238,12 @@ class Trainer:
             disable=not self.settings.progress or None,
             mininterval=1.0,
         )
+        limit, traced = self.settings.stop_after_steps, []
         for x, y in bar:
             check_stop()
+            if limit is not None and self.step >= limit:
+                self.stopped = True
+                break
             with autocast(device, self.settings.bf16):
                 out = forward(x)
                 loss = F.cross_entropy(out, y, label_smoothing=self.settings.label_smoothing)
@@ -246,10 +258,16 @@ class Trainer:
             for opt in optimizers:
                 opt.step()
             self.method.after_step(self.model, self.step)
+            if self.step < self.settings.trace_steps:
+                traced.append(loss.detach().float())
             self.step += 1
             loss_sum += loss.detach().float() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             count += len(y)
+        if traced:
+            self.step_losses += torch.stack(traced).tolist()
+        if self.stopped:  # a replay of the first steps: no epoch end, no history row
+            return
         for sched in schedulers:
             sched.step()
         self.method.end_epoch(self.model, stage)

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import traceback
 from collections.abc import Iterator
@@ -28,9 +27,11 @@ from pruning.accounting import sparsity_report
 from pruning.base import Method
 from training import distributed
 from training.build import build_data, build_model_and_method, optimizer_factory, run_context
+from training.code_identity import changed_files, code_identity
 from training.config import ExperimentConfig, dump_config, load_run_config, plan
 from training.data import DataError
 from training.loop import LoopSettings, Trainer, TrainingDiverged, check_finite, evaluate
+from training.record_schema import RecordError, read_metrics
 from training.records import (
     atomic_torch_save,
     atomic_write_json,
@@ -39,6 +40,7 @@ from training.records import (
     environment,
     history_csv,
     remove_temporary_files,
+    state_sha256,
 )
 from training.schema import ConfigError
 
@@ -88,10 +90,12 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def run_identity(resolved: str, data_info: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """What a run's numbers depend on beyond its seed: the resolved config, the data actually loaded,
-    the device, torch, the number of processes and, on the CPU, the number of threads."""
+    the code that trains it (``training.code_identity``: one hash, and one per file), the device,
+    torch, the number of processes and, on the CPU, the number of threads."""
     return {
         "config_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
         "data_fingerprint": data_info["data_fingerprint"],
+        **code_identity(),
         "device": device_name(device),
         "torch": str(torch.__version__),
         "processes": distributed.world_size(),
@@ -112,20 +116,34 @@ def _identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> 
     return [f"{_WHAT[k]} ({recorded.get(k)} then, {current[k]} now)" for k in _WHAT if recorded.get(k) != current[k]]
 
 
-def _inspect(run_dir: Path, resolved: str, identity: dict[str, Any]) -> tuple[str, Any]:
+def _code_change(recorded: dict[str, Any], identity: dict[str, Any]) -> str | None:
+    """What changed in the code since the checkpoint's run started (None: nothing); a checkpoint from
+    before code identities were recorded has an unknown code, which counts as a change."""
+    if recorded.get("code_sha256") == identity["code_sha256"]:
+        return None
+    return changed_files(recorded.get("code_files"), identity["code_files"])
+
+
+def _inspect(
+    run_dir: Path, resolved: str, identity: dict[str, Any], allow_code_change: bool = False
+) -> tuple[str, Any]:
     """What to do with a run folder: ("skip", None), ("resume", checkpoint) or ("fresh", None);
-    raises RunConflict or RunCorrupt with one line saying what differs and what to do."""
+    raises RunConflict or RunCorrupt with one line saying what differs and what to do.
+
+    A finished run is skipped whatever the code now is (its metrics.json records the code that
+    trained it). A checkpoint is resumed only by the code that wrote it, unless
+    ``allow_code_change``: then ``identity`` gains ``code_sha256_earlier``, the code identities the
+    run was trained by before ("unrecorded" for a checkpoint from before code identities).
+    """
     config_path, metrics_path, ckpt_path = run_dir / "config.yaml", run_dir / "metrics.json", run_dir / "checkpoint.pt"
     force = "rerun with --force to replace them"
     if metrics_path.exists():
         if not config_path.exists() or config_path.read_text() != resolved:
             raise RunConflict(f"{run_dir}: holds results of a different config; {force}")
         try:
-            recorded = json.loads(metrics_path.read_text()).get("data_fingerprint")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise RunCorrupt(
-                f"{metrics_path}: not valid JSON; delete it (the checkpoint resumes the run) or rerun with --force"
-            ) from None
+            recorded = read_metrics(metrics_path)["data_fingerprint"]
+        except RecordError as exc:
+            raise RunCorrupt(f"{exc}; delete it (the checkpoint resumes the run) or rerun with --force") from None
         if recorded != identity["data_fingerprint"]:
             raise RunConflict(
                 f"{run_dir}: holds results of other data (fingerprint {recorded}, now "
@@ -151,8 +169,36 @@ def _inspect(run_dir: Path, resolved: str, identity: dict[str, Any]) -> tuple[st
             )
         if config_path.exists() and config_path.read_text() != resolved:
             raise RunConflict(f"{run_dir}: config.yaml is of a different config than its checkpoint; {force}")
+        earlier = list(recorded.get("code_sha256_earlier", []))
+        change = _code_change(recorded, identity)
+        if change is not None:
+            if not allow_code_change:
+                raise RunConflict(
+                    f"{ckpt_path}: the code changed since this run started ({change}); rerun with "
+                    "--allow-code-change to resume it at today's code (metrics.json then records both code "
+                    "identities), or with --force to start it again"
+                )
+            earlier.append(recorded.get("code_sha256") or "unrecorded")
+        if earlier:
+            identity["code_sha256_earlier"] = earlier
         return "resume", state
     return "fresh", None
+
+
+# The first epoch's step losses kept for experiments.verify (a whole CIFAR epoch at batch 128: 391).
+TRACE_STEPS = 500
+
+
+def first_epoch_record(epoch_state: dict[str, Any], step_losses: list[float]) -> dict[str, Any]:
+    """What a run records of its first epoch for ``experiments.verify``: the training loss of each of
+    its first steps, the epoch's numbers at full precision, and a hash of the model after it."""
+    row = epoch_state["history"][0]
+    return {
+        "steps": epoch_state["step"],
+        "step_losses": list(step_losses[:TRACE_STEPS]),
+        "params_sha256": state_sha256(epoch_state["model"]),
+        **{k: row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")},
+    }
 
 
 def record_failure(run_dir: Path, error: BaseException) -> Path:
@@ -171,12 +217,14 @@ def run_one(
     force: bool = False,
     progress: bool = True,
     test: bool = True,
+    allow_code_change: bool = False,
 ) -> dict[str, Any] | None:
     """Train one (experiment, seed); returns its metrics, or None when it was already done.
 
     Only rank 0 of several processes holds the folder's lock and reads and writes the folder; what it
     finds decides for every process. ``test=False`` never reads the test set (runs that choose a
     hyperparameter on the validation split): metrics.json then has no test numbers.
+    ``allow_code_change`` resumes a checkpoint written by other code (``_inspect``).
     """
     run_dir = out / cfg.name / f"seed{seed}"
     with contextlib.ExitStack() as stack:
@@ -189,7 +237,7 @@ def run_one(
         busy = distributed.broadcast_object(busy)
         if busy is not None:
             raise RunBusy(busy)
-        return _run_locked(cfg, seed, run_dir, data_root, device, force, progress, test)
+        return _run_locked(cfg, seed, run_dir, data_root, device, force, progress, test, allow_code_change)
 
 
 def _run_locked(
@@ -201,6 +249,7 @@ def _run_locked(
     force: bool,
     progress: bool,
     test: bool,
+    allow_code_change: bool = False,
 ) -> dict[str, Any] | None:
     resolved = dump_config(dataclasses.replace(cfg, seeds=1)) + f"seed: {seed}\n"
     metrics_path, ckpt_path, config_path = run_dir / "metrics.json", run_dir / "checkpoint.pt", run_dir / "config.yaml"
@@ -219,7 +268,7 @@ def _run_locked(
     action, state, problem = None, None, None
     if main_rank:
         try:
-            action, state = _inspect(run_dir, resolved, identity)
+            action, state = _inspect(run_dir, resolved, identity, allow_code_change)
         except (RunConflict, RunCorrupt) as exc:
             problem = exc
     action, recorded_threads, problem = distributed.broadcast_object(
@@ -251,11 +300,16 @@ def _run_locked(
         "channels_last": cfg.train.channels_last,
         "compile": cuda_fast and cfg.train.compile,
         "processes": distributed.world_size(),
+        "code_sha256": identity["code_sha256"],  # the code it started with, file by file
+        "code_files": identity["code_files"],
     }
     resume = None
+    first_epoch = state.get("first_epoch") if action == "resume" else None
     if action == "resume":
         resume = distributed.share_from_main(state, device)
         print(f"[resume] {cfg.name} seed {seed}: from epoch {len(resume['history'])}")
+        if "code_sha256_earlier" in identity:
+            print(f"[resume] {cfg.name} seed {seed}: at other code than it started with (--allow-code-change)")
         if main_rank and not config_path.exists():  # the checkpoint vouches for the config
             atomic_write_text(config_path, resolved)
     elif main_rank:  # nothing to protect: no checkpoint, no metrics
@@ -269,10 +323,13 @@ def _run_locked(
     )
 
     def on_epoch(epoch_state: dict[str, Any]) -> None:
+        nonlocal first_epoch
         if not main_rank:
             return
+        if len(epoch_state["history"]) == 1:  # what experiments.verify replays and compares
+            first_epoch = first_epoch_record(epoch_state, trainer.step_losses)
         atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
-        atomic_torch_save(ckpt_path, epoch_state | {"identity": identity})
+        atomic_torch_save(ckpt_path, epoch_state | {"identity": identity, "first_epoch": first_epoch})
 
     parallel = distributed.active()  # DDP for forward and backward; methods keep the model itself
     settings = LoopSettings(
@@ -285,6 +342,7 @@ def _run_locked(
         progress=progress and main_rank,
         wrap=(lambda m: distributed.wrap_ddp(m, device)) if parallel else None,
         reduce=distributed.all_reduce_sum if parallel else None,
+        trace_steps=TRACE_STEPS,
     )
     trainer = Trainer(
         model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch, val_batches=val_b
@@ -321,6 +379,9 @@ def _run_locked(
         "device": env["device_name"],
         "threads": identity["threads"],
         "git_revision": env["git_revision"],
+        "code_sha256": identity["code_sha256"],
+        **({"code_sha256_earlier": identity["code_sha256_earlier"]} if "code_sha256_earlier" in identity else {}),
+        **({"first_epoch": first_epoch} if first_epoch is not None else {}),
         **method.metrics(final),
         "layers": report["layers"],
     }
@@ -347,7 +408,10 @@ def load_exported(run_dir: Path, device: torch.device) -> tuple[nn.Module, Metho
     if missing:
         raise DataError(f"{run_dir}: not a finished run with its checkpoint (missing {', '.join(missing)})")
     cfg = load_run_config(files["config.yaml"])
-    metrics = json.loads(files["metrics.json"].read_text())
+    try:
+        metrics = read_metrics(files["metrics.json"])
+    except RecordError as exc:
+        raise DataError(str(exc)) from None
     state = torch.load(files["checkpoint.pt"], map_location=device, weights_only=True)
     model, method = build_model_and_method(cfg, run_context(device, metrics))
     model.load_state_dict(state["model"])  # as the loop resumes: the model, then the method
