@@ -42,12 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control", action="store_true", help="compare each experiment with its matched dense control")
     args = p.parse_args(argv)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a skipped run is not what this command is about
-            frame = runs_frame(args.results)
-    except ResultsError as exc:
+        return _compare(args)
+    except ResultsError as exc:  # runs that must not be pooled, or no results folder
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a skipped run is not what this command is about
+        frame = runs_frame(args.results)
     known = set(frame["name"]) if not frame.empty else set()
     missing = [name for name in args.experiments if name not in known]
     if missing:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from training.record_schema import RecordError, one_line_warnings, read_invocations
 from training.records import atomic_write_json, device_name
 
 
@@ -40,6 +41,22 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def previous(path: Path) -> list[Any]:
+    """The entries already recorded in ``path``, kept as they are (a reader skips any bad one). A file
+    that is not a list of entries at all is set aside as ``<path>.bad`` (said in one line) and a new
+    list begins, so that one damaged file does not fail every later invocation."""
+    if not path.exists():
+        return []
+    try:
+        read_invocations(path)
+    except RecordError as exc:
+        aside = path.with_name(path.name + ".bad")
+        os.replace(path, aside)
+        print(f"warning: {exc}; moved to {aside}, a new list begins", file=sys.stderr)
+        return []
+    return json.loads(path.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.invocation", description=__doc__.split("\n\n")[0])
     p.add_argument("results", type=Path)
@@ -52,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)  # after --: the invocation's own command line
     args = p.parse_args(argv[:cut])
     args.command = argv[cut + 1 :]
+    one_line_warnings()
     path = args.results / "invocations.json"
-    entries = json.loads(path.read_text()) if path.exists() else []
+    entries = previous(path)
     entries.append(record(args))
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, entries)

@@ -7,7 +7,6 @@ wall time (``invocations.json``, interrupted ones included).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import summary_frame, summary_text
+from training.record_schema import RecordError, one_line_warnings, read_invocations, skip
 
 
 def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
@@ -23,7 +23,11 @@ def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
     lines = [f"training: {len(runs)} run(s), {hours:.2f} h of wall time summed over the runs"]
     path = folder / "invocations.json"
     if path.exists():
-        entries = json.loads(path.read_text())
+        try:
+            entries = read_invocations(path)  # a bad entry is named and left out
+        except RecordError as exc:
+            skip(exc)
+            return lines
         total = sum(entry["seconds"] for entry in entries) / 3600
         stopped = sum(entry["exit_status"] == 130 for entry in entries)
         lines.append(
@@ -35,6 +39,7 @@ def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0]) if args else Path("results/full")
+    one_line_warnings()
     try:
         runs = runs_frame(folder)
         table = summary_frame(runs)

@@ -5,60 +5,61 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from reporting.labels import color_of, describe
 from reporting.stats import interval
+from training.record_schema import RecordError, read_config, read_history, read_metrics, skip
 
 
 class ResultsError(RuntimeError):
     """A results folder that cannot be read at all (it does not exist)."""
 
 
-def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config.yaml written by version 0.2.0, in today's keys (the committed 0.2.0 subset runs
-    keep loading): lottery's ``rewind_step: N`` is ``rewind: Nit``; the control ``random`` is
-    ``random_finetune``; slimming's ``input_shape`` comes from the run context."""
-    method = dict(config.get("method") or {})
-    if "rewind_step" in method:
-        method["rewind"] = f"{method.pop('rewind_step')}it"
-    if method.get("name") == "random":
-        method["name"] = "random_finetune"
-    method.pop("input_shape", None)
-    return {**config, "method": method} if config.get("method") else config
+class PoolingError(ResultsError):
+    """Runs that must not be pooled as one experiment's seeds (other data, a repeated or a
+    mislabelled seed); the message names them and says how to separate them."""
+
+
+UNRECORDED = "unrecorded"  # the code identity of runs recorded before code identities existed
 
 
 def load_runs(results: str | Path) -> list[dict[str, Any]]:
     """One record per finished run (a folder with metrics.json): metrics plus its resolved config.
 
-    A run whose metrics.json or config.yaml cannot be read, or whose config no longer validates, is
-    named in a warning and left out; a results folder that does not exist is an error.
+    Both are checked (``training.record_schema``): a run whose metrics.json or config.yaml is
+    damaged, of a wrong type or out of range, or whose config no longer validates, is named in a
+    one-line warning and left out; a results folder that does not exist is an error.
     """
     folder = Path(results)
     if not folder.is_dir():
         raise ResultsError(f"{folder}: no such results folder")
     runs = []
     for metrics_path in sorted(folder.glob("*/seed*/metrics.json")):
-        config_path = metrics_path.parent / "config.yaml"
         try:
-            run = json.loads(metrics_path.read_text())
-            config = yaml.safe_load(config_path.read_text())
-            if not isinstance(run, dict) or not isinstance(config, dict):
-                raise ValueError("not a mapping")
-            run["config"] = config = upgrade_config(config)
+            run = read_metrics(metrics_path)
+            run["config"] = config = read_config(metrics_path.parent / "config.yaml")
             run["variant"], run["point"] = describe(config)
-        except Exception as exc:  # a damaged or foreign record: one warning, not a broken table
+        except RecordError as exc:  # a damaged or foreign record: one warning, not a broken table
+            skip(exc)
+            continue
+        except Exception as exc:  # a config that validates but that no method can describe
             first = str(exc).splitlines()[0] if str(exc) else ""
-            warnings.warn(f"skipped {metrics_path.parent}: {type(exc).__name__}: {first}", stacklevel=2)
+            skip(RecordError(f"{metrics_path.parent}: {type(exc).__name__}: {first}"))
             continue
         run["run_dir"] = str(metrics_path.parent)
+        run["folder_seed"] = _folder_seed(metrics_path.parent.name)
+        run["config_seed"] = config.get("seed")
         runs.append(run)
     return runs
+
+
+def _folder_seed(name: str) -> int | None:
+    digits = name.removeprefix("seed")
+    return int(digits) if digits.isdigit() else None
 
 
 # Entries of a run's metrics that are averaged over seeds by `aggregate` (when present).
@@ -120,6 +121,9 @@ FRAME_COLUMNS = (
     "params_nonzero",
     "params_kept",
     "run_dir",
+    "folder_seed",
+    "data_fingerprint",
+    "code_sha256",
     "config",
     "layers",
 )
@@ -146,7 +150,9 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
     gap = train_acc - test_acc (train_acc: the last epoch's running accuracy on augmented batches),
     compression = 1 / (1 - sparsity) (inf when every weight is zero), flops_kept =
     flops_effective / flops_dense, params_kept = params_nonzero / params_dense, and the resolved
-    config and per-layer table as Python objects. Always has the columns of FRAME_COLUMNS.
+    config and per-layer table as Python objects, folder_seed (the k of its seed<k> folder) and
+    code_sha256 (its code identity, "unrecorded" for runs from before code identities). Always has
+    the columns of FRAME_COLUMNS.
     """
     rows = []
     for run in load_runs(results):
@@ -175,6 +181,7 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
             params_kept=_ratio(run.get("params_nonzero"), run.get("params_dense")),
             config=config,
             layers=run.get("layers", []),
+            code_sha256=run.get("code_sha256") or UNRECORDED,
         )
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -184,14 +191,69 @@ def runs_frame(results: str | Path) -> pd.DataFrame:
     return frame
 
 
+def _seed_label(run_dir: Any, seed: Any) -> str:
+    return str(run_dir) if isinstance(run_dir, str) and run_dir else f"seed {seed}"
+
+
+def pooling_problem(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> str | None:
+    """Why the runs of ``frame`` may not be pooled per group of ``keys`` (None when they may): a run
+    whose recorded seed is not its folder's or its config's, two runs of one seed, or runs of one
+    group trained on different data. One line, naming the runs and how to separate them."""
+    if frame.empty or "seed" not in frame or any(k not in frame for k in keys):
+        return None
+    dirs = frame["run_dir"] if "run_dir" in frame else pd.Series([""] * len(frame), index=frame.index)
+    for column in ("folder_seed", "config_seed"):
+        if column not in frame:
+            continue
+        for run_dir, seed, other in zip(dirs, frame["seed"], frame[column]):
+            if other is not None and not pd.isna(other) and int(other) != int(seed):
+                where = "its folder's" if column == "folder_seed" else "its config.yaml's"
+                return (
+                    f"{_seed_label(run_dir, seed)}: records seed {seed}, not {where} {int(other)} (a copied or "
+                    "renamed seed folder?): remove it, or rerun that seed with --force"
+                )
+    for key, group in frame.groupby(list(keys), sort=True, dropna=False):
+        label = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        seen: dict[int, str] = {}
+        for run_dir, seed in zip(dirs[group.index], group["seed"]):
+            here = _seed_label(run_dir, seed)
+            if int(seed) in seen:
+                return (
+                    f"{label}: {seen[int(seed)]} and {here} both hold seed {seed} (a copied folder?): keep one of them"
+                )
+            seen[int(seed)] = here
+        if "data_fingerprint" in group:
+            prints = group["data_fingerprint"].fillna("none").astype(str)
+            if prints.nunique() > 1:
+                parts = "; ".join(
+                    f"{fp}: seed {', '.join(str(s) for s in sorted(group.loc[prints == fp, 'seed']))}"
+                    for fp in sorted(prints.unique())
+                )
+                return (
+                    f"{label}: its runs were trained on different data (data_fingerprint {parts}): give each "
+                    "data set its own results folder (--results), or rerun the odd ones with --force"
+                )
+    return None
+
+
+def check_pooling(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> None:
+    """Raise PoolingError when ``pooling_problem`` finds one."""
+    problem = pooling_problem(frame, keys)
+    if problem is not None:
+        raise PoolingError(f"cannot pool {problem}")
+
+
 def aggregate(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> pd.DataFrame:
     """One row per group of ``keys`` (default: per experiment, i.e. over its seeds).
 
     Each metric of METRICS becomes its mean, ``<metric>_std`` (the sample standard deviation, n - 1
     in the denominator) and ``<metric>_ci`` (the half-width of the two-sided 95% Student-t
-    interval of the mean), both NaN for a single seed; ``seeds`` counts the runs; every other
-    column keeps the group's first value.
+    interval of the mean), both NaN for a single seed; ``seeds`` counts the runs;
+    ``code_identities`` counts the code identities the runs were trained by (runs from before code
+    identities count as one, "unrecorded"); every other column keeps the group's first value.
+    Runs that may not be pooled (``pooling_problem``) raise PoolingError.
     """
+    check_pooling(frame, keys)
     metrics = [m for m in METRICS if m in frame and m not in keys]
     rows = []
     for _, group in frame.groupby(list(keys), sort=True, dropna=False):
@@ -200,9 +262,10 @@ def aggregate(frame: pd.DataFrame, keys: tuple[str, ...] = ("name",)) -> pd.Data
             values = pd.to_numeric(group[m], errors="coerce").dropna().tolist()
             row[m], row[f"{m}_std"], row[f"{m}_ci"] = interval(values)
         row["seeds"] = len(group)
+        row["code_identities"] = group["code_sha256"].fillna(UNRECORDED).nunique() if "code_sha256" in group else 1
         rows.append(row)
     columns = [c for c in frame.columns if c not in ("seed", "run_dir")]
-    columns += [f"{m}_std" for m in metrics] + [f"{m}_ci" for m in metrics] + ["seeds"]
+    columns += [f"{m}_std" for m in metrics] + [f"{m}_ci" for m in metrics] + ["seeds", "code_identities"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -215,8 +278,9 @@ def recipe_key(config: dict[str, Any]) -> str:
 
 def matched_controls(frame: pd.DataFrame) -> dict[str, str]:
     """Experiment -> its dense control: the dense experiment trained with the same recipe
-    (``recipe_key``); experiments without one are left out."""
-    keys = {name: recipe_key(config) for name, config in zip(frame["name"], frame["config"])}
+    (``recipe_key``) on the same data (``data_fingerprint``); experiments without one are left out."""
+    prints = frame["data_fingerprint"] if "data_fingerprint" in frame else [None] * len(frame)
+    keys = {name: recipe_key(config) + f"|{fp}" for name, config, fp in zip(frame["name"], frame["config"], prints)}
     dense = {keys[n]: n for n, family in zip(frame["name"], frame["family"]) if family == "dense"}
     return {n: dense[k] for n, k in keys.items() if k in dense and dense[k] != n}
 
@@ -229,6 +293,7 @@ def paired(frame: pd.DataFrame, a: str, b: str, metric: str = "test_acc") -> tup
 
 
 def _by_run(frame: pd.DataFrame, metric: str) -> dict[tuple[str, int], float]:
+    check_pooling(frame)  # a repeated seed would otherwise overwrite its twin
     return {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
 
 
@@ -297,13 +362,20 @@ RUN_INFO = (
 def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch rows (history.csv) of every run of ``frame``, with the run's name, seed,
     method, variant, family, color, label, lam, model, dataset, data_label, data_name and profile. Runs without a
-    history.csv are left out."""
+    history.csv are left out, and so is one that fails its checks (with a one-line warning)."""
+    check_pooling(frame)
     keep = ["name", "seed", *RUN_INFO]
     parts = []
     for _, run in frame.iterrows():
         path = Path(run["run_dir"]) / "history.csv"
         if path.exists():
-            history = pd.read_csv(path)
+            try:
+                history = pd.DataFrame(read_history(path), dtype=object)
+            except RecordError as exc:
+                skip(exc)
+                continue
+            numeric = [c for c in history.columns if c != "stage"]
+            history[numeric] = history[numeric].apply(pd.to_numeric)  # a blank cell: NaN, not measured
             parts.append(history.assign(**{k: run[k] for k in keep}))
     # Runs without a validation split (or without a per-epoch test) lack those columns: NaN there.
     measured = ["epoch", "stage", "train_acc", "val_acc", "test_acc", "sparsity"]
@@ -332,6 +404,7 @@ def layers_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run and prunable layer (metrics.json ``layers``): layer_index (position in the
     network), layer, type, weights, nonzero, density = nonzero / weights of the dense layer,
     with the run's name, seed, variant, point, sparsity, model, dataset, data_label, profile."""
+    check_pooling(frame)
     keep = ["name", "seed", "variant", "point", "sparsity", "model", "dataset", "data_label", "profile"]
     rows = []
     for _, run in frame.iterrows():

@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = (
     "paper_params",
     "paper_source",
     "data",
+    "code_identities",
 )
 
 
@@ -61,6 +62,8 @@ def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | Non
     Columns: SUMMARY_COLUMNS. ``paper_*`` come from ``reported`` (default ``reported_numbers()``) keyed by
     experiment name and stay empty (NaN / "") for experiments without a cited figure.
     Rows are sorted by dataset, model, variant (the methods' legend order) and sparsity.
+    ``code_identities`` counts the code identities of an experiment's runs (``results.aggregate``);
+    the formatted tables mark an experiment whose runs come from more than one.
     """
     reported = reported_numbers() if reported is None else reported
     points = aggregate(frame)
@@ -95,6 +98,7 @@ def summary_frame(frame: pd.DataFrame, reported: dict[str, dict[str, Any]] | Non
                 "paper_params": str(paper.get("params", "")),
                 "paper_source": paper.get("source", ""),
                 "data": p["data_label"],
+                "code_identities": int(p["code_identities"]) if "code_identities" in p else 1,
             }
         )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -144,9 +148,27 @@ LEADING = [
 ]
 
 
+MIXED = "†"  # marks an experiment whose seeds were trained by more than one code identity
+
+
+def _mixed(r: pd.Series) -> str:
+    return MIXED if r.get("code_identities", 1) > 1 else ""
+
+
+def _mixed_note(table: pd.DataFrame) -> list[str]:
+    mixed = int((table["code_identities"] > 1).sum()) if "code_identities" in table else 0
+    if not mixed:
+        return []
+    return [
+        f"{MIXED} {mixed} experiment(s) pool seeds trained by different code (code_sha256 in metrics.json; "
+        "python -m experiments.verify shows whether the change moved numbers)."
+    ]
+
+
 def _leading_cells(r: pd.Series, text: Callable[[Any], str]) -> list[str]:
     return [
-        *(text(r[k]) for k in ("experiment", "variant", "model", "dataset")),
+        text(r["experiment"]) + _mixed(r),
+        *(text(r[k]) for k in ("variant", "model", "dataset")),
         str(int(r["seeds"])),
         str(int(r["epochs"])),
         _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
@@ -190,6 +212,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
             "seed) difference to the dense run of the same recipe, with its 95% interval; sparsity over conv + "
             "linear weights; FLOPs kept = nonzero multiply-adds / dense.",
         ]
+    lines += _mixed_note(table)
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +231,7 @@ def summary_text(table: pd.DataFrame) -> str:
     labels = sorted(set(table["data"].astype(str)))
     if labels:
         lines.append("data: " + "; ".join(labels))
+    lines += _mixed_note(table)
     return "\n".join(lines)
 
 
@@ -228,7 +252,7 @@ def readme_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(README_HEADER) + " |", "|" + "|".join("---" for _ in README_HEADER) + "|"]
     for _, r in table.iterrows():
         cells = [
-            f"`{r['experiment']}`",
+            f"`{r['experiment']}`{_mixed(r)}",
             _cell(r["variant"], 0),
             str(int(r["seeds"])),
             _mean_pm_std(r["test_acc_pct"], r["test_acc_std_pct"], r["test_acc_ci_pct"]),
@@ -243,5 +267,6 @@ def readme_markdown(table: pd.DataFrame) -> str:
         "",
         f"Data: {labels}. Profile: {profiles}. Final-epoch test accuracy, mean ± std over the seeds [± 95% "
         "t-interval]; vs dense control: paired (same seed) difference to the dense run of the same recipe.",
+        *_mixed_note(table),
     ]
     return "\n".join(lines) + "\n"

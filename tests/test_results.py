@@ -228,8 +228,9 @@ def test_a_malformed_record_is_named_skipped_and_the_rest_reported(tree: Path) -
         runs = results.runs_frame(tree)
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 2
-    assert messages[0].startswith(f"skipped {tree / 'l0hc_r20' / 'seed0'}: ConfigError: method.lam: must be >= 0")
-    assert messages[1].startswith(f"skipped {tree / 'random_r20_s50' / 'seed0'}: JSONDecodeError")
+    assert messages[0].startswith(f"skipped {tree / 'l0hc_r20' / 'seed0' / 'config.yaml'}: method.lam: must be >= 0")
+    assert messages[1].startswith(f"skipped {metrics}: not valid JSON")
+    assert all("\n" not in m for m in messages)
     assert len(runs) == 16 and "random_r20_s50" not in set(runs.name)
     assert len(tables.summary_frame(runs)) == 13
 
@@ -273,7 +274,8 @@ def test_aggregate_adds_the_95_percent_t_interval(tree: Path) -> None:
 def test_configs_of_version_0_2_keep_loading() -> None:
     import yaml
 
-    from reporting.results import describe, upgrade_config
+    from reporting.results import describe
+    from training.record_schema import upgrade_config
 
     lottery = {"model": "resnet20", "method": {"name": "lottery", "sparsity": 0.8, "rewind_step": 20}}
     assert upgrade_config(lottery)["method"] == {"name": "lottery", "sparsity": 0.8, "rewind": "20it"}
