@@ -10,15 +10,15 @@ extrapolated from the two nearest when all runs lie on one side. Of the runs wit
 the one with the best validation accuracy is chosen; with ``--closest``, when none lands in
 ``--max-runs``, the run closest to the target is (the record and the comment say so). A finished
 run of a config that trains exactly as the one asked for (another target's tuning at the same
-lam) is reused, not run again. The record (every run, the choice and the rule) is written to
-``<results>/<name>.json``; ``--update`` writes the chosen lam and a comment citing the validation
-numbers into CONFIG itself.
+lam) is reused, not run again, but only if it was trained on the same data (``data_fingerprint``)
+by the same code (``code_sha256``), as the runner's identity rules ask. The record (every run, the
+choice and the rule) is written to ``<results>/<name>.json``; ``--update`` writes the chosen lam and
+a comment citing the validation numbers into CONFIG itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from training.build import build_data
+from training.code_identity import code_identity
 from training.config import ExperimentConfig, load_config
+from training.data import DataError
+from training.record_schema import RecordError, one_line_warnings, read_config, read_metrics, skip
 from training.records import atomic_write_json, atomic_write_text
-from training.runner import run_one
+from training.runner import RunBusy, RunConflict, RunCorrupt, run_one
 from training.schema import ConfigError, to_dict
 
 BAND = "of the runs within the band, the best validation accuracy"
@@ -74,15 +77,34 @@ def training_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("name", "description", "seed", "seeds")}
 
 
-def same_run(cfg: ExperimentConfig, out: Path) -> Path | None:
-    """A finished seed-0 run under ``out`` of a config that trains exactly as ``cfg`` does (the configs
-    of two targets differ only in name and description until lam sets them apart), else None."""
+def same_run(cfg: ExperimentConfig, out: Path, identity: dict[str, str]) -> Path | None:
+    """A finished seed-0 run under ``out`` that trained exactly as ``cfg`` would now: the same config
+    (the configs of two targets differ only in name and description until lam sets them apart), the
+    same data and the same code (``identity``: ``data_fingerprint`` and ``code_sha256``, as
+    ``current_identity`` gives them), else None. A run whose records fail their checks is named and
+    passed over."""
     wanted = training_config(to_dict(cfg))
     for path in sorted(out.glob("*/seed0/metrics.json")):
-        resolved = yaml.safe_load((path.parent / "config.yaml").read_text())
-        if resolved.get("seed", 0) == 0 and training_config(resolved) == wanted:
+        try:
+            metrics, resolved = read_metrics(path), read_config(path.parent / "config.yaml")
+        except RecordError as exc:
+            skip(exc)
+            continue
+        if (
+            resolved.get("seed") == 0
+            and training_config(resolved) == wanted
+            and metrics["seed"] == 0
+            and metrics["data_fingerprint"] == identity["data_fingerprint"]
+            and metrics.get("code_sha256") == identity["code_sha256"]
+        ):
             return path.parent
     return None
+
+
+def current_identity(cfg: ExperimentConfig, data_root: Path) -> dict[str, str]:
+    """The data fingerprint of what ``cfg`` loads from ``data_root`` now, and today's code identity."""
+    _, _, _, info = build_data(cfg, data_root, torch.device("cpu"), 0, False)
+    return {"data_fingerprint": info["data_fingerprint"], "code_sha256": code_identity()["code_sha256"]}
 
 
 def choose(trials: list[dict[str, Any]], target: float, within: float) -> dict[str, Any] | None:
@@ -140,18 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config, profile=args.profile).name
     trials: list[dict[str, Any]] = []
     queue = [float(lam_name(lam)) for lam in args.lam]
+    one_line_warnings()
     try:
+        identity = current_identity(load_config(args.config, profile=args.profile), data_root)
         while len(trials) < args.max_runs:
             lam = queue.pop(0) if queue else next_lam(trials, args.target)
             if any(t["lam"] == lam for t in trials):
                 break  # converged on a value already run
             name = f"{base}_lam{lam_name(lam)}"
             cfg = load_config(args.config, [f"method.lam={lam}", f"name={name}"], profile=args.profile)
-            run = same_run(cfg, out)  # another target's tuning may have run this very config already
+            run = same_run(cfg, out, identity)  # another target's tuning may have run this very config
             if run is None:
                 run_one(cfg, 0, out, data_root, torch.device("cpu"), progress=False, test=False)
                 run = out / name / "seed0"
-            metrics = json.loads((run / "metrics.json").read_text())
+            metrics = read_metrics(run / "metrics.json")
+            if metrics["data_fingerprint"] != identity["data_fingerprint"]:  # the runner refuses this first
+                raise RunConflict(f"{run}: trained on other data than {data_root} holds")
             trials.append(
                 {
                     "lam": lam,
@@ -170,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (RunConflict, RunCorrupt, RunBusy, RecordError) as exc:  # nothing is chosen, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     chosen = choose(trials, args.target, args.within)
     rule = BAND
     if chosen is None and args.closest and trials:
