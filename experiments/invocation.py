@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.record_schema import RecordError, one_line_warnings, read_invocations
+from training.record_schema import RecordError, read_invocations, warnings_to_stderr
 from training.records import atomic_write_json, device_name
 
 
@@ -58,6 +58,11 @@ def previous(path: Path) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings_to_stderr():  # a skipped record: one line on stderr
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.invocation", description=__doc__.split("\n\n")[0])
     p.add_argument("results", type=Path)
     p.add_argument("--seconds", type=int, required=True)
@@ -69,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)  # after --: the invocation's own command line
     args = p.parse_args(argv[:cut])
     args.command = argv[cut + 1 :]
-    one_line_warnings()
     path = args.results / "invocations.json"
     entries = previous(path)
     entries.append(record(args))

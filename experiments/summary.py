@@ -14,7 +14,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import summary_frame, summary_text
-from training.record_schema import RecordError, one_line_warnings, read_invocations, skip
+from training.record_schema import RecordError, read_invocations, skip, warnings_to_stderr
 
 
 def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
@@ -37,9 +37,13 @@ def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings_to_stderr():  # a skipped record: one line on stderr
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0]) if args else Path("results/full")
-    one_line_warnings()
     try:
         runs = runs_frame(folder)
         table = summary_frame(runs)

@@ -32,7 +32,7 @@ from training.build import build_data
 from training.code_identity import code_identity
 from training.config import ExperimentConfig, load_config
 from training.data import DataError
-from training.record_schema import RecordError, one_line_warnings, read_config, read_metrics, skip
+from training.record_schema import RecordError, read_config, read_metrics, skip, warnings_to_stderr
 from training.records import atomic_write_json, atomic_write_text
 from training.runner import RunBusy, RunConflict, RunCorrupt, run_one
 from training.schema import ConfigError, to_dict
@@ -141,6 +141,11 @@ def update_config(path: Path, chosen: dict[str, Any], record: dict[str, Any]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings_to_stderr():  # a skipped record: one line on stderr
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("config", type=Path)
     p.add_argument("--target", type=float, required=True, help="weight sparsity to reach, a fraction")
@@ -162,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config, profile=args.profile).name
     trials: list[dict[str, Any]] = []
     queue = [float(lam_name(lam)) for lam in args.lam]
-    one_line_warnings()
     try:
         identity = current_identity(load_config(args.config, profile=args.profile), data_root)
         while len(trials) < args.max_runs:

@@ -288,8 +288,27 @@ def test_configs_of_version_0_2_keep_loading() -> None:
         assert describe(upgrade_config(config))[0]
 
 
+def _invocation(seconds: int, status: int) -> dict:
+    """One invocations.json entry as experiments.invocation writes it."""
+    return {
+        "command": "./run_all.sh --profile subset",
+        "profile": "subset",
+        "jobs": 1,
+        "threads_per_job": None,
+        "seconds": seconds,
+        "exit_status": status,
+        "git_revision": "abc",
+        "date": "2026-01-01T00:00:00+00:00",
+        "cpu": "some CPU",
+        "cpu_count": 2,
+        "gpus": [],
+        "load_average": [0.5, 0.5, 0.5],
+        "torch": "2.0",
+    }
+
+
 def test_the_summary_states_what_the_runs_cost(tree: Path, capsys: pytest.CaptureFixture) -> None:
-    entries = [{"seconds": 5400, "exit_status": 130}, {"seconds": 1800, "exit_status": 0}]
+    entries = [_invocation(5400, 130), _invocation(1800, 0)]
     (tree / "invocations.json").write_text(json.dumps(entries))
     for name, seconds in (("dense_r20", 5400.0), ("l0hc_r20", 1800.0)):  # the other runs took 1 s each
         path = tree / name / "seed0" / "metrics.json"
@@ -302,3 +321,105 @@ def test_the_summary_states_what_the_runs_cost(tree: Path, capsys: pytest.Captur
     assert (
         out[-1] == f"invocations: 2 recorded (1 interrupted), 2.00 h of wall time in all ({tree / 'invocations.json'})"
     )
+
+
+# ---------------------------------------------------------------- runs that must not be pooled
+
+
+def _set(run: Path, **changes: object) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(metrics | changes))
+
+
+def test_seeds_trained_on_other_data_are_not_pooled(tree: Path, capsys: pytest.CaptureFixture) -> None:
+    _set(tree / "dense_r20" / "seed1", data_fingerprint="1111111111111111")
+    with pytest.raises(results.PoolingError, match="dense_r20: its runs were trained on different data"):
+        results.aggregate(results.runs_frame(tree))
+    assert summary.main([str(tree)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--results" in err and "1111111111111111: seed 1" in err
+
+
+def test_a_copied_seed_folder_is_not_counted_as_another_seed(tree: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    shutil.copytree(tree / "dense_r20" / "seed1", tree / "dense_r20" / "seed2")
+    runs = results.runs_frame(tree)
+    with pytest.raises(results.PoolingError, match=r"seed2: records seed 1, not its folder's 2"):
+        results.aggregate(runs)
+    for check in (
+        lambda: results.paired(runs, "dense_r20", "rda_r20_lam1e-5"),
+        lambda: results.history_frame(runs),
+        lambda: results.layers_frame(runs),
+    ):
+        with pytest.raises(results.PoolingError):
+            check()
+    # the copy relabelled as seed 2 throughout is still a repeat of seed 1's numbers, but no longer
+    # detectable from its records: what is refused is a seed that two folders claim
+    _set(tree / "dense_r20" / "seed2", seed=1)
+    (tree / "dense_r20" / "seed2").rename(tree / "dense_r20" / "seed9")
+    with pytest.raises(results.PoolingError, match="seed9: records seed 1"):
+        results.aggregate(results.runs_frame(tree))
+    assert summary.main([str(tree)]) == 1 and "cannot pool" in capsys.readouterr().err
+
+
+def test_two_folders_of_one_seed_are_not_pooled(tree: Path) -> None:
+    runs = results.runs_frame(tree)
+    twin = runs[(runs.name == "dense_r20") & (runs.seed == 1)].assign(run_dir="elsewhere/dense_r20/seed1")
+    import pandas as pd
+
+    with pytest.raises(results.PoolingError, match="both hold seed 1"):
+        results.aggregate(pd.concat([runs, twin], ignore_index=True))
+
+
+def test_a_point_trained_by_several_code_identities_is_marked(tree: Path) -> None:
+    plain = tables.summary_text(tables.summary_frame(results.runs_frame(tree)))
+    assert tables.MIXED not in plain  # runs without a code identity are one "unrecorded" identity
+    _set(tree / "dense_r20" / "seed1", code_sha256="a" * 64)
+    table = tables.summary_frame(results.runs_frame(tree))
+    assert dict(zip(table.experiment, table.code_identities))["dense_r20"] == 2
+    text = tables.summary_text(table)
+    assert f"dense_r20{tables.MIXED}" in text and "pool seeds trained by different code" in text
+    assert f"`dense_r20`{tables.MIXED}" in tables.readme_markdown(table)
+    assert sum(line.startswith(tables.MIXED) for line in tables.summary_markdown(table).splitlines()) == 1
+
+
+def test_a_record_of_a_wrong_type_is_named_and_left_out(tree: Path, capsys: pytest.CaptureFixture) -> None:
+    _set(tree / "l0hc_r20" / "seed0", sparsity=None)
+    _set(tree / "random_r20_s50" / "seed0", test_acc="0.73")
+    assert summary.main([str(tree)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipped {tree / 'l0hc_r20' / 'seed0' / 'metrics.json'}: sparsity: null" in captured.err
+    assert "test_acc: expected a number, got '0.73'" in captured.err
+    assert "l0hc_r20" not in captured.out and "dense_r20" in captured.out and "Traceback" not in captured.err
+
+
+def test_a_garbled_history_is_named_and_left_out_of_the_curves(tree: Path) -> None:
+    history = tree / "dense_r20" / "seed0" / "history.csv"
+    history.write_text(history.read_text().replace("0.1,", "x,", 1))
+    runs = results.runs_frame(tree)
+    with pytest.warns(UserWarning, match=f"skipped {history}: line 2, lr: not a number"):
+        curves = results.history_frame(runs)
+    assert set(curves.loc[curves.name == "dense_r20", "seed"]) == {1}
+    assert curves["train_acc"].dtype.kind == "f"  # numbers, and a blank cell is NaN, not text
+
+
+def test_a_garbled_invocations_file_does_not_fail_the_summary_or_later_invocations(
+    tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from experiments import invocation
+
+    path = tree / "invocations.json"
+    path.write_text('[{"seconds": "12", "exit_status": 0}')  # truncated, and of the wrong types
+    assert summary.main([str(tree)]) == 0
+    assert f"warning: skipped {path}: not valid JSON" in capsys.readouterr().err
+    record = ["--seconds", "5", "--status", "0", "--revision", "abc", "--profile", "subset", "--jobs", "1"]
+    assert invocation.main([str(tree), *record]) == 0
+    assert "moved to" in capsys.readouterr().err and (tree / "invocations.json.bad").exists()
+    entries = json.loads(path.read_text())
+    assert len(entries) == 1 and entries[0]["seconds"] == 5
+    # an entry of a wrong type is left out by the reader, the others counted
+    path.write_text(json.dumps([entries[0], {**entries[0], "seconds": "12"}]))
+    assert summary.main([str(tree)]) == 0
+    captured = capsys.readouterr()
+    assert "invocations: 1 recorded" in captured.out and "[1]: seconds: expected an integer" in captured.err

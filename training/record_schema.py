@@ -9,12 +9,15 @@ A blank history cell is ``None`` (not measured), never a number.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import re
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,16 +41,20 @@ def skip(error: BaseException) -> None:
     warnings.warn(RecordSkipped(f"skipped {error}"), stacklevel=3)
 
 
-def one_line_warnings() -> None:
-    """Command-line tools: print a skipped record as "warning: <message>", one line, no source line."""
-    plain = warnings.formatwarning
-
-    def fmt(message: Any, category: type, *args: Any, **kwargs: Any) -> str:
-        if issubclass(category, RecordSkipped):
-            return f"warning: {message}\n"
-        return plain(message, category, *args, **kwargs)
-
-    warnings.formatwarning = fmt  # type: ignore[assignment]
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """For command-line tools: each record skipped inside is printed to stderr as one line,
+    "warning: skipped <path>: <what is wrong>" (no source line, no traceback)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RecordSkipped)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, RecordSkipped):
+                    print(f"warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 # ------------------------------------------------------------------ fields
