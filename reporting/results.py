@@ -370,10 +370,13 @@ def history_frame(frame: pd.DataFrame) -> pd.DataFrame:
         path = Path(run["run_dir"]) / "history.csv"
         if path.exists():
             try:
-                history = pd.DataFrame(read_history(path), dtype=object)
+                rows = read_history(path)
+                if len(rows) != run["epochs"]:  # a finished run's history holds every epoch it trained
+                    raise RecordError(f"{path}: {len(rows)} epochs, where metrics.json records {run['epochs']}")
             except RecordError as exc:
                 skip(exc)
                 continue
+            history = pd.DataFrame(rows, dtype=object)
             numeric = [c for c in history.columns if c != "stage"]
             history[numeric] = history[numeric].apply(pd.to_numeric)  # a blank cell: NaN, not measured
             parts.append(history.assign(**{k: run[k] for k in keep}))

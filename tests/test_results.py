@@ -402,6 +402,9 @@ def test_a_garbled_history_is_named_and_left_out_of_the_curves(tree: Path) -> No
         curves = results.history_frame(runs)
     assert set(curves.loc[curves.name == "dense_r20", "seed"]) == {1}
     assert curves["train_acc"].dtype.kind == "f"  # numbers, and a blank cell is NaN, not text
+    history.write_text("\n".join(history.read_text().replace("x,", "0.1,", 1).splitlines()[:-1]) + "\n")
+    with pytest.warns(UserWarning, match=f"skipped {history}: .* epochs, where metrics.json records "):
+        results.history_frame(runs)
 
 
 def test_a_garbled_invocations_file_does_not_fail_the_summary_or_later_invocations(

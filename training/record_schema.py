@@ -88,7 +88,7 @@ def check_value(value: Any, field: Field, key: str) -> Any:
         ok = _number(value) if kind == "float" else isinstance(value, int) and not isinstance(value, bool)
         if not ok:
             raise RecordError(f"{key}: expected {'a number' if kind == 'float' else 'an integer'}, got {short(value)}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise RecordError(f"{key}: not a finite number ({value})")
         lo, hi = field.lo, field.hi if field.hi is not None else BIG
         if (lo is not None and value < lo) or value > hi:
@@ -153,6 +153,10 @@ def _read_json(path: Path) -> Any:
         return json.loads(_read_text(path), parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecordError as exc:  # NaN or Infinity: strict JSON has neither
+        raise RecordError(f"{path}: {exc}") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise RecordError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise RecordError(f"{path}: nested too deeply") from None
 
@@ -371,6 +375,7 @@ def check_config(text: str) -> dict[str, Any]:
         raise RecordError(f"expected a mapping, got {short(data)}")
     data = upgrade_config(data)
     check_value(data.get("seed"), Field("int", 0, 2**63 - 1), "seed")
+    _plain_json({k: v for k, v in data.items() if k != "seed"}, "config")  # no NaN, no huge number
     try:
         run_config_from_mapping(data)
     except (ConfigError, RecursionError) as exc:
