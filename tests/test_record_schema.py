@@ -5,7 +5,7 @@ infinity, a huge value, a missing or an unknown key, truncated or undecodable by
 named skip (RecordError, one line, starting with the record's path): never a traceback and never a
 result. Random byte flips, which may leave a record valid, must end in a named skip or a record
 that passes the checks. The number of examples per property is RECORD_FUZZ_EXAMPLES (default 25);
-a longer run: ``RECORD_FUZZ_EXAMPLES=2000 ./run_tests.sh tests/test_record_schema.py``.
+a longer run: ``RECORD_FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest -q -n 0 tests/test_record_schema.py``.
 """
 
 from __future__ import annotations
