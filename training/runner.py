@@ -304,7 +304,7 @@ def _run_locked(
         "code_files": identity["code_files"],
     }
     resume = None
-    first_epoch = state.get("first_epoch") if action == "resume" else None
+    first_epoch = state.get("first_epoch") if main_rank and action == "resume" else None  # only rank 0 writes
     if action == "resume":
         resume = distributed.share_from_main(state, device)
         print(f"[resume] {cfg.name} seed {seed}: from epoch {len(resume['history'])}")
