@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -189,6 +189,9 @@ class MaskedMethod(Method):
     """
 
     cfg: MaskedConfig
+    # True: exactly round(sparsity * N) of the N selected weights end masked (the contract suite checks
+    # it). False: per-layer counts, each rounded: the total lies within one weight a layer of it.
+    exact_target: ClassVar[bool] = True
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         model = super().prepare(model, ctx)
