@@ -17,13 +17,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 COMMITTED_PROFILE = "subset"
 
 
-def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: int = 600) -> None:
+def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: int = 600) -> Any:
     import nbformat
     from nbclient import NotebookClient
     from traitlets.config import Config
@@ -52,13 +53,26 @@ def execute(notebook: Path, results: Path, figures: Path, out: Path, timeout: in
         )
         client.execute()
     atomic_write_text(out, nbformat.writes(nb) + "\n")
+    return nb
+
+
+def missing_lines(nb: Any) -> list[str]:
+    """What an executed notebook said it could not draw (``reporting.figures.missing``'s lines)."""
+    lines = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                lines += [line for line in output.get("text", "").splitlines() if line.startswith("missing: ")]
+    return lines
 
 
 def _execute_timed(notebook: Path, results: Path, figures: Path, out: Path) -> tuple[float, str | None]:
-    """``execute`` in a worker: seconds taken, and the error as one line (None when it ran)."""
+    """``execute`` in a worker: seconds taken, and the error as one line (None when it ran); what the
+    notebook could not draw is printed here, on the console, not only inside the notebook."""
     start = time.perf_counter()
     try:
-        execute(notebook, results, figures, out)
+        for line in missing_lines(execute(notebook, results, figures, out)):
+            print(f"[notebook] {notebook.name}: {line}", flush=True)
     except Exception as exc:
         # The error's name and message (CellExecutionError carries them; its text ends in a blank line).
         lines = [line for line in str(exc).splitlines() if line.strip()]
@@ -83,19 +97,37 @@ def execute_all(
             yield (job, *future.result())
 
 
+def find_notebook(name: str) -> Path:
+    """A notebook by its path, or by its name in notebooks/ (with or without ``.ipynb``)."""
+    for candidate in (Path(name), NOTEBOOKS / name, NOTEBOOKS / f"{name}.ipynb"):
+        if candidate.is_file() and candidate.suffix == ".ipynb":
+            return candidate.resolve()
+    known = ", ".join(sorted(n.stem for n in NOTEBOOKS.glob("*.ipynb")))
+    raise FileNotFoundError(f"no notebook {name!r}; the notebooks are {known}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.notebooks", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="full")
     p.add_argument("--results", type=Path, default=None, help="default: results/<profile>")
     p.add_argument("--figures", type=Path, default=None, help="default: figures/<profile>")
-    p.add_argument("--notebooks", type=Path, nargs="*", default=None, help="default: every notebooks/*.ipynb")
+    p.add_argument(
+        "--notebooks",
+        nargs="*",
+        default=None,
+        help="paths, or names in notebooks/ (fig1_accuracy_vs_sparsity, with or without .ipynb); default: every one",
+    )
     p.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the cores, at most 4)")
     args = p.parse_args(argv)
+    try:
+        chosen = [find_notebook(name) for name in args.notebooks or []]
+    except FileNotFoundError as exc:
+        p.error(str(exc))
     results = args.results or ROOT / "results" / args.profile
     figures = args.figures or ROOT / "figures" / args.profile
     figures.mkdir(parents=True, exist_ok=True)
     jobs = []
-    for notebook in args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb")):
+    for notebook in chosen or sorted(NOTEBOOKS.glob("*.ipynb")):
         out = notebook if args.profile == COMMITTED_PROFILE and args.results is None else figures / notebook.name
         jobs.append((notebook, results, figures, out))
     workers = args.jobs or min(len(os.sched_getaffinity(0)), 4, len(jobs))

@@ -6,6 +6,12 @@ it is typed by hand. KIND ``table`` is the summary (``reporting.tables.readme_ma
 ``head-to-head`` each unstructured method against xRDA at its target
 (``reporting.head_to_head``). ``--check`` writes nothing and fails, naming each stale table, where
 the README and the results disagree (the test suite runs it).
+
+Counts quoted in the prose sit between ``<!-- count: KEY -->`` and ``<!-- end count -->`` and are
+filled from the configs the same way (``config_counts``): ``PROFILE.experiments``, ``PROFILE.runs``
+(experiments x seeds), ``PROFILE.epochs`` (over every seed), ``full.epochs.METHOD[+METHOD...]`` and
+``orders`` (the legend orders of the shipped configs' variants); so a new method or config fails
+``--check`` until the README says the new numbers.
 """
 
 from __future__ import annotations
@@ -57,10 +63,71 @@ def render(text: str, root: Path) -> tuple[str, list[str]]:
     return BLOCK.sub(fill, text), stale
 
 
+COUNT = re.compile(r"(<!-- count: (?P<key>[\w.+-]+) -->)(?P<body>.*?)(<!-- end count -->)", re.S)
+
+
+def config_counts(config_dir: Path) -> Callable[[str], str]:
+    """``value(KEY)``: a count of the configs under ``config_dir``, as the README prints it (thousands
+    separated by commas); an unknown KEY is a KeyError naming it."""
+    from pruning.registry import METHODS
+    from training import config
+
+    cache: dict[str, list[config.ExperimentConfig]] = {}
+
+    def configs(profile: str) -> list[config.ExperimentConfig]:
+        if profile not in cache:
+            cache[profile] = config.collect_configs([config_dir], profile, [], None)
+        return cache[profile]
+
+    def epochs(c: config.ExperimentConfig) -> int:
+        return c.seeds * sum(s.epochs for s in config.plan(c))
+
+    def value(key: str) -> str:
+        parts = key.split(".")
+        if key == "orders":
+            variants = {METHODS[c.method.name].variant(c.method, c.optimizer) for c in configs("full")}
+            variants |= {METHODS[c.method.name].variant(c.method, c.optimizer) for c in configs("subset")}
+            return ", ".join(str(o) for o in sorted({v.order for v in variants}))
+        if len(parts) >= 2 and parts[0] in config.PROFILES:
+            chosen = configs(parts[0])
+            if len(parts) == 3 and parts[1] == "epochs":
+                methods = parts[2].split("+")
+                if unknown := [m for m in methods if m not in METHODS]:
+                    raise KeyError(f"count {key!r}: no method {unknown[0]!r}")
+                chosen = [c for c in chosen if c.method.name in methods]
+            if len(parts) == 2 or parts[1] == "epochs":
+                total = {
+                    "experiments": len(chosen),
+                    "runs": sum(c.seeds for c in chosen),
+                    "epochs": sum(map(epochs, chosen)),
+                }.get(parts[1])
+                if total is not None:
+                    return f"{total:,}"
+        raise KeyError(f"unknown count {key!r} (PROFILE.experiments/runs/epochs, full.epochs.METHOD, orders)")
+
+    return value
+
+
+def render_counts(text: str, config_dir: Path) -> tuple[str, list[str]]:
+    """``text`` with every count block filled from the configs under ``config_dir``; and the stale
+    ones, each as "KEY: README says X, the configs give Y"."""
+    value = config_counts(config_dir)
+    stale: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        body = value(match["key"])
+        if body != match["body"]:
+            stale.append(f"{match['key']}: the README says {match['body']!r}, the configs give {body!r}")
+        return match[1] + body + match[4]
+
+    return COUNT.sub(fill, text), stale
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.readme", description=__doc__.split("\n\n")[0])
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is stale")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table or a count is stale")
+    p.add_argument("--configs", type=Path, default=ROOT / "experiments" / "configs", help="where counts are read")
     args = p.parse_args(argv)
     text = args.readme.read_text()
     if not BLOCK.search(text):
@@ -68,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         new, stale = render(text, args.readme.resolve().parent)
-    except ResultsError as exc:
-        print(f"error: {args.readme}: {exc}", file=sys.stderr)
+        new, stale_counts = render_counts(new, args.configs)
+    except (ResultsError, KeyError) as exc:
+        print(f"error: {args.readme}: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
         return 2
     if args.check:
         for block in stale:
@@ -78,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 "(python -m experiments.readme rewrites it)",
                 file=sys.stderr,
             )
-        return 1 if stale else 0
-    if stale:
+        for count in stale_counts:
+            print(f"error: {args.readme}: count {count} (python -m experiments.readme rewrites it)", file=sys.stderr)
+        return 1 if stale or stale_counts else 0
+    if stale or stale_counts:
         atomic_write_text(args.readme, new)
     print(f"{args.readme}: {len(stale)} table(s) rewritten" + (f" ({', '.join(stale)})" if stale else ""))
+    if stale_counts:
+        print(f"{args.readme}: {len(stale_counts)} count(s) rewritten ({'; '.join(stale_counts)})")
     return 0
 
 

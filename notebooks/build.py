@@ -184,12 +184,12 @@ if not figures.missing(curves[curves.method == "rda"], "per-epoch histories of x
         accuracy = "val_acc" if here.val_acc.notna().any() else "test_acc"
         figures.missing(here[here.family == "dense"], f"dense control for {model}, {dataset}")
         order = here.groupby("name")["lam"].first().sort_values(na_position="first")
-        shades = plt.cm.viridis([0.85 * k / max(1, len(order) - 1) for k in range(len(order))])
-        for name, shade in zip(order.index, shades):
+        for k, name in enumerate(order.index):  # each method its own colour (as in every figure); lam by line style
             g = here[here.name == name]
-            color = g.color.iloc[0] if g.family.iloc[0] == "dense" else shade
+            label = f"{g.label.iloc[0]}, {name}"
             for ax, column in zip(axes[2 * i:2 * i + 2], (accuracy, "sparsity")):
-                figures.band(ax, g.epoch, g[column], g[f"{column}_std"], g.label.iloc[0], color)
+                figures.band(ax, g.epoch, g[column], g[f"{column}_std"], label, g.color.iloc[0],
+                             ls=("-", "--", ":", "-.")[k % 4])
         what = "validation accuracy" if accuracy == "val_acc" else "test accuracy (diagnostic)"
         title = figures.panel_title(curves, model, dataset)
         axes[2 * i].set(title=f"{title}: {what}", xlabel="epoch", ylabel=f"{what} (%)")

@@ -51,12 +51,14 @@ def option(
     le: float | None = None,
     lt: float | None = None,
     epochs: bool = False,
+    unbounded: bool = False,
 ) -> Any:
     """A config field with its valid range, checked when a config is loaded (``training.schema``):
-    ``ge`` / ``gt`` / ``le`` / ``lt`` bound the value (every element of a list; None passes).
+    ``ge`` / ``gt`` / ``le`` / ``lt`` bound the value (every element of a list; None passes);
+    ``unbounded``: every value is valid, said explicitly (a method's numeric options all declare a range).
     ``epochs``: a count of epochs, which profiles scale with the training budget."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    metadata = ({"range": bounds} if bounds else {}) | ({"epochs": True} if epochs else {})
+    metadata = ({"range": bounds} if bounds or unbounded else {}) | ({"epochs": True} if epochs else {})
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -4,8 +4,9 @@ Conventions:
 
 - A mask is a boolean tensor of a parameter's shape, True = kept; masks are keyed by the
   parameter's qualified name (``"layers.0.conv1.weight"``).
-- Global magnitude pruning at sparsity s over N selected weights removes exactly
-  ``round(s * N)`` of them: those of smallest |w| over all selected layers together. Ties
+- Global selection at sparsity s over N selected weights removes exactly ``round(s * N)`` of
+  them, ranked by a score over all selected layers together (``global_score_masks``: keep the
+  highest or the lowest; magnitude pruning keeps the highest |w|). Ties
   are broken by position (a stable sort), so the count is exact whatever the values;
   weights already pruned rank first, so masks only ever shrink.
 - Masks hold through training: ``ParamMasks`` zeroes the gradient of every masked entry as
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -36,28 +37,48 @@ class PruneStage(Stage):
     target: float = 0.0
 
 
+def global_score_masks(
+    scores: dict[str, torch.Tensor],
+    sparsity: float,
+    keep: Literal["highest", "lowest"],
+    alive: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks removing ``round(sparsity * N)`` of the N entries of ``scores`` ranked over all of them
+    together: ``keep="highest"`` removes the lowest scores, ``keep="lowest"`` the highest (signed
+    scores, as GraSP's). Ties are broken by position (a stable sort), so the count is exact.
+
+    ``alive`` (optional, same keys) marks entries still alive: the others count as pruned already
+    and are removed first, so the new masks are subsets of ``alive``.
+    """
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must lie in [0, 1], got {sparsity}")
+    if keep not in ("highest", "lowest"):
+        raise ValueError(f"keep must be 'highest' or 'lowest', got {keep!r}")
+    names = list(scores)
+    flat = torch.cat([scores[n].detach().flatten().float() for n in names])
+    rank = flat if keep == "highest" else -flat  # the first in ascending rank go first
+    pruned_before = 0
+    if alive is not None:
+        living = torch.cat([alive[n].flatten().to(rank.device) for n in names])
+        rank = torch.where(living, rank, torch.full_like(rank, -torch.inf))
+        pruned_before = int((~living).sum())
+    count = max(round(sparsity * rank.numel()), pruned_before)
+    order = torch.argsort(rank, stable=True)
+    kept = torch.ones_like(rank, dtype=torch.bool)
+    kept[order[:count]] = False
+    return {n: part.view_as(scores[n]) for n, part in zip(names, kept.split([scores[n].numel() for n in names]))}
+
+
 def global_magnitude_masks(
     weights: dict[str, torch.Tensor], sparsity: float, keep: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Masks removing the ``round(sparsity * N)`` smallest |w| over all ``weights`` together.
+    """Masks removing the ``round(sparsity * N)`` smallest |w| over all ``weights`` together
+    (``global_score_masks`` of |w|, keeping the highest).
 
     ``keep`` (optional, same keys) marks weights still alive: the others count as pruned
     already and are removed first, so the new masks are subsets of ``keep``.
     """
-    if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity must lie in [0, 1], got {sparsity}")
-    names = list(weights)
-    scores = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
-    pruned_before = 0
-    if keep is not None:
-        alive = torch.cat([keep[n].flatten().to(scores.device) for n in names])
-        scores = torch.where(alive, scores, torch.full_like(scores, -1.0))  # |w| >= 0 > -1: first out
-        pruned_before = int((~alive).sum())
-    count = max(round(sparsity * scores.numel()), pruned_before)
-    order = torch.argsort(scores, stable=True)
-    kept = torch.ones_like(scores, dtype=torch.bool)
-    kept[order[:count]] = False
-    return {n: part.view_as(weights[n]) for n, part in zip(names, kept.split([weights[n].numel() for n in names]))}
+    return global_score_masks({n: w.detach().abs() for n, w in weights.items()}, sparsity, "highest", keep)
 
 
 def densities(masks: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -168,6 +189,9 @@ class MaskedMethod(Method):
     """
 
     cfg: MaskedConfig
+    # True: exactly round(sparsity * N) of the N selected weights end masked (the contract suite checks
+    # it). False: per-layer counts, each rounded: the total lies within one weight a layer of it.
+    exact_target: ClassVar[bool] = True
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         model = super().prepare(model, ctx)

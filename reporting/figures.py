@@ -206,11 +206,18 @@ def compression_axis(ax: plt.Axes) -> None:
 
 
 def band(
-    ax: plt.Axes, x: pd.Series, mean: pd.Series, std: pd.Series, label: str, color: Any, scale: float = 100.0
+    ax: plt.Axes,
+    x: pd.Series,
+    mean: pd.Series,
+    std: pd.Series,
+    label: str,
+    color: Any,
+    scale: float = 100.0,
+    ls: str = "-",
 ) -> None:
-    """A line with a ± std band."""
+    """A line with a ± std band; a run of one or two epochs gets markers, so that it shows at all."""
     x, mean, std = np.asarray(x, float), np.asarray(mean, float) * scale, np.asarray(std, float) * scale
-    ax.plot(x, mean, color=color, lw=1.2, label=label)
+    ax.plot(x, mean, color=color, lw=1.2, ls=ls, label=label, marker="o" if len(x) <= 2 else None, ms=4)
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
 
 

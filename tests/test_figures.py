@@ -34,3 +34,17 @@ def test_finish_writes_panels_that_say_what_differs(tmp_path: Path) -> None:
     paths = figures.finish(fig, axes, "what", pd.DataFrame(), tmp_path, "fig_x")
     assert sorted(p.name for p in paths) == ["fig_x.pdf", "fig_x.png"] and all(p.stat().st_size for p in paths)
     plt.close(fig)
+
+
+def test_a_band_of_one_epoch_is_drawn_with_a_marker() -> None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from reporting import figures
+
+    fig, ax = plt.subplots()
+    figures.band(ax, pd.Series([1]), pd.Series([0.2]), pd.Series([0.0]), "one epoch", "black")
+    figures.band(ax, pd.Series(range(1, 11)), pd.Series([0.2] * 10), pd.Series([0.0] * 10), "ten", "red", ls="--")
+    one, ten = ax.get_lines()
+    assert one.get_marker() == "o" and ten.get_marker() in (None, "None", "") and ten.get_linestyle() == "--"
+    plt.close(fig)

@@ -169,3 +169,23 @@ def test_notebooks_run_side_by_side_and_each_failure_is_named(
     assert captured.err.strip() == "error: notebook bad.ipynb: CellExecutionError: ValueError: broken"
     assert captured.out.startswith("[notebook] good.ipynb: ")
     assert "fine" in (tmp_path / "f" / "good.ipynb").read_text()
+
+
+def test_a_notebook_is_named_by_its_name_and_what_it_cannot_draw_is_said_on_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.notebooks import find_notebook, main
+
+    assert (
+        find_notebook("fig5_ablations") == find_notebook("fig5_ablations.ipynb") == NOTEBOOKS / "fig5_ablations.ipynb"
+    )
+    with pytest.raises(SystemExit):
+        main(["--notebooks", "fig9"])
+    assert "no notebook 'fig9'; the notebooks are fig1_accuracy_vs_sparsity," in capsys.readouterr().err
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('print("missing: no plain-l1 runs in these results; nothing drawn")')]
+    nbformat.write(nb, tmp_path / "empty.ipynb")
+    args = ["--results", str(tmp_path), "--figures", str(tmp_path / "f"), "--jobs", "1"]
+    assert main([*args, "--notebooks", str(tmp_path / "empty.ipynb")]) == 0
+    out = capsys.readouterr().out
+    assert "[notebook] empty.ipynb: missing: no plain-l1 runs in these results; nothing drawn" in out

@@ -63,3 +63,31 @@ def test_a_readme_without_a_block_or_with_a_missing_folder_is_an_error(
 
 def test_the_committed_readme_tables_match_the_committed_results(capsys: pytest.CaptureFixture[str]) -> None:
     assert readme.main(["--readme", str(ROOT / "README.md"), "--check"]) == 0, capsys.readouterr().err
+
+
+def test_a_count_in_the_prose_follows_the_configs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configs = tmp_path / "configs"
+    (configs / "snip").mkdir(parents=True)
+    shipped = ROOT / "experiments" / "configs" / "snip" / "subset" / "r20_snip_s80.yaml"
+    shutil.copy(shipped, configs / "snip" / "r20_snip_s80.yaml")
+    page = tmp_path / "README.md"
+    write_results_tree(tmp_path / "results" / "x")
+    page.write_text(
+        "<!-- table: results/x -->\n<!-- end table -->\n"
+        "smoke is <!-- count: smoke.experiments -->1<!-- end count --> experiments, "
+        "<!-- count: smoke.epochs -->1<!-- end count --> epochs.\n"
+    )
+    args = ["--readme", str(page), "--configs", str(configs)]
+    assert readme.main(args) == 0  # fills the table; the counts already hold
+    assert readme.main([*args, "--check"]) == 0
+    text = (configs / "snip" / "r20_snip_s80.yaml").read_text().replace("r20_snip_s80", "r20_snip_s90")
+    (configs / "snip" / "r20_snip_s90.yaml").write_text(text.replace("sparsity: 0.8", "sparsity: 0.9"))
+    capsys.readouterr()
+    assert readme.main([*args, "--check"]) == 1  # a new config: the README's numbers are stale
+    err = capsys.readouterr().err
+    assert "count smoke.experiments: the README says '1', the configs give '2'" in err
+    assert "count smoke.epochs: the README says '1', the configs give '2'" in err
+    assert readme.main(args) == 0 and "2<!-- end count --> experiments" in page.read_text()
+    assert readme.main([*args, "--check"]) == 0
+    page.write_text(page.read_text() + "<!-- count: smoke.typo -->1<!-- end count -->\n")
+    assert readme.main([*args, "--check"]) == 2 and "unknown count 'smoke.typo'" in capsys.readouterr().err

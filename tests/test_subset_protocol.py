@@ -1,6 +1,9 @@
 """The subset protocol's configs (experiments/configs/*/subset/): one recipe per optimizer family, the same
 data, batch and number of optimizer steps for every method, a matched dense control for each, the
-same targets for every unstructured method, and a test set read only at the end."""
+same targets for every unstructured method, and a test set read only at the end. Which methods,
+configs and controls there are is read from the registry and the configs, never listed here: a
+method whose protocol config is smoke-only (experiments/configs/<method>/smoke/) follows the same
+protocol and has no committed results yet."""
 
 from __future__ import annotations
 
@@ -11,11 +14,21 @@ from collections import defaultdict
 import pytest
 
 from experiments.run import CONFIG_DIR
+from pruning.base import Variant
+from pruning.registry import METHODS
 from training import config
 
 PATHS = sorted(CONFIG_DIR.rglob("subset/*.yaml"))
 CONFIGS = {p.stem: config.load_config(p, profile="subset") for p in PATHS}
-DENSE_CONTROLS = ("r20_dense_sgd", "r20_dense_l0recipe", "r20_rda_lam0")
+SMOKE_ONLY_PATHS = sorted(CONFIG_DIR.rglob("smoke/*.yaml"))  # protocol configs awaiting their subset runs
+SMOKE_ONLY = {p.stem: config.load_config(p, profile="subset") for p in SMOKE_ONLY_PATHS}  # at the protocol's budget
+
+
+def variant(cfg: config.ExperimentConfig) -> Variant:
+    return METHODS[cfg.method.name].variant(cfg.method, cfg.optimizer)
+
+
+DENSE_CONTROLS = tuple(name for name, cfg in CONFIGS.items() if variant(cfg).family == "dense")
 SUBSET_TRAIN = 5170 - 500  # the subset's training images less the validation split
 
 
@@ -27,9 +40,18 @@ def without_method(cfg: config.ExperimentConfig) -> dict:
     return {k: v for k, v in config.to_dict(cfg).items() if k not in ("name", "description", "method", "seeds")}
 
 
+def test_the_subset_profile_is_exactly_the_subset_folders() -> None:
+    in_profile = config.collect_configs([CONFIG_DIR], "subset", [], None)
+    assert sorted(c.name for c in in_profile) == sorted(CONFIGS)
+    assert not set(SMOKE_ONLY) & {c.name for c in in_profile}
+    for path in SMOKE_ONLY_PATHS:  # smoke-only: in no other profile
+        raw = config.load_config(path)
+        assert set(raw.profiles) == {"smoke"} and not raw.full, path
+    assert len(DENSE_CONTROLS) == 3  # one per recipe: SGD, the gate methods', xRDA's
+
+
 def test_every_config_is_the_same_budget_on_the_same_data() -> None:
-    assert len(CONFIGS) == 41
-    for name, cfg in CONFIGS.items():
+    for name, cfg in (CONFIGS | SMOKE_ONLY).items():
         assert name.startswith("r20_") and cfg.model == "resnet20", name
         assert (cfg.data.dataset, cfg.data.batch_size, cfg.data.validation, cfg.data.max_train) == (
             "cifar10",
@@ -41,13 +63,13 @@ def test_every_config_is_the_same_budget_on_the_same_data() -> None:
         assert not cfg.train.test_each_epoch, name  # the test set: once, at the end
         headline = "_s80" in name or name in DENSE_CONTROLS  # each method's 80% point, and what it is compared with
         assert cfg.seeds == (5 if headline else 3), name
-        assert not config.load_config(PATHS[list(CONFIGS).index(name)]).full  # not part of the full profile
+        path = (PATHS + SMOKE_ONLY_PATHS)[list(CONFIGS | SMOKE_ONLY).index(name)]
+        assert not config.load_config(path).full  # not part of the full profile
 
 
 def test_each_method_has_its_matched_dense_control() -> None:
     dense = {name: cfg for name, cfg in CONFIGS.items() if name in DENSE_CONTROLS}
-    assert len(dense) == 3
-    for name, cfg in CONFIGS.items():
+    for name, cfg in (CONFIGS | SMOKE_ONLY).items():
         if name in dense or name.startswith("r20_rda_s80_avg"):  # the averaging ablations: against r20_rda_s80
             continue
         matched = [
@@ -74,51 +96,36 @@ def test_each_method_has_its_matched_dense_control() -> None:
         assert a["method"] == b["method"] and a["optimizer"]["avg"] != "coupled"
 
 
-@pytest.mark.parametrize(
-    "method", ["rda", "magnitude", "lottery", "random_ticket", "random_finetune", "snip", "gmp", "rigl"]
-)
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_unstructured_method_aims_at_the_same_targets(method: str) -> None:
-    targets = {
-        name.rsplit("_s", 1)[1]
-        for name, cfg in CONFIGS.items()
-        if cfg.method.name == method
-        and cfg.optimizer.__dict__.get("avg", "coupled") == "coupled"
-        and "reinit" not in name
-        and "plain" not in name
-        and "channel" not in name
-        and "lam0" not in name
-    }
-    assert targets == {"50", "80", "90"}
+    # Per variant of the method: its main variant (the one with the most configs) at 50, 80 and 90%,
+    # every other variant (an ablation: random reinit, plain l1, another averaging) at 80% alone.
+    by_variant = defaultdict(set)
     for name, cfg in CONFIGS.items():
-        if cfg.method.name == method and hasattr(cfg.method, "sparsity"):
-            assert cfg.method.sparsity == int(name.rsplit("_s", 1)[1][:2]) / 100, name
+        if cfg.method.name == method and variant(cfg).family == "unstructured":
+            by_variant[variant(cfg).label].add(name.rsplit("_s", 1)[1][:2])
+            if hasattr(cfg.method, "sparsity"):
+                assert cfg.method.sparsity == int(name.rsplit("_s", 1)[1][:2]) / 100, name
+    if not by_variant:
+        return  # structured, dense, or no subset configs yet (smoke-only)
+    main = max(by_variant, key=lambda label: len(by_variant[label]))
+    assert by_variant.pop(main) == {"50", "80", "90"}, main
+    assert all(targets == {"80"} for targets in by_variant.values()), by_variant
 
 
 def test_structured_methods_at_two_budgets() -> None:
     budgets = defaultdict(set)
-    for name in CONFIGS:
-        if name.endswith(("_w30", "_w50", "_c30", "_c50")):
-            budgets[name.rsplit("_", 1)[0]].add(name[-2:])
-    assert budgets == {
-        k: {"30", "50"} for k in ("r20_slimming", "r20_rda_channel", "r20_l0hc", "r20_dep_l0_fwd", "r20_dep_l0_bwd")
-    }
+    for name, cfg in CONFIGS.items():
+        if variant(cfg).family == "structured":
+            assert name.endswith(("_w30", "_w50", "_c30", "_c50")), name
+            budgets[variant(cfg).label].add(name[-2:])
+    assert budgets and all(b == {"30", "50"} for b in budgets.values()), budgets
 
 
-def test_the_smoke_profile_runs_one_of_each_method() -> None:
-    smoke = {cfg.method.name for p, cfg in zip(PATHS, CONFIGS.values()) if "smoke" in config.load_config(p).profiles}
-    assert smoke == {
-        "dense",
-        "rda",
-        "magnitude",
-        "lottery",
-        "random_ticket",
-        "slimming",
-        "l0hc",
-        "dep_l0",
-        "snip",
-        "gmp",
-        "rigl",
-    }
+def test_the_smoke_profile_runs_one_protocol_config_of_each_method() -> None:
+    smoke = config.collect_configs([CONFIG_DIR], "smoke", [], None)
+    assert sorted(c.method.name for c in smoke) == sorted(METHODS)  # every registered method, once
+    assert {c.name for c in smoke} <= set(CONFIGS) | set(SMOKE_ONLY)
 
 
 def test_the_committed_results_hold_every_run_the_configs_ask_for() -> None:

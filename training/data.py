@@ -155,13 +155,17 @@ def _read_batch(path: Path, spec: CifarSpec, official_rows: int) -> tuple[np.nda
 
 def download_cifar(root: Path, dataset: str) -> None:
     """Fetch the official archive with torchvision (imported here only)."""
-    try:
-        import torchvision  # noqa: PLC0415 - optional, heavy, and broken beside some CPU builds
+    from training.torchvision_check import TorchvisionError, import_torchvision
 
+    folder = root / CIFAR[dataset].folder
+    try:  # optional, heavy, and broken beside some CPU builds: imported here only
+        torchvision = import_torchvision()
+    except TorchvisionError as exc:
+        raise DataError(f"{folder}: not found, and it cannot be downloaded: {exc}") from None
+    try:
         cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[dataset]
         cls(str(root), train=True, download=True)
     except Exception as exc:
-        folder = root / CIFAR[dataset].folder
         raise DataError(
             f"{folder}: not found and the download failed ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); download {CIFAR[dataset].title} "

@@ -91,10 +91,13 @@ def imagenet_batches(
                 f"{root / split}: not found; ImageNet is not downloaded automatically: put the "
                 "ILSVRC-2012 train and val folders (one folder per class) there"
             )
-    try:
-        from torchvision import datasets, transforms
-    except Exception as exc:  # a broken torchvision (e.g. a CUDA build beside CPU-only torch)
-        raise DataError(f"ImageNet needs torchvision, which failed to import ({type(exc).__name__}: {exc})") from None
+    from training.torchvision_check import TorchvisionError, import_torchvision
+
+    try:  # a broken torchvision (e.g. a CUDA build beside CPU-only torch) says which build to install
+        torchvision = import_torchvision()
+    except TorchvisionError as exc:
+        raise DataError(f"ImageNet needs torchvision: {exc}") from None
+    datasets, transforms = torchvision.datasets, torchvision.transforms
     normalize = transforms.Normalize(MEAN, STD)
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]

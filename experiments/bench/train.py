@@ -29,6 +29,7 @@ from models import build_model
 from pruning.base import MethodConfig, Schedule
 from pruning.methods.dense import DenseConfig
 from pruning.methods.dep_l0 import DepL0Config
+from pruning.methods.grasp import GraSPConfig
 from pruning.methods.l0hc import L0HCConfig
 from pruning.methods.magnitude import MagnitudeConfig
 from pruning.methods.rda import RDAMethodConfig
@@ -51,6 +52,8 @@ TRAIN_VARIANTS: dict[str, tuple[MethodConfig, OptimizerConfig, int]] = {
     "magnitude (masked)": (MagnitudeConfig(sparsity=0.9, rounds=1), _SGD, -1),  # fine-tuning: masks held
     "l0hc": (L0HCConfig(lam=5e-7), _SGD, 0),
     "dep_l0": (DepL0Config(lam=1e-6), _SGD, 0),
+    # scored once, before the timed stage, on one image a class (a few steps' data must hold them)
+    "grasp": (GraSPConfig(sparsity=0.9, samples_per_class=1), _SGD, -1),
 }
 # Every other method, by its name: its default config, with the optimizer it requires (else SGD),
 # timed on its last stage (where masks are held, if any).
@@ -69,11 +72,11 @@ REFERENCE_LOOP = "reference loop"
 
 
 def synthetic_cifar(n: int, seed: int = 0) -> Split:
-    """``n`` random CIFAR-shaped uint8 images with labels in 0..9 (speed does not depend on content)."""
+    """``n`` random CIFAR-shaped uint8 images with labels 0..9 in turn (speed does not depend on content)."""
     gen = torch.Generator().manual_seed(seed)
     return Split(
         torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
-        torch.randint(0, 10, (n,), generator=gen),
+        torch.arange(n) % 10,  # every class in every epoch of 10 images or more (GraSP scores per class)
     )
 
 

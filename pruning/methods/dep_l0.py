@@ -74,9 +74,9 @@ class GateGenerator(GateParameters):
 @dataclass
 class DepL0Config(GateConfig):
     name: str = "dep_l0"
-    lam: float = 1e-6
+    lam: float = option(1e-6, ge=0.0)
     direction: Literal["forward", "backward"] = "forward"  # order in which the chain runs over layers
-    init_bias: float = 3.0  # mean of the generator's initial biases (std 0.01)
+    init_bias: float = option(3.0, unbounded=True)  # mean of the generator's initial biases (std 0.01)
     input_width: int | None = option(None, ge=1)  # width of the chain's all-ones input; None: its first layer's
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning.base import Variant
+from pruning.base import Variant, option
 from pruning.gates import ChannelGates, GateConfig, GateParameters
 
 
@@ -32,7 +32,7 @@ class IndependentLogAlphas(GateParameters):
 @dataclass
 class L0HCConfig(GateConfig):
     name: str = "l0hc"
-    init_log_alpha: float = 3.0  # mean of the initial log alphas (std 0.01)
+    init_log_alpha: float = option(3.0, unbounded=True)  # mean of the initial log alphas (std 0.01)
 
 
 class L0HC(ChannelGates):

@@ -57,7 +57,7 @@ _VARIANTS: dict[tuple[str, str, str, str], tuple[int, str]] = {
     ("xRDA", "none", "none", "l1"): (20, "#ff7f0e"),
     ("proximal SGD", "log", "none", "l1"): (80, "#7f7f7f"),
     ("RDA (a=1)", "log", "none", "l1"): (90, "#bcbd22"),
-    ("xRDA", "log", "kernel", "l1"): (100, "#17becf"),
+    ("xRDA", "log", "kernel", "l1"): (100, "#9edae5"),
     ("xRDA", "log", "channel", "l1"): (110, "#1b9e77"),
     ("xRDA", "log", "kernel", "group"): (120, "#d95f02"),
     ("xRDA", "log", "channel", "group"): (130, "#7570b3"),

@@ -58,6 +58,7 @@ class RigL(MaskedMethod):
     name = "rigl"
     Config = RigLConfig
     variant_info = Variant("RigL", "unstructured", order=74, color="#d6616b")
+    exact_target = False  # each layer's count is rounded on its own (ERK or uniform densities)
     cfg: RigLConfig
 
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:

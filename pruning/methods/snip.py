@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruning.base import Stage, Variant, option
-from pruning.masks import MaskedConfig, MaskedMethod, global_magnitude_masks
+from pruning.masks import MaskedConfig, MaskedMethod, global_score_masks
 
 
 @dataclass
@@ -54,5 +54,5 @@ class SNIP(MaskedMethod):
         return {name: (self.ctx.reduce(grads[name]) * weights[name].detach()).abs() for name in weights}
 
     def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
-        self.masker.set(global_magnitude_masks(self.scores(model), self.cfg.sparsity))
+        self.masker.set(global_score_masks(self.scores(model), self.cfg.sparsity, keep="highest"))
         return model
