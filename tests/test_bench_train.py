@@ -160,7 +160,7 @@ def test_each_method_s_added_operators_are_counted_per_step() -> None:
     fast = {"channels_last": False, "bf16": False, "compile": False}
     ops = {
         v: operators_per_step("resnet20", v, torch.device("cpu"), batch=2, **fast)
-        for v in (DENSE, "magnitude (masked)")
+        for v in (DENSE, "magnitude (masked)", "l0hc")
     }
     # resnet20: 19 convs and the classifier, each run forward and backward once a step
     assert ops[DENSE]["aten::conv2d"] == ops[DENSE]["aten::convolution_backward"] == 19
@@ -170,3 +170,6 @@ def test_each_method_s_added_operators_are_counted_per_step() -> None:
     # masks: one fused multiply of the 20 masked weights after the step, and a multiply of each gradient
     assert table["magnitude (masked)"]["added_by_operator"] == {"aten::_foreach_mul_": 1, "aten::mul_": 20}
     assert table["magnitude (masked)"]["added_kernel_operators"] == 21
+    # hard-concrete gates: one random draw (and one logistic transform) for all 10 gated layers
+    added = table["l0hc"]["added_by_operator"]
+    assert added["aten::rand"] == added["aten::log"] == added["aten::log1p"] == 1 and added["aten::sigmoid"] == 20
