@@ -74,18 +74,19 @@ def test_on_gpus_the_two_process_run_needs_two_gpus(tmp_path: Path) -> None:
     names = lambda gpus: [s.name for s in gpu_check.steps(tmp_path, False, gpus, "data")]
     assert "torchrun x1" in names(1) and "torchrun x2 gradient" not in names(1)
     assert "torchrun x2 gradient" in names(8)
-    assert [n for n in names(1) if n.startswith("single process")] == [f"single process {i}" for i in (1, 2, 3)]
+    assert [n for n in names(1) if n.startswith("single process")] == [f"single process {i}" for i in range(1, 6)]
     train = next(s for s in gpu_check.steps(tmp_path, False, 1, "data") if s.name == "bench train").argv
     assert train[train.index("--models") + 1 : train.index("--models") + 3] == ["resnet56", "vgg16"]
     assert "--device" in train and train[train.index("--device") + 1] == "cuda"
 
 
-def fake_run(run_dir: Path, weight: float, test_acc: float, loss: float = 1.0) -> Path:
+def fake_run(run_dir: Path, weight: float, test_acc: float, loss: float = 1.0, test_size: int = 0) -> Path:
     run_dir.mkdir(parents=True)
     history = [{"epoch": 1, "train_loss": loss, "seconds": weight * 100}]  # seconds are never compared
     state = {"model": {"w": torch.full((3,), weight)}, "optimizers": [], "method": {}, "history": history}
     torch.save(state, run_dir / "checkpoint.pt")
-    (run_dir / "metrics.json").write_text(json.dumps({"test_acc": test_acc, "train_loss": loss, "steps": 4}))
+    metrics = {"test_acc": test_acc, "train_loss": loss, "steps": 4, "test_size": test_size}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
 
 
@@ -102,11 +103,10 @@ def test_on_the_cpu_torchrun_x1_must_equal_the_single_runs_bit_for_bit(tmp_path:
 
 
 def test_on_a_gpu_the_tolerance_is_the_measured_spread_of_the_single_runs(tmp_path: Path) -> None:
-    singles = [
-        fake_run(tmp_path / f"s{i}", w, acc) for i, (w, acc) in enumerate([(0.5, 0.30), (0.501, 0.32), (0.5, 0.31)])
-    ]
-    inside = gpu_check.compare_runs(singles, fake_run(tmp_path / "in", 0.502, 0.34), exact=False)
-    assert inside["within"] and inside["quantities"]["metrics test_acc"]["tolerance"] == pytest.approx(0.04)
+    runs = [(0.5, 0.30), (0.501, 0.32), (0.5, 0.31)]
+    singles = [fake_run(tmp_path / f"s{i}", w, acc) for i, (w, acc) in enumerate(runs)]
+    inside = gpu_check.compare_runs(singles, fake_run(tmp_path / "in", 0.503, 0.38), exact=False)
+    assert inside["within"] and inside["quantities"]["metrics test_acc"]["tolerance"] == pytest.approx(0.08)
     assert inside["quantities"]["checkpoint tensors"]["single_spread"] == pytest.approx(0.001, rel=1e-4)
     assert inside["quantities"]["metrics train_loss"] == {
         "torchrun_vs_single": 0.0,
@@ -114,10 +114,19 @@ def test_on_a_gpu_the_tolerance_is_the_measured_spread_of_the_single_runs(tmp_pa
         "tolerance": 0.0,
         "within": True,
     }
-    outside = gpu_check.compare_runs(singles, fake_run(tmp_path / "out", 0.5, 0.35), exact=False)
+    outside = gpu_check.compare_runs(singles, fake_run(tmp_path / "out", 0.5, 0.39), exact=False)
     assert not outside["within"] and not outside["quantities"]["metrics test_acc"]["within"]
     # where the single runs agree exactly, so must torchrun
     assert not gpu_check.compare_runs(singles, fake_run(tmp_path / "loss", 0.5, 0.3, loss=1.001), exact=False)["within"]
+
+
+def test_where_runs_vary_an_accuracy_may_move_by_whole_images(tmp_path: Path) -> None:
+    singles = [fake_run(tmp_path / f"s{i}", w, 0.3, test_size=100) for i, w in enumerate([0.5, 0.501])]
+    found = gpu_check.compare_runs(singles, fake_run(tmp_path / "t", 0.5, 0.33, test_size=100), exact=False)
+    assert found["quantities"]["metrics test_acc"]["single_spread"] == pytest.approx(0.01)  # one image of 100
+    assert found["quantities"]["metrics test_acc"]["within"]  # 3 images: within 4 x 1
+    found = gpu_check.compare_runs(singles, fake_run(tmp_path / "u", 0.5, 0.35, test_size=100), exact=False)
+    assert not found["quantities"]["metrics test_acc"]["within"]  # 5 images: beyond
 
 
 def test_without_a_gpu_the_real_check_refuses_to_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
