@@ -8,9 +8,11 @@ on CUDA channels_last and bf16 autocast unless switched off, ``--compile`` optio
 set is empty, so an epoch is training plus the per-epoch hooks. Beside them, a plain reference
 loop as pruning code usually has it: a DataLoader over the same images, random crop and flip
 done per image in Python, fp32, contiguous memory, the loss read back every step. The first
-``--warmup`` epochs (torch.compile, cuDNN autotuning, loader start-up) are not timed; the table
-shows the median epoch's images/s, the ratio to dense SGD, and the speed-up of dense SGD over
-the reference loop.
+``--warmup`` epochs (torch.compile, cuDNN autotuning, loader start-up) are not timed; the
+variants take turns epoch by epoch, so that the machine's load changes hit them alike. The table
+shows the median epoch's images/s, the ratio to dense SGD, the speed-up of dense SGD over the
+reference loop and, counted with torch.profiler, the operators each method adds to a step: on a
+GPU, where small CIFAR networks are bound by kernel launches, what a method costs.
 """
 
 from __future__ import annotations
