@@ -110,10 +110,21 @@ def deterministic_gates(log_alpha: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
 
-def sample_gates(log_alpha: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` independent draws of every gate, shape (n, C), from the global RNG."""
-    u = torch.rand((n, log_alpha.numel()), device=log_alpha.device, dtype=log_alpha.dtype) * (1 - 2 * EPS) + EPS
-    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+def logistic_noise(widths: list[int], n: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    """log u - log(1 - u), u ~ U(eps, 1 - eps), of shape (n, C) for each width C: one draw from the
+    global RNG for all of them, the same numbers as a draw of (n, C) per width in turn (on the CPU the
+    generator fills a tensor serially; log and log1p compute each entry alike wherever it lies)."""
+    u = torch.rand(n * sum(widths), device=device, dtype=dtype) * (1 - 2 * EPS) + EPS
+    noise = torch.log(u) - torch.log1p(-u)
+    return [chunk.view(n, c) for chunk, c in zip(noise.split([n * c for c in widths]), widths)]
+
+
+def sample_gates(log_alpha: torch.Tensor, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` independent draws of every gate, shape (n, C), from the global RNG (or from ``noise``,
+    ``logistic_noise`` of this layer)."""
+    if noise is None:
+        noise = logistic_noise([log_alpha.numel()], n, log_alpha.device, log_alpha.dtype)[0]
+    s = torch.sigmoid((noise + log_alpha) / BETA)
     return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
 
@@ -185,6 +196,7 @@ class ChannelGates(Method):
         self.channels_open: dict[str, int] = {}  # filled by export
         self._handles: list[Any] = []
         self._current: list[torch.Tensor] = []  # log alphas of the forward in progress
+        self._noise: list[torch.Tensor] = []  # its gates' logistic noise, one draw for every layer
         self._source: list[int | None] = []  # gated layer read by each gated conv
         self._kernel: list[int] = []  # k^2 of each gated conv
         self._in_width: list[int] = []  # fixed input width of each gated conv
@@ -241,12 +253,18 @@ class ChannelGates(Method):
     def _begin_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             self._current = self.gates.log_alphas()
+        # The gates' noise for the whole forward in one draw (the layers' draws in forward order).
+        self._noise = []
+        if module.training and not self.frozen and args and torch.is_tensor(args[0]):
+            la = self._current[0]
+            self._noise = logistic_noise([x.numel() for x in self._current], args[0].shape[0], la.device, la.dtype)
 
     def _gate_hook(self, index: int) -> Any:
         def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
             log_alpha = self._current[index]
             if module.training and not self.frozen:
-                z = sample_gates(log_alpha, out.shape[0])[:, :, None, None]
+                noise = self._noise[index] if self._noise and self._noise[index].shape[0] == out.shape[0] else None
+                z = sample_gates(log_alpha, out.shape[0], noise)[:, :, None, None]
             else:
                 z = deterministic_gates(log_alpha)[None, :, None, None]
             return out * z.to(out.dtype)

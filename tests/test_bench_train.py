@@ -1,7 +1,9 @@
 """The training benchmark runs every variant through the real loop and reports what it promises
 (no timing is asserted: figures depend on the machine)."""
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,13 +17,25 @@ from experiments.bench.train import (
     TRAIN_VARIANTS,
     PerImageAugment,
     bench_train,
+    epochs_in_turns,
     format_train_table,
+    operator_table,
+    operators_per_step,
     synthetic_cifar,
 )
 
 
 def test_every_variant_and_the_reference_loop_report_positive_throughput() -> None:
-    result = bench_train(torch.device("cpu"), models=("resnet20",), batch=8, steps=2, epochs=1, warmup=1, workers=0)
+    result = bench_train(
+        torch.device("cpu"),
+        models=("resnet20",),
+        batch=8,
+        steps=2,
+        epochs=1,
+        warmup=1,
+        workers=0,
+        count_operators=False,
+    )
     assert result["benchmark"] == "train" and result["images_per_epoch"] == 16
     assert result["fast_path"] == {"channels_last": False, "bf16": False, "compile": False}  # CUDA only
     rows = result["results"]["resnet20"]
@@ -98,6 +112,7 @@ def test_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.Captu
                 "0",
                 "--workers",
                 "0",
+                "--no-operators",
                 "--json",
                 str(path),
             ]
@@ -110,3 +125,51 @@ def test_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.Captu
     assert "reference loop" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # the device must be named
         main(["train"])
+
+
+class FakeTrainer:
+    """Appends (name, epoch) to ``log`` for each of its epochs, calling ``on_epoch`` after each."""
+
+    def __init__(self, name: str, epochs: int, log: list, on_epoch: Callable) -> None:
+        self.name, self.epochs, self.log, self.on_epoch = name, epochs, log, on_epoch
+        self.history: list[dict] = []
+
+    def run(self) -> None:
+        for e in range(self.epochs):
+            self.log.append((self.name, e))
+            self.history.append({"seconds": float(e)})
+            self.on_epoch({})
+
+
+def test_the_variants_take_turns_epoch_by_epoch() -> None:
+    log: list = []
+    make = {name: functools.partial(FakeTrainer, name, k, log) for name, k in (("a", 3), ("b", 2), ("c", 3))}
+    done = epochs_in_turns(make)
+    assert log == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2), ("c", 2)]
+    assert [s for s, _ in done["a"]] == [0.0, 1.0, 2.0] and len(done["b"]) == 2
+    assert all(end > 0 for rows in done.values() for _, end in rows)
+
+    def broken(on_epoch: Callable) -> None:
+        raise RuntimeError("no such method")
+
+    with pytest.raises(RuntimeError, match="no such method"):  # an error ends the benchmark, no thread left waiting
+        epochs_in_turns({"a": make["a"], "broken": broken})
+
+
+def test_each_method_s_added_operators_are_counted_per_step() -> None:
+    fast = {"channels_last": False, "bf16": False, "compile": False}
+    ops = {
+        v: operators_per_step("resnet20", v, torch.device("cpu"), batch=2, **fast)
+        for v in (DENSE, "magnitude (masked)", "l0hc")
+    }
+    # resnet20: 19 convs and the classifier, each run forward and backward once a step
+    assert ops[DENSE]["aten::conv2d"] == ops[DENSE]["aten::convolution_backward"] == 19
+    assert ops[DENSE]["aten::linear"] == 1
+    table = operator_table(ops)
+    assert table[DENSE]["added_operators"] == 0 and table[DENSE]["added_by_operator"] == {}
+    # masks: one fused multiply of the 20 masked weights after the step, and a multiply of each gradient
+    assert table["magnitude (masked)"]["added_by_operator"] == {"aten::_foreach_mul_": 1, "aten::mul_": 20}
+    assert table["magnitude (masked)"]["added_kernel_operators"] == 21
+    # hard-concrete gates: one random draw (and one logistic transform) for all 10 gated layers
+    added = table["l0hc"]["added_by_operator"]
+    assert added["aten::rand"] == added["aten::log"] == added["aten::log1p"] == 1 and added["aten::sigmoid"] == 20

@@ -34,6 +34,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_two(argv: list[str], timeout: float = 240) -> list[subprocess.CompletedProcess[str]]:
+    """``python ARGV`` as ranks 0 and 1 of a gloo group (the environment torchrun sets); their outcomes."""
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(ROOT),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    done = []
+    for p in procs:
+        try:
+            out = p.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("the two processes did not finish (a collective waiting for the other rank?)")
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out))
+    return done
+
+
 def run_two_processes(args: list[str], results: list[Path]) -> None:
     """``python -m experiments.run ARGS`` as ranks 0 and 1 (the environment torchrun sets), rank k writing
     to results[k]."""
@@ -167,3 +200,52 @@ def test_outside_a_launcher_there_is_one_process(monkeypatch: pytest.MonkeyPatch
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
     moved = distributed.to_device({"x": [torch.ones(1), (torch.zeros(1), 3)]}, torch.device("meta"))
     assert moved["x"][0].device.type == "meta" and moved["x"][1][0].device.type == "meta" and moved["x"][1][1] == 3
+
+
+# Run on both ranks: the gradient check under a correct reduction and under three broken ones, each
+# put in by replacing what the project's DDP wrapper and synchronised batch norm use.
+FAULTS = """
+import json, sys
+import torch.distributed as dist
+from experiments import ddp_gradient
+from training import distributed
+
+wrap, sum_over = distributed.wrap_ddp, distributed._SumOverProcesses.apply
+
+def with_hook(fault):
+    def hook(state, bucket):
+        grad = bucket.buffer()
+        if fault == "drop rank 1" and dist.get_rank() == 1:
+            grad.zero_()  # rank 1's share never arrives
+        divide = 1 if fault == "sum, not averaged" else dist.get_world_size()
+        return dist.all_reduce(grad, async_op=True).get_future().then(lambda f: f.value()[0] / divide)
+
+    def wrap_ddp(model, device):
+        ddp = wrap(model, device)
+        ddp.register_comm_hook(None, hook)
+        return ddp
+
+    return wrap_ddp
+
+config, data = sys.argv[1:3]
+verdicts = {}
+for fault in ("none (hook averages)", "sum, not averaged", "drop rank 1", "batch norm on the shard"):
+    distributed.wrap_ddp = with_hook(fault) if fault != "batch norm on the shard" else wrap
+    distributed._SumOverProcesses.apply = (lambda t: t) if fault == "batch norm on the shard" else sum_over
+    found = ddp_gradient.compare(config, data, distributed.setup(ddp_gradient.torch.device("cpu")), [], "smoke")
+    verdicts[fault] = [found["within"], found["max_rel_diff"]]
+print("VERDICTS " + json.dumps(verdicts))
+"""
+
+
+def test_the_gradient_check_passes_a_correct_reduction_and_fails_a_broken_one(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data", per_batch=16, test=24)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    runs = launch_two(["-c", FAULTS, str(config), str(data)])
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stdout
+    verdicts = [json.loads(r.stdout.split("VERDICTS ")[1]) for r in runs]
+    for rank_verdicts in verdicts:
+        assert rank_verdicts.pop("none (hook averages)")[0]  # a comm hook as such changes nothing
+        for fault, (within, diff) in rank_verdicts.items():
+            assert not within and diff > 1e-3, (fault, diff)

@@ -414,3 +414,79 @@ def test_run_with_finetuning_resumes_exactly(tmp_path: Path, tiny_cifar: Path, m
     assert {"params_physical", "flops_physical", "channels_open", "channels_physical"} <= set(a)
     assert a["params_physical"] == a["params_total"]
     assert sum(a["channels_physical"].values()) <= sum(a["channels_dense"].values())
+
+
+# ---------------------------------------------------------------- one draw for every layer's gates
+
+
+def per_layer_sample(log_alpha: torch.Tensor, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The straightforward formulation: each layer draws its own uniforms when its BN has run."""
+    u = torch.rand((n, log_alpha.numel()), device=log_alpha.device, dtype=log_alpha.dtype) * (1 - 2 * 1e-6) + 1e-6
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / (2.0 / 3.0))
+    return (s * (1.1 + 0.1) - 0.1).clamp(0.0, 1.0)
+
+
+def per_layer_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruning import gates
+
+    def begin_without_noise(self: gates.ChannelGates, module: nn.Module, args: tuple) -> None:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            self._current = self.gates.log_alphas()
+        self._noise = []
+
+    monkeypatch.setattr(gates, "sample_gates", per_layer_sample)
+    monkeypatch.setattr(gates.ChannelGates, "_begin_forward", begin_without_noise)
+
+
+@pytest.mark.parametrize("method_name", ["l0hc", "dep_l0"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_draw_for_all_gates_trains_bit_for_bit_as_per_layer_draws(
+    case: str, method_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pruning.methods.dep_l0 import DepL0, DepL0Config
+
+    def train() -> tuple[dict[str, torch.Tensor], list[float]]:
+        build, shape = CASES[case]
+        torch.manual_seed(0)
+        method = L0HC(L0HCConfig(lam=1e-3)) if method_name == "l0hc" else DepL0(DepL0Config(lam=1e-3))
+        model = method.prepare(build(), context(input_shape=shape))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        gen = torch.Generator().manual_seed(1)
+        losses = []
+        model.train()
+        for _ in range(3):
+            x, y = torch.randn(4, *shape, generator=gen), torch.randint(0, 5, (4,), generator=gen)
+            loss = nn.functional.cross_entropy(model(x), y) + method.penalty(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return model.state_dict(), losses
+
+    one_draw, one_draw_losses = train()
+    with monkeypatch.context() as m:
+        per_layer_draws(m)
+        reference, reference_losses = train()
+    assert one_draw_losses == reference_losses
+    assert all(torch.equal(one_draw[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("variant", ["l0hc", "dep_l0"])
+def test_the_gated_methods_train_bit_for_bit_as_before_through_the_loop(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experiments.bench.train import method_trainer, synthetic_cifar
+
+    def train() -> tuple[dict[str, torch.Tensor], list[float]]:
+        trainer = method_trainer(
+            "resnet20", variant, synthetic_cifar(24), 8, torch.device("cpu"), 1, False, False, False
+        )
+        trainer.run()
+        return trainer.model.state_dict(), [row["train_loss"] for row in trainer.history]
+
+    one_draw, one_draw_losses = train()
+    with monkeypatch.context() as m:
+        per_layer_draws(m)
+        reference, reference_losses = train()
+    assert one_draw_losses == reference_losses
+    assert all(torch.equal(one_draw[k], reference[k]) for k in reference)

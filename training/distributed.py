@@ -144,10 +144,12 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and active()):
             return super().forward(x)
         c = x.shape[1]
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16 in float32; float64 stays float64
         # Sums of x - m, with m the running mean (the same on every process): Q / N - mean^2 then
         # subtracts small numbers, not mean^2 ~ var + mean^2, and loses no precision to a large mean.
-        m = self.running_mean.float().clone() if self.running_mean is not None else xf.new_zeros(c)  # updated below
+        m = (
+            self.running_mean.to(xf.dtype).clone() if self.running_mean is not None else xf.new_zeros(c)
+        )  # updated below
         d = xf - m.view(1, c, 1, 1)
         local = torch.cat([d.sum((0, 2, 3)), d.square().sum((0, 2, 3)), xf.new_full((1,), xf.numel() // c)])
         total = _SumOverProcesses.apply(local)

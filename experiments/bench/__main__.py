@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tr.add_argument("--compile", action="store_true", help="CUDA: torch.compile the model (warm-up not timed)")
     tr.add_argument("--workers", type=int, default=4, help="DataLoader processes of the reference loop")
     tr.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference loop")
+    tr.add_argument(
+        "--no-operators", dest="operators", action="store_false", help="skip counting each step's operators"
+    )
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     lt = sub.add_parser(
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             tuple(args.variants) if args.variants else None,
             args.reference,
+            count_operators=args.operators,
         )
         print(format_train_table(result))
     elif args.command == "export":

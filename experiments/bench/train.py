@@ -8,16 +8,23 @@ on CUDA channels_last and bf16 autocast unless switched off, ``--compile`` optio
 set is empty, so an epoch is training plus the per-epoch hooks. Beside them, a plain reference
 loop as pruning code usually has it: a DataLoader over the same images, random crop and flip
 done per image in Python, fp32, contiguous memory, the loss read back every step. The first
-``--warmup`` epochs (torch.compile, cuDNN autotuning, loader start-up) are not timed; the table
-shows the median epoch's images/s, the ratio to dense SGD, and the speed-up of dense SGD over
-the reference loop.
+``--warmup`` epochs (torch.compile, cuDNN autotuning, loader start-up) are not timed; the
+variants take turns epoch by epoch, so that the machine's load changes hit them alike. The table
+shows the median epoch's images/s, the ratio to dense SGD, the speed-up of dense SGD over the
+reference loop and, counted with torch.profiler, the operators each method adds to a step: on a
+GPU, where small CIFAR networks are bound by kernel launches, what a method costs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import statistics
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,7 +87,7 @@ def synthetic_cifar(n: int, seed: int = 0) -> Split:
     )
 
 
-def method_epochs(
+def method_trainer(
     model_name: str,
     variant: str,
     split: Split,
@@ -91,8 +98,10 @@ def method_epochs(
     bf16: bool,
     compile: bool,
     seed: int = 0,
-) -> list[float]:
-    """Seconds of each epoch of ``variant`` on ``split``, through the runner's wiring and the one Trainer."""
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Trainer:
+    """A Trainer of ``variant`` on ``split`` for ``epochs`` epochs of its timed stage, built as the runner
+    builds a run (``trainer.run()`` trains; ``trainer.history`` then holds each epoch's seconds)."""
     method_cfg, opt_cfg, stage_index = TRAIN_VARIANTS[variant]
     cfg = ExperimentConfig(
         name="bench",
@@ -113,11 +122,123 @@ def method_epochs(
     model, method = build_model_and_method(cfg, ctx, channels_last)
     stage = dataclasses.replace(method.stages(epochs)[stage_index], epochs=epochs)
     settings = LoopSettings(seed=seed, device=device, bf16=bf16, compile=compile, progress=False)
-    trainer = Trainer(
-        model, method, [stage], train, empty, optimizer_factory(cfg, method), settings, log=lambda line: None
+    return Trainer(
+        model, method, [stage], train, empty, optimizer_factory(cfg, method), settings, on_epoch, log=lambda line: None
     )
-    trainer.run()  # each epoch ends with a host sync (the epoch's loss is read), so its time is complete
-    return [row["seconds"] for row in trainer.history]
+
+
+def epochs_in_turns(trainers: dict[str, Callable[..., Trainer]]) -> dict[str, list[tuple[float, float]]]:
+    """(seconds, wall-clock end) of each epoch of every trainer, the trainers taking turns one epoch at a
+    time (A1 B1 C1 A2 B2 C2 ...), so that a change in the machine's load affects them alike.
+
+    ``trainers[name](on_epoch=...)`` builds one. Each trains in its own thread, but only the one whose
+    turn it is runs: at the end of each of its epochs (``on_epoch``) it hands the turn on and waits.
+    """
+    names = list(trainers)
+    cond = threading.Condition()
+    state: dict[str, Any] = {"turn": names[0], "alive": list(names), "error": None}
+    ends: dict[str, list[float]] = {name: [] for name in names}
+    history: dict[str, list[tuple[float, float]]] = {}
+
+    def hand_on(name: str, leaving: bool) -> None:  # with cond held
+        alive = state["alive"]
+        following = alive[(alive.index(name) + 1) % len(alive)]
+        if leaving:
+            alive.remove(name)
+        state["turn"] = following if alive else None
+        cond.notify_all()
+
+    def worker(name: str) -> None:
+        def on_epoch(epoch_state: dict[str, Any]) -> None:
+            ends[name].append(time.time())
+            with cond:
+                hand_on(name, leaving=False)
+                cond.wait_for(lambda: state["turn"] == name)
+
+        with cond:
+            cond.wait_for(lambda: state["turn"] == name)
+        try:
+            trainer = trainers[name](on_epoch=on_epoch)
+            trainer.run()
+            history[name] = [(row["seconds"], end) for row, end in zip(trainer.history, ends[name])]
+        except BaseException as exc:  # re-raised by the caller
+            state["error"] = state["error"] or exc
+        finally:
+            with cond:
+                hand_on(name, leaving=True)
+
+    threads = [threading.Thread(target=worker, args=(name,), daemon=True) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if state["error"] is not None:
+        raise state["error"]
+    return {name: history[name] for name in names}
+
+
+def top_level_ops(fn: Callable[[], None]) -> Counter[str]:
+    """The aten operators ``fn`` calls from Python and autograd (not those they call inside), by name:
+    on a GPU, roughly the kernels launched."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    counts: Counter[str] = Counter()
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if parent is None:
+            counts[event.name] += 1
+    return counts
+
+
+# Operators that only make a new view of a tensor's memory (or nothing): no kernel on any device.
+VIEW_OPS = frozenset(
+    f"aten::{name}"
+    for name in (
+        "view alias as_strided expand unsqueeze squeeze select slice split split_with_sizes chunk unbind "
+        "narrow t transpose permute reshape _reshape_alias detach lift_fresh empty empty_like"
+    ).split()
+)
+
+
+def operators_per_step(
+    model_name: str, variant: str, device: torch.device, batch: int = 4, **fast: Any
+) -> dict[str, int]:
+    """Top-level operators of one steady-state training step of ``variant``, by name: those of an epoch
+    of 2 steps minus those of an epoch of 1 (what an epoch does once, at its start and end, cancels,
+    and so does the first step's optimizer-state set-up)."""
+    split = synthetic_cifar(2 * batch)
+    found = []
+    for steps in (1, 2):
+        part = Split(split.images[: steps * batch], split.labels[: steps * batch])
+        found.append(top_level_ops(method_trainer(model_name, variant, part, batch, device, 1, **fast).run))
+    return {op: found[1][op] - found[0][op] for op in sorted(found[1] | found[0]) if found[1][op] != found[0][op]}
+
+
+def operator_table(per_variant: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Per variant: its operators per step, those that launch a kernel (views excluded), and what it
+    adds to dense SGD's, in all and by operator."""
+
+    def kernels(ops: dict[str, int]) -> int:
+        return sum(n for op, n in ops.items() if op not in VIEW_OPS)
+
+    dense = per_variant.get(DENSE, {})
+    table = {}
+    for variant, ops in per_variant.items():
+        added = {op: ops.get(op, 0) - dense.get(op, 0) for op in sorted(ops.keys() | dense.keys())}
+        table[variant] = {
+            "operators": sum(ops.values()),
+            "kernel_operators": kernels(ops),
+            "added_operators": sum(ops.values()) - sum(dense.values()),
+            "added_kernel_operators": kernels(ops) - kernels(dense),
+            "added_by_operator": {op: n for op, n in added.items() if n},
+        }
+    return table
 
 
 class PerImageAugment(Dataset):
@@ -200,11 +321,14 @@ def bench_train(
     variants: tuple[str, ...] | None = None,
     reference: bool = True,
     seed: int = 0,
+    count_operators: bool = True,
 ) -> dict[str, Any]:
     """Training images/s of every variant (and the reference loop) on each model, median of ``epochs`` epochs.
 
-    An epoch is ``steps`` batches of ``batch`` images. The fast-path switches apply on CUDA only
-    (as in the runner); what was used is recorded.
+    An epoch is ``steps`` batches of ``batch`` images; the variants take turns epoch by epoch
+    (``epochs_in_turns``). The fast-path switches apply on CUDA only (as in the runner); what was
+    used is recorded, with the 1-minute load average before and after each model's timing and,
+    with ``count_operators``, the operators each variant runs per step (``operator_table``).
     """
     if epochs < 1 or warmup < 0 or steps < 1 or batch < 2:
         raise ValueError("need epochs >= 1, warmup >= 0, steps >= 1 and batch >= 2")
@@ -217,16 +341,25 @@ def bench_train(
     images = steps * batch
     split = synthetic_cifar(images, seed)
     results: dict[str, dict[str, Any]] = {}
+    operators: dict[str, dict[str, Any]] = {}
+    loads = [os.getloadavg()[0]]
     for model_name in models:
+        epochs_of = epochs_in_turns(
+            {
+                v: functools.partial(
+                    method_trainer, model_name, v, split, batch, device, warmup + epochs, seed=seed, **fast
+                )
+                for v in variants
+            }
+        )
         rows = {}
-        for variant in variants:
-            rows[variant] = _row(
-                method_epochs(model_name, variant, split, batch, device, warmup + epochs, seed=seed, **fast),
-                warmup,
-                images,
-            )
-            end = time.time()  # the timed epochs were the last ones: their wall-clock span
-            rows[variant]["wall_clock"] = [end - sum(rows[variant]["epoch_s_timed"]), end]
+        for v, done in epochs_of.items():
+            rows[v] = _row([seconds for seconds, _ in done], warmup, images)
+            rows[v]["wall_clock"] = [done[warmup][1] - done[warmup][0], done[-1][1]]  # the timed epochs' span
+        loads.append(os.getloadavg()[0])
+        if count_operators:
+            ops = {v: operators_per_step(model_name, v, device, **fast) for v in variants}
+            operators[model_name] = operator_table(ops)
         if reference:
             rows[REFERENCE_LOOP] = _row(
                 reference_epochs(model_name, split, batch, device, warmup + epochs, workers, seed), warmup, images
@@ -247,7 +380,10 @@ def bench_train(
         "images_per_epoch": images,
         "fast_path": fast,
         "loader_workers": workers,
+        "interleaved": "the variants take turns, one epoch each; each epoch is timed on its own",
+        "load_average_1min": [round(x, 2) for x in loads],
         "results": results,
+        "operators_per_step": operators,
         "speedup_over_reference": {
             m: rows[DENSE]["images_per_s"] / rows[REFERENCE_LOOP]["images_per_s"]
             for m, rows in results.items()
@@ -267,6 +403,9 @@ def format_train_table(result: dict[str, Any]) -> str:
         for name, row in rows.items():
             ratio = f"{row['ratio_to_dense']:.3f}" if row["ratio_to_dense"] is not None else "-"
             lines.append(f"{model:<10} {name:<22} {row['images_per_s']:>10.1f} {row['epoch_s']:>9.3f} {ratio:>12}")
+    for model, table in result.get("operators_per_step", {}).items():
+        added = ", ".join(f"{v} +{row['added_kernel_operators']}" for v, row in table.items() if v != DENSE)
+        lines.append(f"{model}: operators (kernels) per step, dense sgd {table[DENSE]['kernel_operators']}; {added}")
     for model, speedup in result["speedup_over_reference"].items():
         lines.append(f"{model}: dense sgd is {speedup:.2f}x the reference loop's images/s")
     return "\n".join(lines)
