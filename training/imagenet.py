@@ -3,7 +3,9 @@
 Layout under the data root: ``ROOT/imagenet/train/<wnid>/*.JPEG`` and
 ``ROOT/imagenet/val/<wnid>/*.JPEG`` (the validation images sorted into class folders).
 Standard transforms: random-resized crop 224 + flip for training; resize 256 + centre
-crop 224 for evaluation. Decoding runs in ``data.workers`` loader processes.
+crop 224 for evaluation. Decoding runs in ``data.workers`` loader processes. Where torchvision
+cannot be imported (a CUDA build beside a CPU-only torch), ``training.pil_images`` does the same
+with PIL alone, and the run records which (``image_pipeline``).
 """
 
 from __future__ import annotations
@@ -94,7 +96,11 @@ def imagenet_batches(
     try:
         from torchvision import datasets, transforms
     except Exception as exc:  # a broken torchvision (e.g. a CUDA build beside CPU-only torch)
-        raise DataError(f"ImageNet needs torchvision, which failed to import ({type(exc).__name__}: {exc})") from None
+        from training import pil_images as datasets, pil_images as transforms  # noqa: I001
+
+        pipeline = f"PIL (torchvision failed to import: {type(exc).__name__})"
+    else:
+        pipeline = "torchvision"
     normalize = transforms.Normalize(MEAN, STD)
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]
@@ -117,6 +123,7 @@ def imagenet_batches(
         "validation_size": 0,
         "test_size": len(test),
         "data_fingerprint": _fingerprint(root, train, test),
+        "image_pipeline": pipeline,
     }
     return (
         LoaderBatches(train, d.batch_size // world_size, train=True, **common),

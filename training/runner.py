@@ -251,6 +251,7 @@ def _run_locked(
         "channels_last": cfg.train.channels_last,
         "compile": cuda_fast and cfg.train.compile,
         "processes": distributed.world_size(),
+        "synthetic_data": data_info.get("synthetic", False),  # generated stand-in data (a rehearsal)
     }
     resume = None
     if action == "resume":
