@@ -259,6 +259,8 @@ def _run_locked(
         print(f"[resume] {cfg.name} seed {seed}: from epoch {len(resume['history'])}")
         if main_rank and not config_path.exists():  # the checkpoint vouches for the config
             atomic_write_text(config_path, resolved)
+        if main_rank:  # as far as the checkpoint goes (a kill may have come before the history's write)
+            atomic_write_text(run_dir / "history.csv", history_csv(resume["history"]))
     elif main_rank:  # nothing to protect: no checkpoint, no metrics
         for name in RECORDS:
             (run_dir / name).unlink(missing_ok=True)
@@ -272,8 +274,10 @@ def _run_locked(
     def on_epoch(epoch_state: dict[str, Any]) -> None:
         if not main_rank:
             return
-        atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
+        # The checkpoint first: history.csv is a view of the checkpoint's history (rewritten from it
+        # on resume), so a kill between the two writes leaves it one row behind, never ahead.
         atomic_torch_save(ckpt_path, epoch_state | {"identity": identity})
+        atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
 
     parallel = distributed.active()  # DDP for forward and backward; methods keep the model itself
     settings = LoopSettings(
