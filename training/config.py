@@ -436,3 +436,12 @@ def collect_configs(
     if dupes:
         raise ConfigError(f"experiment name {dupes[0]!r} is used by more than one config")
     return configs
+
+
+def stratified_sample(configs: list[ExperimentConfig]) -> list[ExperimentConfig]:
+    """One config per (method, model, data set): the first by name, in the order given."""
+    first: dict[tuple[str, str, str], ExperimentConfig] = {}
+    for cfg in sorted(configs, key=lambda c: c.name):
+        first.setdefault((cfg.method.name, cfg.model, cfg.data.dataset), cfg)
+    chosen = {id(c) for c in first.values()}
+    return [c for c in configs if id(c) in chosen]
