@@ -273,7 +273,7 @@ def test_the_rehearsal_runs_every_full_experiment_every_stage_at_the_fewest_epoc
         stages, full_stages = config.plan(cfg), config.plan(full[name])
         assert [s.name for s in stages] == [s.name for s in full_stages], name
         assert all(s.epochs >= 1 for s in stages) and cfg.seeds == 1, name
-        assert cfg.data.max_train == 128 and cfg.data.max_test == 64 and cfg.data.batch_size <= 64, name
+        assert cfg.data.max_train == 128 and cfg.data.max_test == 64 and cfg.data.batch_size <= 16, name
         if cfg.train.epochs > 1:  # one epoch fewer would not do
             with pytest.raises(ConfigError):
                 config.plan(config._with_epochs(full[name], cfg.train.epochs - 1, 1))
@@ -296,7 +296,7 @@ def test_the_fewest_epochs_keep_a_lottery_rewind_point_inside_round_0(tmp_path: 
 
 def test_the_rehearsal_bounds_batch_and_loader_processes_and_leaves_subset_only_configs_out() -> None:
     cfg = load_config(CONFIG_DIR / "l0hc/l0hc_resnet50_imagenet.yaml", profile="rehearsal")
-    assert cfg.data.batch_size == 64 and cfg.data.workers == 1 and cfg.method.latency_batch_sizes == [1]
+    assert cfg.data.batch_size == 16 and cfg.data.workers == 1 and cfg.method.latency_batch_sizes == [1]
     assert load_config(CONFIG_DIR / "l0hc/l0hc_resnet50_imagenet.yaml", profile="full").data.workers == 8
     subset_only = load_config(CONFIG_DIR / "rda/subset/r20_rda_s80.yaml")
     assert not subset_only.full and not config.in_profile(subset_only, "rehearsal")

@@ -48,7 +48,7 @@ def test_imagenet_is_an_image_folder_tree_read_by_the_loader(tmp_path: Path) -> 
     train, test, info = imagenet_batches(cfg, root, torch.device("cpu"), seed=0)
     x, y = next(iter(train.epoch(1)))
     assert x.shape == (8, 3, 224, 224) and y.max() < synthetic.IMAGENET_CLASSES
-    assert len(train) == 128 // 8 and info["test_size"] == 16
+    assert len(train) == 32 // 8 and info["test_size"] == 16
 
 
 def rehearse(tmp_path: Path, data_root: Path, dataset: str, monkeypatch: pytest.MonkeyPatch) -> dict:
