@@ -74,6 +74,12 @@ def report(items: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def _training_seconds(results: Path, run: str) -> float:
+    """A finished run's training wall time (``wall_time_s`` of its metrics.json)."""
+    name, seed = run.rsplit(" seed ", 1)
+    return float(json.loads((results / name / f"seed{seed}" / "metrics.json").read_text()).get("wall_time_s", 0.0))
+
+
 def record(items: list[Outcome], results: Path, profile: str) -> dict[str, Any]:
     """The counts, the failures, and what the invocations of ``results`` cost and ran on."""
     path = results / "invocations.json"
@@ -85,6 +91,7 @@ def record(items: list[Outcome], results: Path, profile: str) -> dict[str, Any]:
         **counts(items),
         "not_finished": [{"run": o.run, "state": o.state, "why": o.why} for o in items if o.state != "finished"],
         "wall_time_s": sum(entry["seconds"] for entry in invocations),
+        "training_s_summed": round(sum(_training_seconds(results, o.run) for o in items if o.state == "finished"), 1),
         "invocations": [
             {k: entry.get(k) for k in ("command", "seconds", "exit_status", "git_revision", "date", "load_average")}
             for entry in invocations

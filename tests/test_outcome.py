@@ -23,7 +23,7 @@ def test_each_run_is_finished_failed_unfinished_or_not_run(tmp_path: Path, capsy
     for name in ("a_done", "b_failed", "c_stopped", "d_never"):
         (configs / f"{name}.yaml").write_text(CONFIG)
     for name, files in {
-        "a_done": {"metrics.json": "{}"},
+        "a_done": {"metrics.json": '{"wall_time_s": 12.5}'},
         "b_failed": {"error.log": "Traceback (most recent call last):\n  ...\nRuntimeError: shapes differ\n"},
         "c_stopped": {"checkpoint.pt": "", "history.csv": "epoch,stage\n1,train\n"},
     }.items():
@@ -41,7 +41,9 @@ def test_each_run_is_finished_failed_unfinished_or_not_run(tmp_path: Path, capsy
     assert lines[3].startswith("  not run: d_never seed 0: no record") and len(lines) == 4
     record = json.loads(out.read_text())
     assert (record["runs"], record["finished"], record["failed"], record["wall_time_s"]) == (4, 1, 1, 70)
-    assert record["machine"]["cpu_count"] == 2 and len(record["not_finished"]) == 3
+    assert (
+        record["machine"]["cpu_count"] == 2 and len(record["not_finished"]) == 3 and record["training_s_summed"] == 12.5
+    )
 
 
 def test_all_finished_is_one_line_and_success(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
