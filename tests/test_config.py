@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +310,13 @@ def test_a_stratified_sample_takes_one_experiment_per_method_model_and_data_set(
     sample = config.stratified_sample(configs)
     groups = {(c.method.name, c.model, c.data.dataset) for c in configs}
     assert len(sample) == len(groups) and {(c.method.name, c.model, c.data.dataset) for c in sample} == groups
+
+
+def test_a_config_may_ask_a_profile_for_its_fewest_epochs_by_name(tmp_path: Path) -> None:
+    text = GOOD.replace("profiles: {smoke: {}}", "profiles: {smoke: {epochs: minimum}}")
+    assert "epochs: minimum" in text
+    cfg = load_config(write(tmp_path, text), profile="smoke")
+    assert cfg.train.epochs == 1 and all(s.epochs == 1 for s in config.plan(cfg))
+    wrong = "profiles.smoke.epochs: expected int | 'minimum' | null, got 'most'"
+    with pytest.raises(ConfigError, match=re.escape(wrong)):
+        load_config(write(tmp_path, text.replace("minimum", "most")), profile="smoke")
