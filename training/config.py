@@ -1,8 +1,9 @@
 """The experiment schema: typed dataclasses, YAML loading, overrides and profiles.
 
 ``load_config(path, overrides, profile)`` reads one YAML file with ``yaml.safe_load``, validates
-every key, type and value range, applies the profile (``resolve``: smoke / subset / full, scaling
-every epoch count and duration of the config by the same ratio so that schedules keep their shape),
+every key, type and value range, applies the profile (``resolve``: smoke / subset / rehearsal / full,
+scaling every epoch count and duration of the config by the same ratio so that schedules keep their
+shape; the rehearsal to the fewest epochs the method accepts),
 then the ``--set key.path=value`` overrides, which are final, and plans the stages (``plan``); any
 problem raises ``ConfigError`` with one line naming the file and the key.
 """
