@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job: every experiment of a profile, then every notebook, then the summary table.
+# The main job: every experiment of a profile, then every notebook, the summary table, and what finished.
 #   ./run_all.sh --profile smoke        a few minutes on a CPU (one protocol config per method, 1 epoch a
 #                                       stage on 1000 training images; one runner per core, up to 4)
 #   ./run_all.sh --profile subset       the committed results (real CIFAR-10 subset, reduced budget)
+#   ./run_all.sh --profile rehearsal    every full experiment at toy size (synthetic data where absent)
 #   ./run_all.sh                        the full reproduction (GPU)
 # Options: --only PATTERN (repeatable), --data-root DIR (default $DATA_ROOT, else ./data), --device auto|cpu|cuda,
 #          --seeds N, --force, --allow-code-change (resume runs begun by other training code),
@@ -20,11 +21,13 @@ jobs=
 configs=experiments/configs
 results=
 run_args=()
+outcome_args=()  # what selects the runs, for the closing report
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
-    --only|--data-root|--device|--seeds) run_args+=("$1" "$2"); shift 2 ;;
+    --only|--seeds) run_args+=("$1" "$2"); outcome_args+=("$1" "$2"); shift 2 ;;
+    --data-root|--device) run_args+=("$1" "$2"); shift 2 ;;
     --force|--allow-code-change) run_args+=("$1"); shift ;;
     --configs) configs="$2"; shift 2 ;;
     --results) results="$2"; run_args+=("$1" "$2"); shift 2 ;;
@@ -110,5 +113,8 @@ python -m experiments.summary "$results" || status=1
 echo
 seconds=$(( $(date +%s) - start ))
 record_invocation "$results" "$status" || status=1
+# What became of every run of the profile: the count finished, one line for each that did not, and why.
+python -m experiments.outcome "$results" --profile "$profile" --configs "$configs" \
+  ${outcome_args[@]+"${outcome_args[@]}"} || status=1
 echo "total wall time: ${seconds}s (profile $profile; results in $results, figures in $figures; recorded in $results/invocations.json)"
 exit "$status"

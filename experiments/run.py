@@ -80,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="never read the test set (runs that choose a hyperparameter on data.validation)",
     )
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="only one experiment per method x model x data set (the first by name): a stratified sample",
+    )
     p.add_argument("--list", action="store_true", help="list the selected experiments and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -114,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.sample:
+        configs = config.stratified_sample(configs)
     runs = [(c, seed) for c in configs for seed in range(args.seeds if args.seeds is not None else c.seeds)]
     if args.shard is not None:  # one of several processes side by side (run_all.sh --jobs)
         runs = distributed.take_shard(runs, *args.shard)

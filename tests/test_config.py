@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -256,3 +257,66 @@ def test_only_takes_several_patterns(capsys: pytest.CaptureFixture[str]) -> None
     assert main([str(CONFIG_DIR), "--profile", "subset", "--only", "dense_sgd", "--only", "r20_gmp_s9*", "--list"]) == 0
     listed = capsys.readouterr().out
     assert "r20_dense_sgd" in listed and "r20_gmp_s90" in listed and "r20_gmp_s50" not in listed
+
+
+@pytest.fixture(scope="module")
+def rehearsal_configs() -> list[config.ExperimentConfig]:
+    return config.collect_configs([CONFIG_DIR], "rehearsal", [], None)
+
+
+def test_the_rehearsal_runs_every_full_experiment_every_stage_at_the_fewest_epochs_accepted(
+    rehearsal_configs: list[config.ExperimentConfig],
+) -> None:
+    full = {c.name: c for c in config.collect_configs([CONFIG_DIR], "full", [], None)}
+    rehearsal = {c.name: c for c in rehearsal_configs}
+    assert rehearsal.keys() == full.keys() and len(full) > 200
+    for name, cfg in rehearsal.items():
+        stages, full_stages = config.plan(cfg), config.plan(full[name])
+        assert [s.name for s in stages] == [s.name for s in full_stages], name
+        assert all(s.epochs >= 1 for s in stages) and cfg.seeds == 1, name
+        assert cfg.data.max_train == 128 and cfg.data.max_test == 64 and cfg.data.batch_size <= 16, name
+        if cfg.train.epochs > 1:  # one epoch fewer would not do
+            with pytest.raises(ConfigError):
+                config.plan(config._with_epochs(full[name], cfg.train.epochs - 1, 1))
+        if hasattr(cfg.method, "latency_batch_sizes"):
+            assert cfg.method.latency_batch_sizes == [1], name
+
+
+def test_the_fewest_epochs_keep_a_lottery_rewind_point_inside_round_0(tmp_path: Path) -> None:
+    """In batches of 128 of 128 images an epoch is one step: the rewind point (step 1) lies inside
+    round 0 only from 2 epochs on, so the rehearsal trains 2 epochs a round, found from the method's
+    own check, not from a list."""
+    text = (CONFIG_DIR / "lottery/resnet56_cifar10_lottery_s90.yaml").read_text()
+    path = write(tmp_path, text + "profiles: {rehearsal: {batch_size: 128}}\n")
+    cfg = load_config(path, profile="rehearsal")
+    assert cfg.data.batch_size == 128 and config.reference_steps_per_epoch(cfg) == 1
+    assert cfg.train.epochs == 2 and all(s.epochs == 2 for s in config.plan(cfg))
+    with pytest.raises(ConfigError, match="rewind: .* is not inside round 0's 1 steps"):
+        config.plan(load_config(path, ["train.epochs=1"], profile="rehearsal"))
+
+
+def test_the_rehearsal_bounds_batch_and_loader_processes_and_leaves_subset_only_configs_out() -> None:
+    cfg = load_config(CONFIG_DIR / "l0hc/l0hc_resnet50_imagenet.yaml", profile="rehearsal")
+    assert cfg.data.batch_size == 16 and cfg.data.workers == 1 and cfg.method.latency_batch_sizes == [1]
+    assert load_config(CONFIG_DIR / "l0hc/l0hc_resnet50_imagenet.yaml", profile="full").data.workers == 8
+    subset_only = load_config(CONFIG_DIR / "rda/subset/r20_rda_s80.yaml")
+    assert not subset_only.full and not config.in_profile(subset_only, "rehearsal")
+
+
+def test_a_stratified_sample_takes_one_experiment_per_method_model_and_data_set(
+    rehearsal_configs: list[config.ExperimentConfig],
+) -> None:
+    configs = rehearsal_configs
+    sample = config.stratified_sample(configs)
+    groups = {(c.method.name, c.model, c.data.dataset) for c in configs}
+    assert len(sample) == len(groups) and {(c.method.name, c.model, c.data.dataset) for c in sample} == groups
+
+
+def test_a_config_may_ask_a_profile_for_its_fewest_epochs_by_name(tmp_path: Path) -> None:
+    text = GOOD.replace("profiles: {smoke: {}}", "profiles: {smoke: {epochs: minimum}}")
+    assert "epochs: minimum" in text
+    cfg = load_config(write(tmp_path, text), profile="smoke")
+    assert cfg.train.epochs == 1 and all(s.epochs == 1 for s in config.plan(cfg))
+    wrong = "profiles.smoke.epochs: expected int | 'minimum' | null, got 'most'"
+    with pytest.raises(ConfigError, match=re.escape(wrong)):
+        load_config(write(tmp_path, text.replace("minimum", "most")), profile="smoke")

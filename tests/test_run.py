@@ -398,3 +398,95 @@ def test_a_sigterm_landing_in_a_destructor_still_stops_the_run(
         loop_module.clear_stop()
     assert "interrupted during tiny seed 0" in capsys.readouterr().err
     assert not (tmp_path / "results" / "tiny" / "seed0" / "metrics.json").exists()
+
+
+# Magnitude pruning: 1 epoch of training, then prune and fine-tune 2 epochs.
+TWO_STAGES = """\
+model: resnet20
+data: {dataset: cifar10, batch_size: 32}
+train: {epochs: 1}
+optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
+method: {name: magnitude, sparsity: 0.5, retrain_epochs: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_stages_straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data root, folder) of the uninterrupted two-stage run, shared by the tests that kill it."""
+    root = tmp_path_factory.mktemp("two_stages")
+    data = write_cifar10(root / "data")
+    straight = root / "straight"
+    straight.mkdir()
+    assert run_config(straight, data, TWO_STAGES) == 0
+    return data, straight
+
+
+def history_rows(folder: Path) -> list[dict[str, str]]:
+    """history.csv of ``run_config(folder, ...)`` without its timings (which differ between runs)."""
+    with open(run_dir(folder) / "history.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def checkpoint_epochs(folder: Path) -> int:
+    return len(torch.load(run_dir(folder) / "checkpoint.pt", weights_only=True)["history"])
+
+
+def test_a_kill_inside_the_second_stage_resumes_to_the_uninterrupted_run(
+    tmp_path: Path, two_stages_straight: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies at the second step of epoch 3 (the fine-tuning's second epoch, its weights
+    half-updated in memory); the resumed run ends with the uninterrupted run's metrics and history."""
+    data, straight = two_stages_straight
+    real_epoch, seen = loop_module.Trainer._epoch, {"epoch": 0, "steps": 0}
+
+    def counting_epoch(self: Any, *args: Any, **kwargs: Any) -> None:
+        seen["epoch"], seen["steps"] = seen["epoch"] + 1, 0
+        real_epoch(self, *args, **kwargs)
+
+    def killed_in_a_step() -> None:  # the loop checks for a stop request before every step
+        if seen["epoch"] == 3:
+            seen["steps"] += 1
+            if seen["steps"] == 2:
+                raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop_module.Trainer, "_epoch", counting_epoch)
+        patch.setattr(loop_module, "check_stop", killed_in_a_step)
+        assert run_config(tmp_path, data, TWO_STAGES) == 130
+    assert seen["epoch"] == 3 and seen["steps"] == 2  # it died where meant, not before
+    assert checkpoint_epochs(tmp_path) == 2 and [r["stage"] for r in history_rows(tmp_path)] == ["train", "finetune"]
+    assert not (run_dir(tmp_path) / "metrics.json").exists()
+    assert run_config(tmp_path, data, TWO_STAGES) == 0
+    assert comparable_metrics(straight) == comparable_metrics(tmp_path)
+    assert history_rows(straight) == history_rows(tmp_path) and len(history_rows(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("epoch", [2, 3])  # inside the fine-tuning, and its last epoch
+def test_a_kill_between_the_two_records_of_an_epoch_leaves_no_history_ahead_of_the_checkpoint(
+    tmp_path: Path, two_stages_straight: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, epoch: int
+) -> None:
+    """The process dies after the first of an epoch's two records (checkpoint.pt, history.csv) is
+    written and before the second: history.csv never holds an epoch the checkpoint lacks, and the
+    resumed run ends with the uninterrupted run's metrics and history."""
+    data, straight = two_stages_straight
+    writes = {"n": 0}
+
+    def dying(real: Any) -> Any:
+        def write(path: Path, *args: Any, **kwargs: Any) -> Any:
+            if Path(path).name in ("history.csv", "checkpoint.pt"):
+                writes["n"] += 1
+                if writes["n"] == 2 * epoch:  # the second record of that epoch
+                    raise KeyboardInterrupt
+            return real(path, *args, **kwargs)
+
+        return write
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner_module, "atomic_write_text", dying(runner_module.atomic_write_text))
+        patch.setattr(runner_module, "atomic_torch_save", dying(runner_module.atomic_torch_save))
+        assert run_config(tmp_path, data, TWO_STAGES) == 130
+    assert writes["n"] == 2 * epoch
+    assert checkpoint_epochs(tmp_path) == epoch and len(history_rows(tmp_path)) == epoch - 1
+    assert run_config(tmp_path, data, TWO_STAGES) == 0
+    assert comparable_metrics(straight) == comparable_metrics(tmp_path)
+    assert history_rows(straight) == history_rows(tmp_path) and len(history_rows(tmp_path)) == 3

@@ -18,10 +18,11 @@ from optim.rda import RDA
 from pruning.base import Batches, Method, RunContext, Schedule, Stage
 from pruning.registry import METHODS
 from training import distributed
-from training.config import ExperimentConfig, OptimizerConfig, RDAConfig, SGDConfig
+from training.config import ExperimentConfig, OptimizerConfig, RDAConfig, SGDConfig, synthetic_allowed
 from training.data import CIFAR, DataError, DeviceBatches, describe, fingerprint, load_cifar, validation_split
 from training.loop import Optimizers
 from training.schema import ConfigError
+from training.synthetic import PREFIX, present, synthetic_root
 
 
 def build_data(
@@ -29,6 +30,19 @@ def build_data(
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Training, validation (None without ``data.validation``) and test batches, and what the run
     records about its data (label, sizes, the files' md5 sums, the fingerprint of what it loaded)."""
+    d = cfg.data
+    synthetic = synthetic_allowed(cfg) and not present(data_root, d.dataset)
+    if synthetic:  # a rehearsal without this data set: a generated one in its layout, labelled so
+        data_root = synthetic_root(d.dataset)
+    train_b, val_b, test_b, info = _load_data(cfg, data_root, device, seed)
+    if synthetic:
+        info["synthetic"] = True
+        info["data_label"] = f"synthetic {info['data_label']} (generated in {data_root}, not the real data)"
+        info["data_fingerprint"] = PREFIX + info["data_fingerprint"]
+    return train_b, val_b, test_b, info
+
+
+def _load_data(cfg: ExperimentConfig, data_root: Path, device: torch.device, seed: int) -> tuple[Any, Any, Any, dict]:
     d = cfg.data
     rank, world = distributed.rank(), distributed.world_size()  # each process takes its share of every batch
     if d.dataset == "imagenet":

@@ -1,8 +1,9 @@
 """The experiment schema: typed dataclasses, YAML loading, overrides and profiles.
 
 ``load_config(path, overrides, profile)`` reads one YAML file with ``yaml.safe_load``, validates
-every key, type and value range, applies the profile (``resolve``: smoke / subset / full, scaling
-every epoch count and duration of the config by the same ratio so that schedules keep their shape),
+every key, type and value range, applies the profile (``resolve``: smoke / subset / rehearsal / full,
+scaling every epoch count and duration of the config by the same ratio so that schedules keep their
+shape; the rehearsal to the fewest epochs the method accepts),
 then the ``--set key.path=value`` overrides, which are final, and plans the stages (``plan``); any
 problem raises ``ConfigError`` with one line naming the file and the key.
 """
@@ -100,18 +101,42 @@ class MethodSpec:
 class ProfileConfig:
     """What a profile changes; unset fields keep the experiment's own values."""
 
-    epochs: int | None = option(None, ge=1)  # main-stage epochs; every epoch count is scaled alike
+    # Main-stage epochs; every epoch count is scaled alike. "minimum": the fewest main-stage epochs
+    # (from 1 up) whose scaled config the method accepts (``plan``: its stages, milestones and
+    # ``Method.check_budget``, e.g. a lottery ticket's rewind point inside round 0).
+    epochs: int | Literal["minimum"] | None = option(None, ge=1)
     max_train: int | None = option(None, ge=2)
     max_test: int | None = option(None, ge=1)
     seeds: int | None = option(None, ge=1)
+    batch_size: int | None = option(None, ge=2)  # an upper bound on the batch (few images still make steps)
+    workers: int | None = option(None, ge=0)  # an upper bound on the ImageNet loader processes
+    latency_batch_sizes: list[int] | None = option(None, ge=1)  # replaces a method's own
+    synthetic: bool = False  # a data set absent from the data root is generated (training.synthetic)
+    experiments_of: str | None = None  # run every experiment of that profile (not only those listing this one)
 
 
 # Built-in profiles. An experiment takes part in `full` always, in another profile only if
-# its YAML lists it under `profiles:` (optionally with its own values, which win).
+# its YAML lists it under `profiles:` (optionally with its own values, which win), or if that
+# profile runs the experiments of one it takes part in (``experiments_of``).
 PROFILES: dict[str, ProfileConfig] = {
     "smoke": ProfileConfig(epochs=1, max_train=1500, max_test=500, seeds=1),
     "subset": ProfileConfig(),
     "full": ProfileConfig(),
+    # Every full-profile experiment, every stage, at the fewest epochs its method accepts, on 128
+    # training / 64 test images in batches of at most 16 (a ResNet-50 batch of 64 at 224 pixels
+    # needs 7 GB on a CPU); data sets absent from the data root are synthetic; latency at batch 1
+    # only. It finds what would crash, not what would be learnt.
+    "rehearsal": ProfileConfig(
+        epochs="minimum",
+        max_train=128,
+        max_test=64,
+        seeds=1,
+        batch_size=16,
+        workers=1,
+        latency_batch_sizes=[1],
+        synthetic=True,
+        experiments_of="full",
+    ),
 }
 
 
@@ -291,7 +316,32 @@ def _fit_milestones(cfg: ExperimentConfig) -> None:
 
 def in_profile(cfg: ExperimentConfig, profile: str) -> bool:
     """Whether a folder of configs runs ``cfg`` under ``profile`` (a config named as a file always runs)."""
-    return (profile == "full" and cfg.full) or profile in cfg.profiles
+    of = PROFILES[profile].experiments_of if profile in PROFILES else None
+    return (profile == "full" and cfg.full) or profile in cfg.profiles or (of is not None and in_profile(cfg, of))
+
+
+def _with_epochs(cfg: ExperimentConfig, epochs: int, steps_per_epoch: int) -> ExperimentConfig:
+    """``cfg`` with ``epochs`` main-stage epochs, every other epoch field and duration scaled alike
+    (``steps_per_epoch``: the unscaled epoch's steps)."""
+    if epochs == cfg.train.epochs:
+        return cfg
+    out = _scale_epochs(cfg, epochs / cfg.train.epochs, steps_per_epoch)
+    out = dataclasses.replace(out, train=dataclasses.replace(out.train, epochs=epochs))
+    _fit_milestones(out)
+    return out
+
+
+def _minimum_epochs(cfg: ExperimentConfig, steps_per_epoch: int) -> ExperimentConfig:
+    """``cfg`` scaled to the fewest main-stage epochs (1 up to its own) that ``plan`` accepts; the
+    config's own budget (unscaled) if no fewer will do, and then ``plan`` says why."""
+    for epochs in range(1, cfg.train.epochs):
+        candidate = _with_epochs(cfg, epochs, steps_per_epoch)
+        try:
+            plan(candidate)
+        except ConfigError:
+            continue
+        return candidate
+    return cfg
 
 
 def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> ExperimentConfig:
@@ -305,19 +355,27 @@ def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> E
     )
     if epochs is not None:
         settings["epochs"] = epochs
-    out = cfg
-    if settings["epochs"] is not None and settings["epochs"] != cfg.train.epochs:
-        out = _scale_epochs(out, settings["epochs"] / cfg.train.epochs, reference_steps_per_epoch(cfg))
-        out = dataclasses.replace(out, train=dataclasses.replace(out.train, epochs=settings["epochs"]))
-        _fit_milestones(out)
-    data = out.data
-    for key in ("max_train", "max_test"):
+    steps_per_epoch = reference_steps_per_epoch(cfg)  # of the unscaled config: what its iterations mean
+    data = cfg.data
+    for key in ("max_train", "max_test", "batch_size", "workers"):
         if settings[key] is not None:
             current = getattr(data, key)
             data = dataclasses.replace(data, **{key: settings[key] if current is None else min(current, settings[key])})
-    return dataclasses.replace(
-        out, data=data, seeds=settings["seeds"] or out.seeds, profile=profile, profiles={}, full=True
-    )
+    out = dataclasses.replace(cfg, data=data)
+    if settings["epochs"] == "minimum":  # found with the profile's data: fewer images, fewer steps
+        out = _minimum_epochs(out, steps_per_epoch)
+    elif settings["epochs"] is not None:
+        out = _with_epochs(out, settings["epochs"], steps_per_epoch)
+    if settings["latency_batch_sizes"] is not None and hasattr(out.method, "latency_batch_sizes"):
+        out = dataclasses.replace(
+            out, method=dataclasses.replace(out.method, latency_batch_sizes=list(settings["latency_batch_sizes"]))
+        )
+    return dataclasses.replace(out, seeds=settings["seeds"] or out.seeds, profile=profile, profiles={}, full=True)
+
+
+def synthetic_allowed(cfg: ExperimentConfig) -> bool:
+    """Whether the profile a config was resolved for generates data sets absent from the data root."""
+    return cfg.profile in PROFILES and PROFILES[cfg.profile].synthetic
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
@@ -380,3 +438,12 @@ def collect_configs(
     if dupes:
         raise ConfigError(f"experiment name {dupes[0]!r} is used by more than one config")
     return configs
+
+
+def stratified_sample(configs: list[ExperimentConfig]) -> list[ExperimentConfig]:
+    """One config per (method, model, data set): the first by name, in the order given."""
+    first: dict[tuple[str, str, str], ExperimentConfig] = {}
+    for cfg in sorted(configs, key=lambda c: c.name):
+        first.setdefault((cfg.method.name, cfg.model, cfg.data.dataset), cfg)
+    chosen = {id(c) for c in first.values()}
+    return [c for c in configs if id(c) in chosen]

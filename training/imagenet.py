@@ -3,7 +3,9 @@
 Layout under the data root: ``ROOT/imagenet/train/<wnid>/*.JPEG`` and
 ``ROOT/imagenet/val/<wnid>/*.JPEG`` (the validation images sorted into class folders).
 Standard transforms: random-resized crop 224 + flip for training; resize 256 + centre
-crop 224 for evaluation. Decoding runs in ``data.workers`` loader processes.
+crop 224 for evaluation. Decoding runs in ``data.workers`` loader processes. Where torchvision
+cannot be imported (a CUDA build beside a CPU-only torch), ``training.pil_images`` does the same
+with PIL alone, and the run records which (``image_pipeline``).
 """
 
 from __future__ import annotations
@@ -93,11 +95,17 @@ def imagenet_batches(
             )
     from training.torchvision_check import TorchvisionError, import_torchvision
 
-    try:  # a broken torchvision (e.g. a CUDA build beside CPU-only torch) says which build to install
+    try:
         torchvision = import_torchvision()
     except TorchvisionError as exc:
-        raise DataError(f"ImageNet needs torchvision: {exc}") from None
-    datasets, transforms = torchvision.datasets, torchvision.transforms
+        # A broken torchvision (e.g. a CUDA build beside CPU-only torch): the same transforms with PIL,
+        # recorded as such, and the line saying which build to install.
+        from training import pil_images as datasets, pil_images as transforms  # noqa: I001
+
+        pipeline = f"PIL (torchvision failed to import: {exc})"
+    else:
+        datasets, transforms = torchvision.datasets, torchvision.transforms
+        pipeline = "torchvision"
     normalize = transforms.Normalize(MEAN, STD)
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]
@@ -120,6 +128,7 @@ def imagenet_batches(
         "validation_size": 0,
         "test_size": len(test),
         "data_fingerprint": _fingerprint(root, train, test),
+        "image_pipeline": pipeline,
     }
     return (
         LoaderBatches(train, d.batch_size // world_size, train=True, **common),

@@ -302,6 +302,7 @@ def _run_locked(
         "processes": distributed.world_size(),
         "code_sha256": identity["code_sha256"],  # the code it started with, file by file
         "code_files": identity["code_files"],
+        "synthetic_data": data_info.get("synthetic", False),  # generated stand-in data (a rehearsal)
     }
     resume = None
     first_epoch = state.get("first_epoch") if main_rank and action == "resume" else None  # only rank 0 writes
@@ -312,6 +313,8 @@ def _run_locked(
             print(f"[resume] {cfg.name} seed {seed}: at other code than it started with (--allow-code-change)")
         if main_rank and not config_path.exists():  # the checkpoint vouches for the config
             atomic_write_text(config_path, resolved)
+        if main_rank:  # as far as the checkpoint goes (a kill may have come before the history's write)
+            atomic_write_text(run_dir / "history.csv", history_csv(resume["history"]))
     elif main_rank:  # nothing to protect: no checkpoint, no metrics
         for name in RECORDS:
             (run_dir / name).unlink(missing_ok=True)
@@ -328,8 +331,10 @@ def _run_locked(
             return
         if len(epoch_state["history"]) == 1:  # what experiments.verify replays and compares
             first_epoch = first_epoch_record(epoch_state, trainer.step_losses)
-        atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
+        # The checkpoint first: history.csv is a view of the checkpoint's history (rewritten from it
+        # on resume), so a kill between the two writes leaves it one row behind, never ahead.
         atomic_torch_save(ckpt_path, epoch_state | {"identity": identity, "first_epoch": first_epoch})
+        atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
 
     parallel = distributed.active()  # DDP for forward and backward; methods keep the model itself
     settings = LoopSettings(

@@ -37,7 +37,7 @@ _BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.
 def check_range(value: Any, bounds: dict[str, float], key: str) -> None:
     """``value`` (each element of a list; None passes) within ``bounds`` (``option(ge=..., ...)``)."""
     for item in value if isinstance(value, list) else [value]:
-        if item is None:
+        if item is None or isinstance(item, str):  # a named value (e.g. epochs: minimum) has no range
             continue
         for name, bound in bounds.items():
             test, sign = _BOUNDS[name]
