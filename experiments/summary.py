@@ -8,7 +8,6 @@ wall time (``invocations.json``, interrupted ones included).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
