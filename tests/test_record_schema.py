@@ -97,7 +97,7 @@ def invalid_values(field: rs.Field) -> list[Any]:
         return out
     if field.kind == "bool":
         return [*nulls, 0, 1, "true", [], 1.5]
-    if field.kind == "hex":
+    if field.kind in ("hex", "fingerprint"):
         return [*nulls, 12, "not-a-hash", "", [], "ABCDEF0123456789"]
     if field.kind == "list":
         return [*nulls, 12, "a", {}, True]

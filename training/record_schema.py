@@ -60,13 +60,14 @@ def warnings_to_stderr() -> Iterator[None]:
 # ------------------------------------------------------------------ fields
 
 HEX = re.compile(r"^[0-9a-f]{8,64}$")
+FINGERPRINT = re.compile(r"^(synthetic-)?[0-9a-f]{8,64}$")  # a rehearsal's generated data says so
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 BIG = 1e15  # above any count this project records (ResNet-50 on ImageNet: ~1e10 FLOPs)
 
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "int", "float", "str", "bool", "hex", "list", "dict"
+    kind: str  # "int", "float", "str", "bool", "hex", "fingerprint", "list", "dict"
     lo: float | None = None
     hi: float | None = None
     null: bool = False
@@ -94,11 +95,13 @@ def check_value(value: Any, field: Field, key: str) -> Any:
         if (lo is not None and value < lo) or value > hi:
             raise RecordError(f"{key}: {short(value)} outside [{lo if lo is not None else '-inf'}, {hi:g}]")
         return value
-    expected = {"str": str, "hex": str, "bool": bool, "list": list, "dict": dict}[kind]
+    expected = {"str": str, "hex": str, "fingerprint": str, "bool": bool, "list": list, "dict": dict}[kind]
     if not isinstance(value, expected):
         raise RecordError(f"{key}: expected a {kind}, got {short(value)}")
     if kind == "hex" and not HEX.match(value):
         raise RecordError(f"{key}: expected a hexadecimal hash, got {short(value)}")
+    if kind == "fingerprint" and not FINGERPRINT.match(value):
+        raise RecordError(f"{key}: expected a data fingerprint (a hexadecimal hash), got {short(value)}")
     return value
 
 
@@ -198,7 +201,9 @@ METRICS_FIELDS: dict[str, Field] = {
     "train_size": Field("int", 1, required=False),
     "validation_size": Field("int", 0, required=False),
     "test_size": Field("int", 0, required=False),
-    "data_fingerprint": Field("hex"),
+    "data_fingerprint": Field("fingerprint"),
+    "synthetic": Field("bool", required=False),
+    "image_pipeline": Field("str", required=False),
     "test_acc": _ACC_OR_NULL,
     "test_loss": _LOSS_OR_NULL,
     "val_acc": Field("float", 0.0, 1.0, null=True, required=False),  # absent before validation splits
@@ -409,6 +414,8 @@ ENV_FIELDS: dict[str, Field] = {
     "processes": Field("int", 1, 1e6),
     "code_sha256": Field("hex", required=False),
     "code_files": Field("dict", required=False),
+    "synthetic_data": Field("bool", required=False),  # generated stand-in data (a rehearsal)
+    "cpu": Field("dict", required=False),  # the CPU type and its instruction-set flags
 }
 
 
