@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.arguments import positive_int
 from training import config, cost, distributed
 from training.data import DataError
 from training.loop import TrainingDiverged, clear_stop, request_stop
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--results", type=Path, default=None, help="output folder (default: results/<profile>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1); default: the profile's")
+    p.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (0..N-1); default: the profile's")
     p.add_argument(
         "--only",
         action="append",
@@ -92,6 +93,18 @@ def _shard(text: str) -> tuple[int, int]:
         return distributed.parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure in one line: a file system error names its path (e.g. a results folder that is a
+    file or on read-only media), any other error its type and first line."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def where_logged(log: Path | None, run_dir: Path) -> str:
+    return f"traceback in {log}" if log is not None else f"no error.log: {run_dir} cannot be written either"
 
 
 def pick_device(name: str) -> torch.device:
@@ -170,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise  # no data: every other run would fail alike
                 except Exception as exc:  # one run's failure does not stop the others
                     log = record_failure(run_dir, exc) if distributed.is_main() else run_dir / "error.log"
-                    print(
-                        f"error: {current}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                        f"(traceback in {log})",
-                        file=sys.stderr,
-                    )
+                    print(f"error: {current}: {describe_failure(exc)} ({where_logged(log, run_dir)})", file=sys.stderr)
                     failures.append(current)
             current = None
             summary = (

@@ -11,6 +11,7 @@ and *tagged* dataclasses: a field typed with a base class that has a
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import reprlib
 import types
@@ -20,6 +21,10 @@ from typing import Any, Literal, Union
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
+
+
+# An integer a config may hold (int64): larger ones overflow wherever they meet a tensor or a float.
+INT_LIMIT = 2**63 - 1
 
 
 _SHORT = reprlib.Repr()
@@ -98,16 +103,26 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_LIMIT:
+                raise ConfigError(f"{key}: {short(value)} is out of range (at most {INT_LIMIT} in size)")
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML reads "1e-6" (no dot) as a string; accept numeric strings of that form.
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):  # PyYAML reads "1e-6" (no dot) as a string; accept numeric strings
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            try:
+                number = float(number)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ConfigError(f"{key}: {short(value)} is too large for a number") from None
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number, got {short(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
