@@ -29,7 +29,7 @@ from experiments.arguments import positive_int
 from training import config, cost, distributed
 from training.data import DataError
 from training.loop import TrainingDiverged, clear_stop, request_stop
-from training.runner import RunBusy, RunConflict, RunCorrupt, record_failure, run_one
+from training.runner import RunBusy, RunConflict, RunCorrupt, describe_failure, record_failure, run_one
 from training.schema import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -93,14 +93,6 @@ def _shard(text: str) -> tuple[int, int]:
         return distributed.parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A failure in one line: a file system error names its path (e.g. a results folder that is a
-    file or on read-only media), any other error its type and first line."""
-    if isinstance(exc, OSError) and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror or type(exc).__name__}"
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def where_logged(log: Path | None, run_dir: Path) -> str:

@@ -7,6 +7,7 @@ wall time (``invocations.json``, interrupted ones included).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -33,8 +34,9 @@ def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    folder = Path(args[0]) if args else Path("results/full")
+    p = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", type=Path, nargs="?", default=Path("results/full"), help="default: results/full")
+    folder = p.parse_args(argv).results
     try:
         runs = runs_frame(folder)
         table = summary_frame(runs)

@@ -29,9 +29,12 @@ from typing import Any
 import torch
 import yaml
 
+from experiments.arguments import fraction, positive_float, positive_int
 from training.config import ExperimentConfig, load_config
+from training.data import DataError
+from training.loop import TrainingDiverged
 from training.records import atomic_write_json, atomic_write_text
-from training.runner import run_one
+from training.runner import RunBusy, RunConflict, RunCorrupt, describe_failure, run_one
 from training.schema import ConfigError, to_dict
 
 BAND = "of the runs within the band, the best validation accuracy"
@@ -121,10 +124,10 @@ def update_config(path: Path, chosen: dict[str, Any], record: dict[str, Any]) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("config", type=Path)
-    p.add_argument("--target", type=float, required=True, help="weight sparsity to reach, a fraction")
-    p.add_argument("--within", type=float, default=0.02, help="accepted distance from the target (default 0.02)")
-    p.add_argument("--lam", type=float, nargs="+", required=True, help="first lam values to try")
-    p.add_argument("--max-runs", type=int, default=6)
+    p.add_argument("--target", type=fraction, required=True, help="weight sparsity to reach, a fraction")
+    p.add_argument("--within", type=fraction, default=0.02, help="accepted distance from the target (default 0.02)")
+    p.add_argument("--lam", type=positive_float, nargs="+", required=True, help="first lam values to try")
+    p.add_argument("--max-runs", type=positive_int, default=6)
     p.add_argument(
         "--closest",
         action="store_true",
@@ -137,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = args.results or Path("results") / f"{args.profile}_tuning"
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
-    base = load_config(args.config, profile=args.profile).name
     trials: list[dict[str, Any]] = []
-    queue = [float(lam_name(lam)) for lam in args.lam]
     try:
+        base = load_config(args.config, profile=args.profile).name
+        queue = [float(lam_name(lam)) for lam in args.lam]
         while len(trials) < args.max_runs:
             lam = queue.pop(0) if queue else next_lam(trials, args.target)
             if any(t["lam"] == lam for t in trials):
@@ -170,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (RunBusy, RunConflict, RunCorrupt, TrainingDiverged, OSError) as exc:
+        print(f"error: {describe_failure(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        return 1
     chosen = choose(trials, args.target, args.within)
     rule = BAND
     if chosen is None and args.closest and trials:
