@@ -19,6 +19,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, matched_controls, paired, runs_frame
 from reporting.stats import verdict
+from training.files import describe_failure
 
 
 def line(frame: pd.DataFrame, a: str, b: str, metric: str) -> str:
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             frame = runs_frame(args.results)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the folder named cannot be read (a name too long, no permission)
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
     known = set(frame["name"]) if not frame.empty else set()
     missing = [name for name in args.experiments if name not in known]

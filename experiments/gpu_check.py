@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.files import FileRefused, describe_failure
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
 DDP_CONFIG = CONFIGS / "dense" / "subset" / "r20_dense_sgd.yaml"
@@ -305,5 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["status"] != "FAILED" for r in rows) else 1
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from experiments.arguments import positive_int
+from training.files import FileRefused, describe_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -157,5 +158,14 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

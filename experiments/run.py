@@ -28,8 +28,9 @@ import torch
 from experiments.arguments import positive_int
 from training import config, cost, distributed
 from training.data import DataError
+from training.files import describe_failure
 from training.loop import TrainingDiverged, clear_stop, request_stop
-from training.runner import RunBusy, RunConflict, RunCorrupt, describe_failure, record_failure, run_one
+from training.runner import RunBusy, RunConflict, RunCorrupt, record_failure, run_one
 from training.schema import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

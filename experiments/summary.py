@@ -16,6 +16,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import summary_frame, summary_text
+from training.files import describe_failure
 
 
 def cost_lines(folder: Path, runs: pd.DataFrame) -> list[str]:
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         table = summary_frame(runs)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the folder named cannot be read (a name too long, no permission)
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
     if table.empty:
         print(f"no finished runs under {folder}")

@@ -32,9 +32,10 @@ import yaml
 from experiments.arguments import fraction, positive_float, positive_int
 from training.config import ExperimentConfig, load_config
 from training.data import DataError
+from training.files import describe_failure
 from training.loop import TrainingDiverged
 from training.records import atomic_write_json, atomic_write_text
-from training.runner import RunBusy, RunConflict, RunCorrupt, describe_failure, run_one
+from training.runner import RunBusy, RunConflict, RunCorrupt, run_one
 from training.schema import ConfigError, to_dict
 
 BAND = "of the runs within the band, the best validation accuracy"

@@ -22,7 +22,7 @@ import yaml
 
 from pruning.base import Duration, Schedule, Stage, option
 from pruning.registry import METHODS
-from training.files import FileRefused, read_text_bounded
+from training.files import FileRefused, describe_failure, read_text_bounded
 from training.schema import ConfigError, short, to_dict, validate
 
 
@@ -380,7 +380,10 @@ def collect_configs(
     matches one of its patterns (a substring, or a glob)."""
     configs = []
     for path in paths:
-        files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        try:
+            files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        except OSError as exc:  # a name too long, a loop of links
+            raise ConfigError(describe_failure(exc)) from None
         if not files:
             raise ConfigError(f"{path}: a folder with no YAML config (*.yaml) in it")
         for file in files:

@@ -57,3 +57,14 @@ def read_bounded(path: str | Path, limit: int) -> bytes:
 def read_text_bounded(path: str | Path, limit: int) -> str:
     """``read_bounded`` decoded as UTF-8 (``UnicodeDecodeError`` when it is not text)."""
     return read_bounded(path, limit).decode("utf-8")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure in one line: a file system error names its path (e.g. a results folder that is a
+    file or on read-only media, a name too long), any other error its type and first line."""
+    if isinstance(exc, FileRefused):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        name = str(exc.filename)
+        return f"{name if len(name) <= 200 else name[:200] + '...'}: {exc.strerror or type(exc).__name__}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
