@@ -256,3 +256,11 @@ def test_only_takes_several_patterns(capsys: pytest.CaptureFixture[str]) -> None
     assert main([str(CONFIG_DIR), "--profile", "subset", "--only", "dense_sgd", "--only", "r20_gmp_s9*", "--list"]) == 0
     listed = capsys.readouterr().out
     assert "r20_dense_sgd" in listed and "r20_gmp_s90" in listed and "r20_gmp_s50" not in listed
+
+
+@pytest.mark.parametrize("value", ["1e400ep", "1e13it", 10**400, "1" + "0" * 200 + "it"])
+def test_durations_beyond_any_training_are_config_errors(value: object) -> None:
+    from pruning.base import Duration
+
+    with pytest.raises(ValueError, match="expected a duration"):
+        Duration.parse(value)

@@ -149,9 +149,11 @@ def mutated_configs(draw: st.DrawFn) -> tuple[Path, bytes, str]:
     return path, dumped.encode(), f"{kind} at {'.'.join(map(str, at))}"
 
 
-def load_as_the_runner_does(folder: Path, file: Path) -> None:
+def load_as_the_runner_does(folder: Path, file: Path) -> bool:
     """What ``experiments.run`` does with a config before training: select it from its folder and by
-    name under every profile, resolve and plan it, cost it (--list) and write its resolved form."""
+    name under every profile, resolve and plan it, cost it (--list) and write its resolved form.
+    Returns whether some profile loaded it (else every attempt ended in a clean config error)."""
+    loaded = False
     for profile in config.PROFILES:
         for paths in ([file], [folder]):
             try:
@@ -165,6 +167,8 @@ def load_as_the_runner_does(folder: Path, file: Path) -> None:
                 config.plan(cfg)
                 cost.gpu_hours(cfg)
                 config.run_config_from_mapping(yaml.safe_load(config.dump_config(cfg)))
+                loaded = True
+    return loaded
 
 
 def _report(name: str, counts: Counter) -> None:
@@ -187,15 +191,16 @@ def test_mutated_shipped_configs_load_or_fail_in_one_line() -> None:
             file = folder / "mutated.yaml"
             file.write_bytes(data)
             try:
-                load_as_the_runner_does(folder, file)
+                loaded = load_as_the_runner_does(folder, file)
             except Exception:
                 counts["failed"] += 1
                 raise
-            counts["clean"] += 1
+            counts["clean (loaded)" if loaded else "clean (config error)"] += 1
 
     case()
     _report("configs", counts)
-    assert counts["clean"] >= 1
+    # the mutations reach both sides: configs that still load, and configs refused
+    assert counts["clean (loaded)"] >= 1 and counts["clean (config error)"] >= 1, counts
 
 
 # ---------------------------------------------------------------- command lines
@@ -264,6 +269,10 @@ def sandbox() -> Iterator[dict[str, str]]:
 def _entry(module: str) -> Callable[[list[str]], int]:
     import importlib
 
+    if ":" in module:  # a parser only: a clean parse is a valid result
+        name, function = module.split(":")
+        parse = getattr(importlib.import_module(name), function)
+        return lambda argv: parse(argv) and 0
     module = importlib.import_module(module)
     return getattr(module, "_main", module.main)  # what ``python -m`` calls
 
@@ -299,6 +308,14 @@ ENTRIES: dict[str, tuple[str, list[str], Callable[[dict[str, str]], list[str]], 
     ),
     "make_subset": ("experiments.make_subset", [], lambda p: [], {0, 1, 2}),
     "gpu_check": ("experiments.gpu_check", [], lambda p: [], {0, 1, 2}),  # without --dry-run: no work on a CPU
+    # The benchmarks would run for minutes with valid arguments: their parsing alone is fuzzed.
+    "bench": (
+        "experiments.bench.__main__:parse_args",
+        ["optimizer", "train", "latency", "jobs", "export", "--repeats", "--warmup", "--threads", "--batch"]
+        + ["--steps", "--epochs", "--workers", "--batch-sizes", "--jobs", "--sparsity", "--device", "--models"],
+        lambda p: [],
+        {0, 2},
+    ),
 }
 PATH_KEYS = ["configs", "config", "empty", "file", "missing", "zero", "results"]
 

@@ -91,8 +91,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as exc:
-        if exc.errno not in _READ_ONLY:
-            raise
+        if exc.errno not in _READ_ONLY or (exc.errno != errno.EROFS and os.access(run_dir, os.W_OK)):
+            raise  # a folder others can write but this runner cannot lock is not a read-only one
         writable = False
         fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
