@@ -374,3 +374,19 @@ def test_random_command_lines_end_in_a_result_or_one_clean_error(entry: str, mon
 
     case()
     _report(entry, counts)
+
+
+# What the long runs found, kept as plain cases.
+def test_a_key_holding_a_line_break_is_named_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "k.yaml"
+    path.write_text((CONFIG_DIR / "dense/subset/r20_dense_sgd.yaml").read_text() + '"a\\nb": 1\n')
+    with pytest.raises(ConfigError) as error:
+        config.load_config(path)
+    assert "\n" not in str(error.value) and "'a\\nb': unknown key" in str(error.value)
+
+
+def test_a_nul_byte_in_a_config_path_is_a_config_error() -> None:
+    from experiments.run import main
+
+    code, err = call(main, ["\x00", "--list"])
+    assert code == 2 and err.startswith("error: '\\x00': not a valid path") and "Traceback" not in err

@@ -204,7 +204,7 @@ def test_sigterm_stops_the_notebooks_and_their_kernels_within_seconds(tmp_path: 
     proc.send_signal(signal.SIGTERM)
     stopped = time.time()
     _, err = proc.communicate(timeout=60)
-    assert time.time() - stopped < 10
+    assert time.time() - stopped < 20  # (the notebook itself sleeps 300 s)
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines() == [
         "interrupted: notebooks stopped after 0 of 2; rerun the same command to execute them"

@@ -161,7 +161,7 @@ def test_sigterm_stops_the_notebooks_stage_within_seconds(tmp_path: Path) -> Non
     proc.send_signal(signal.SIGTERM)
     stopped = time.time()
     _, err = proc.communicate(timeout=60)
-    assert time.time() - stopped < 15
+    assert time.time() - stopped < 30  # (every notebook would take minutes)
     assert proc.returncode == 130 and "run_all.sh: stopping the notebooks..." in err
     assert "Traceback" not in err
     (entry,) = json.loads((results / "invocations.json").read_text())

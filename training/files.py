@@ -33,7 +33,10 @@ def read_bounded(path: str | Path, limit: int) -> bytes:
     regular file or grows past ``limit`` (checked on the open file, then by reading at most
     ``limit + 1`` bytes, so that a file that lies about its size cannot pass either)."""
     # O_NONBLOCK: opening a pipe for reading would otherwise wait for a writer.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except ValueError:  # a NUL byte in the name
+        raise FileRefused(f"{str(path)!r}: not a valid path (a NUL byte)") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -36,6 +36,14 @@ def short(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+def key_name(key: Any) -> str:
+    """A key as an error message names it: as written if it is plain text, else quoted (a key holding a
+    line break or a control character must not break the message's one line)."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 60:
+        return key
+    return short(key if isinstance(key, str) else str(key))
+
+
 _BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
 
 
@@ -90,7 +98,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {short(value)}")
         _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _convert(item, v, f"{key}.{key_name(k)}") for k, v in value.items()}
     if hasattr(tp, "parse"):  # a value type with its own syntax (pruning.base.Duration)
         try:
             return tp.parse(value)
@@ -149,7 +157,7 @@ def validate(cls: type, data: Any, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(fields)})")
+            raise ConfigError(f"{prefix}{key_name(key)}: unknown key (allowed: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name in data:
