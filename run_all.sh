@@ -11,36 +11,52 @@
 #          results/PROFILE; the figures then go beside it, to DIR/figures), --jobs N (N runner processes
 #          side by side, each taking every N-th (experiment, seed) pair and nproc/N CPU threads unless
 #          OMP_NUM_THREADS is set; their output lines are prefixed [k/N]). Finished runs are skipped;
-#          interrupted ones resume; Ctrl-C or SIGTERM stops every runner. Exit status: 0 all done,
-#          1 a run failed, 2 a config error, 3 no data (both stop before the notebooks), 130 stopped.
+#          interrupted ones resume; Ctrl-C or SIGTERM stops every runner, or the notebooks. Exit status: 0 all done,
+#          1 a run failed, 2 a usage or config error, 3 no data (both stop before the notebooks), 130 stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 invocation=("./run_all.sh" "$@")
 profile=full
+profiles="smoke subset full rehearsal"  # training/config.py PROFILES (tests/test_run_all.py keeps them equal)
 jobs=
 configs=experiments/configs
 results=
 run_args=()
 outcome_args=()  # what selects the runs, for the closing report
+usage_error() { echo "error: $1 (see ./run_all.sh --help)" >&2; exit 2; }
+# A flag's value: missing when the flag comes last or is followed by another flag.
+value_of() { if [ "$2" -lt 2 ] || [[ "$3" == --* ]] || [ -z "$3" ]; then usage_error "$1 expects a value"; fi; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --profile) profile="$2"; shift 2 ;;
-    --profile=*) profile="${1#*=}"; shift ;;
-    --only|--seeds) run_args+=("$1" "$2"); outcome_args+=("$1" "$2"); shift 2 ;;
-    --data-root|--device) run_args+=("$1" "$2"); shift 2 ;;
+    --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;  # --flag=value is --flag value
+  esac
+  case "$1" in
+    --profile) value_of "$1" $# "${2-}"; profile="$2"; shift 2 ;;
+    --only|--seeds) value_of "$1" $# "${2-}"; run_args+=("$1" "$2"); outcome_args+=("$1" "$2"); shift 2 ;;
+    --data-root|--device) value_of "$1" $# "${2-}"; run_args+=("$1" "$2"); shift 2 ;;
     --force|--allow-code-change) run_args+=("$1"); shift ;;
-    --configs) configs="$2"; shift 2 ;;
-    --results) results="$2"; run_args+=("$1" "$2"); shift 2 ;;
-    --jobs) jobs="$2"; shift 2 ;;
-    --jobs=*) jobs="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "error: unknown option $1 (see ./run_all.sh --help)" >&2; exit 2 ;;
+    --configs) value_of "$1" $# "${2-}"; configs="$2"; shift 2 ;;
+    --results) value_of "$1" $# "${2-}"; results="$2"; run_args+=("$1" "$2"); shift 2 ;;
+    --jobs) value_of "$1" $# "${2-}"; jobs="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) usage_error "unknown option $1" ;;
   esac
 done
+# Every value checked before any work: a typo ends here in one line, not after the runs.
+if [[ " $profiles " != *" $profile "* ]]; then usage_error "--profile $profile: unknown; choose one of ${profiles// /, }"; fi
+if [ ! -d "$configs" ]; then usage_error "--configs $configs: not a folder"; fi
+for ((i = 0; i < ${#run_args[@]}; i++)); do
+  case "${run_args[$i]}" in
+    --seeds) if ! [[ "${run_args[$((i + 1))]}" =~ ^[1-9][0-9]{0,8}$ ]]; then
+        usage_error "--seeds expects a positive integer, got '${run_args[$((i + 1))]}'"; fi ;;
+    --device) case "${run_args[$((i + 1))]}" in auto|cpu|cuda) ;; *)
+        usage_error "--device ${run_args[$((i + 1))]}: unknown; choose one of auto, cpu, cuda" ;; esac ;;
+  esac
+done
+if [ -n "$jobs" ] && ! [[ "$jobs" =~ ^[1-9][0-9]{0,3}$ ]]; then usage_error "--jobs expects a positive integer, got '$jobs'"; fi
 if [ -z "$jobs" ]; then  # smoke: small runs, one per core (a CPU run barely gains from a second thread)
   if [ "$profile" = smoke ]; then jobs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc); jobs=$(( jobs > 4 ? 4 : jobs )); else jobs=1; fi
 fi
-if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then echo "error: --jobs expects a positive integer, got '$jobs'" >&2; exit 2; fi
 source scripts/env.sh
 start=$(date +%s)
 # The revision this invocation starts at (the runs it writes may dirty the tree by the end).
@@ -61,9 +77,11 @@ record_invocation() {
   python -m experiments.invocation "$1" --seconds "$(( $(date +%s) - start ))" --status "$2" \
     --revision "$revision" --profile "$profile" --jobs "$jobs" -- "${invocation[@]}"
 }
+stage=runners
 stop() {  # SIGINT / SIGTERM: stop every runner (each unwinds and keeps its last checkpoint), then say how to go on
   trap - INT TERM
-  echo "run_all.sh: stopping ${#pids[@]} runner(s)..." >&2
+  if [ "$stage" = runners ]; then echo "run_all.sh: stopping ${#pids[@]} runner(s)..." >&2
+  else echo "run_all.sh: stopping the $stage..." >&2; fi
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   rm -f "$errors"
@@ -96,18 +114,25 @@ pids=()
 if [ "$status" -eq 3 ] || [ "$status" -eq 2 ]; then  # no data, or a config error: nothing to draw
   echo >&2
   echo "run_all.sh: stopped before the notebooks; the error that matters:" >&2
-  grep "^error: " "$errors" | tail -n 1 >&2
+  # the runner's own lines ("error: ..."), or a usage error of its command line ("...: error: ...")
+  grep -E "^(error: |python -m experiments.run: error: )" "$errors" | tail -n 1 >&2 || echo "(see the messages above)" >&2
   rm -f "$errors"
   exit "$status"
 fi
 rm -f "$errors"
+# In the background and waited for, so that a signal reaches stop() at once, not after every notebook.
+stage=notebooks
 if [ -n "$results" ]; then
-  python -m experiments.notebooks --profile "$profile" --results "$results" --figures "$results/figures" || status=1
+  python -m experiments.notebooks --profile "$profile" --results "$results" --figures "$results/figures" &
   figures="$results/figures"
 else
-  python -m experiments.notebooks --profile "$profile" || status=1
+  python -m experiments.notebooks --profile "$profile" &
   results="results/$profile" figures="figures/$profile"
 fi
+pids=($!)
+wait "${pids[0]}" || status=1
+pids=()
+stage=summary
 echo
 python -m experiments.summary "$results" || status=1
 echo

@@ -19,6 +19,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, matched_controls, paired, runs_frame
 from reporting.stats import verdict
+from training.files import describe_failure
 
 
 def line(frame: pd.DataFrame, a: str, b: str, metric: str) -> str:
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return _compare(args)
     except ResultsError as exc:  # runs that must not be pooled, or no results folder
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the folder named cannot be read (a name too long, no permission)
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from training.export import export_model
+from training.files import FileRefused, describe_failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"error: {path}: no such checkpoint", file=sys.stderr)
         return 1
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint["model"] if "model" in checkpoint else checkpoint
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a checkpoint: garbage unpickles in many ways
+        print(f"error: {path}: not a readable checkpoint ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
     report = export_model(state, args.output)
     print(
         f"{path}: {report['tensors']} tensors, {report['float_zero_fraction']:.4f} of float entries zero; "
@@ -46,5 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from training.files import FileRefused, describe_failure
 from training.record_schema import RecordError, read_invocations, warnings_to_stderr
 from training.records import atomic_write_json, device_name
 
@@ -59,10 +60,10 @@ def previous(path: Path) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     with warnings_to_stderr():  # a skipped record: one line on stderr
-        return _main(argv)
+        return _record(argv)
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _record(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.invocation", description=__doc__.split("\n\n")[0])
     p.add_argument("results", type=Path)
     p.add_argument("--seconds", type=int, required=True)
@@ -82,5 +83,14 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

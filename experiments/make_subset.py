@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from training.data import DataError
+from training.files import FileRefused, describe_failure
 from training.subset import build
 
 
@@ -31,5 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

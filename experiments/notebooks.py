@@ -9,8 +9,10 @@ place; for any other profile the executed copies go beside the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -18,6 +20,9 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from experiments.arguments import positive_int
+from training.files import FileRefused, describe_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -85,16 +90,40 @@ def execute_all(
     jobs: list[tuple[Path, Path, Path, Path]], workers: int
 ) -> Iterator[tuple[tuple[Path, Path, Path, Path], float, str | None]]:
     """``execute`` every (notebook, results, figures, out), ``workers`` at a time, each in its own process
-    (a notebook's paths reach its kernel through the environment); yields them in the order given."""
-    if workers <= 1:
-        for job in jobs:
-            yield (job, *_execute_timed(*job))
-        return
+    (a notebook's paths reach its kernel through the environment); yields them in the order given.
+    Stopped (SIGTERM, Ctrl-C), it stops every worker and their kernels at once."""
     # spawn: a fresh interpreter per worker, not a fork of a process that may hold torch's threads
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"), initializer=_worker)
+    try:
         futures = [pool.submit(_execute_timed, *job) for job in jobs]
         for job, future in zip(jobs, futures):
             yield (job, *future.result())
+    except BaseException:  # stopped: every worker and its kernel killed now (a kernel would go on computing)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            _kill_tree(process.pid)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _worker() -> None:
+    """Ctrl-C is the main process's to handle (it stops the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill ``pid`` and its children (a notebook's kernel leads a process group of its own) at once."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            child = int(stat.parent.name)
+            with contextlib.suppress(OSError):
+                os.killpg(child, signal.SIGKILL) if os.getpgid(child) == child else os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def find_notebook(name: str) -> Path:
@@ -117,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="paths, or names in notebooks/ (fig1_accuracy_vs_sparsity, with or without .ipynb); default: every one",
     )
-    p.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the cores, at most 4)")
+    p.add_argument(
+        "--jobs", type=positive_int, default=None, help="notebooks executed at once (default: the cores, at most 4)"
+    )
     args = p.parse_args(argv)
     try:
         chosen = [find_notebook(name) for name in args.notebooks or []]
@@ -125,22 +156,48 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     results = args.results or ROOT / "results" / args.profile
     figures = args.figures or ROOT / "figures" / args.profile
+    if not results.is_dir():
+        p.error(f"{results}: no such results folder (--results, or --profile for results/<profile>)")
     figures.mkdir(parents=True, exist_ok=True)
     jobs = []
     for notebook in chosen or sorted(NOTEBOOKS.glob("*.ipynb")):
         out = notebook if args.profile == COMMITTED_PROFILE and args.results is None else figures / notebook.name
         jobs.append((notebook, results, figures, out))
     workers = args.jobs or min(len(os.sched_getaffinity(0)), 4, len(jobs))
-    failed = []
-    for (notebook, _, _, out), seconds, error in execute_all(jobs, workers):
-        if error is None:
-            where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-            print(f"[notebook] {notebook.name}: {seconds:.0f}s -> {where}", flush=True)
-        else:  # every failing notebook is reported, not just the first
-            print(f"error: notebook {notebook.name}: {error}", file=sys.stderr, flush=True)
-            failed.append(notebook.name)
+    failed, done = [], 0
+    signal.signal(signal.SIGTERM, _stop)  # SIGTERM as Ctrl-C: unwind, stop the kernels, say so
+    try:
+        for (notebook, _, _, out), seconds, error in execute_all(jobs, workers):
+            done += 1
+            if error is None:
+                where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+                print(f"[notebook] {notebook.name}: {seconds:.0f}s -> {where}", flush=True)
+            else:  # every failing notebook is reported, not just the first
+                print(f"error: notebook {notebook.name}: {error}", file=sys.stderr, flush=True)
+                failed.append(notebook.name)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: notebooks stopped after {done} of {len(jobs)}; rerun the same command to execute them",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     return 1 if failed else 0
 
 
+def _stop(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the unwinding is not interrupted again
+    raise KeyboardInterrupt
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

@@ -28,6 +28,7 @@ import pandas as pd
 from reporting.head_to_head import head_to_head, head_to_head_markdown
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import readme_markdown, summary_frame
+from training.files import FileRefused, describe_failure, read_text_bounded
 from training.records import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table or a count is stale")
     p.add_argument("--configs", type=Path, default=ROOT / "experiments" / "configs", help="where counts are read")
     args = p.parse_args(argv)
-    text = args.readme.read_text()
+    text = read_text_bounded(args.readme, 1 << 24)
     if not BLOCK.search(text):
         print(f"error: {args.readme}: no '<!-- table: FOLDER -->' ... '<!-- end table -->' block", file=sys.stderr)
         return 2
@@ -157,5 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
+    try:
+        return main(argv)
+    except (OSError, FileRefused) as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

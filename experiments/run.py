@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
+from experiments.arguments import positive_int
 from training import config, cost, distributed
 from training.data import DataError
+from training.files import describe_failure
 from training.loop import TrainingDiverged, clear_stop, request_stop
 from training.runner import RunBusy, RunConflict, RunCorrupt, record_failure, run_one
 from training.schema import ConfigError
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--results", type=Path, default=None, help="output folder (default: results/<profile>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1); default: the profile's")
+    p.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (0..N-1); default: the profile's")
     p.add_argument(
         "--only",
         action="append",
@@ -102,6 +104,10 @@ def _shard(text: str) -> tuple[int, int]:
         return distributed.parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def where_logged(log: Path | None, run_dir: Path) -> str:
+    return f"traceback in {log}" if log is not None else f"no error.log: {run_dir} cannot be written either"
 
 
 def pick_device(name: str) -> torch.device:
@@ -190,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise  # no data: every other run would fail alike
                 except Exception as exc:  # one run's failure does not stop the others
                     log = record_failure(run_dir, exc) if distributed.is_main() else run_dir / "error.log"
-                    print(
-                        f"error: {current}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                        f"(traceback in {log})",
-                        file=sys.stderr,
-                    )
+                    print(f"error: {current}: {describe_failure(exc)} ({where_logged(log, run_dir)})", file=sys.stderr)
                     failures.append(current)
             current = None
             summary = (

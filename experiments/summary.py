@@ -15,6 +15,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import summary_frame, summary_text
+from training.files import describe_failure
 from training.record_schema import RecordError, read_invocations, skip, warnings_to_stderr
 
 
@@ -45,18 +46,21 @@ SMOKE_CAVEAT = (
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__.split("\n\n")[0])
-    p.add_argument("folder", type=Path, nargs="?", default=Path("results/full"), help="default: results/full")
-    folder = p.parse_args(argv).folder
+    p.add_argument("results", type=Path, nargs="?", default=Path("results/full"), help="default: results/full")
+    folder = p.parse_args(argv).results
     with warnings_to_stderr():  # a skipped record: one line on stderr
-        return _main(folder)
+        return _summarize(folder)
 
 
-def _main(folder: Path) -> int:
+def _summarize(folder: Path) -> int:
     try:
         runs = runs_frame(folder)
         table = summary_frame(runs)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the folder named cannot be read (a name too long, no permission)
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
     if table.empty:
         print(f"no finished runs under {folder}")

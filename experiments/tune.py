@@ -28,10 +28,13 @@ from typing import Any
 
 import torch
 
+from experiments.arguments import fraction, positive_float, positive_int
 from training.build import build_data
 from training.code_identity import code_identity
 from training.config import ExperimentConfig, load_config
 from training.data import DataError
+from training.files import describe_failure
+from training.loop import TrainingDiverged
 from training.record_schema import RecordError, read_config, read_metrics, skip, warnings_to_stderr
 from training.records import atomic_write_json, atomic_write_text
 from training.runner import RunBusy, RunConflict, RunCorrupt, run_one
@@ -148,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("config", type=Path)
-    p.add_argument("--target", type=float, required=True, help="weight sparsity to reach, a fraction")
-    p.add_argument("--within", type=float, default=0.02, help="accepted distance from the target (default 0.02)")
-    p.add_argument("--lam", type=float, nargs="+", required=True, help="first lam values to try")
-    p.add_argument("--max-runs", type=int, default=6)
+    p.add_argument("--target", type=fraction, required=True, help="weight sparsity to reach, a fraction")
+    p.add_argument("--within", type=fraction, default=0.02, help="accepted distance from the target (default 0.02)")
+    p.add_argument("--lam", type=positive_float, nargs="+", required=True, help="first lam values to try")
+    p.add_argument("--max-runs", type=positive_int, default=6)
     p.add_argument(
         "--closest",
         action="store_true",
@@ -164,11 +167,12 @@ def _main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = args.results or Path("results") / f"{args.profile}_tuning"
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
-    base = load_config(args.config, profile=args.profile).name
     trials: list[dict[str, Any]] = []
-    queue = [float(lam_name(lam)) for lam in args.lam]
     try:
-        identity = current_identity(load_config(args.config, profile=args.profile), data_root)
+        base_cfg = load_config(args.config, profile=args.profile)
+        base = base_cfg.name
+        queue = [float(lam_name(lam)) for lam in args.lam]
+        identity = current_identity(base_cfg, data_root)
         while len(trials) < args.max_runs:
             lam = queue.pop(0) if queue else next_lam(trials, args.target)
             if any(t["lam"] == lam for t in trials):
@@ -203,8 +207,9 @@ def _main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (RunConflict, RunCorrupt, RunBusy, RecordError) as exc:  # nothing is chosen, nothing written
-        print(f"error: {exc}", file=sys.stderr)
+    except (RunBusy, RunConflict, RunCorrupt, RecordError, TrainingDiverged, OSError) as exc:
+        # nothing is chosen, nothing written
+        print(f"error: {describe_failure(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         return 1
     chosen = choose(trials, args.target, args.within)
     rule = BAND

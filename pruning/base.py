@@ -81,6 +81,7 @@ class Duration:
     value: float
     unit: Literal["it", "ep"]
 
+    LIMIT: ClassVar[float] = 1e12  # far beyond any training, and exact as a float
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(it|ep)\s*")
 
     @classmethod
@@ -89,13 +90,15 @@ class Duration:
         if isinstance(value, Duration):
             return value
         if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                raise ValueError(f"expected a duration >= 0, got {value}")
+            if not 0 <= value <= cls.LIMIT:
+                raise ValueError(f"expected a duration in 0..{cls.LIMIT:g}, got {str(value)[:20]}")
             return cls(float(value), "it")
-        match = cls.PATTERN.fullmatch(value) if isinstance(value, str) else None
+        match = cls.PATTERN.fullmatch(value) if isinstance(value, str) and len(value) < 100 else None
         if match is None:
-            raise ValueError(f"expected a duration such as 2000it, 2ep or 0.5ep, got {value!r}")
+            raise ValueError(f"expected a duration such as 2000it, 2ep or 0.5ep, got {str(value)[:60]!r}")
         number, unit = float(match[1]), match[2]
+        if not number <= cls.LIMIT:  # also refuses inf
+            raise ValueError(f"expected a duration of at most {cls.LIMIT:g}, got {value!r}")
         if unit == "it" and number != int(number):
             raise ValueError(f"expected a whole number of iterations, got {value!r}")
         return cls(number, unit)  # type: ignore[arg-type]

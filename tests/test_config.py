@@ -320,3 +320,11 @@ def test_a_config_may_ask_a_profile_for_its_fewest_epochs_by_name(tmp_path: Path
     wrong = "profiles.smoke.epochs: expected int | 'minimum' | null, got 'most'"
     with pytest.raises(ConfigError, match=re.escape(wrong)):
         load_config(write(tmp_path, text.replace("minimum", "most")), profile="smoke")
+
+
+@pytest.mark.parametrize("value", ["1e400ep", "1e13it", 10**400, "1" + "0" * 200 + "it"])
+def test_durations_beyond_any_training_are_config_errors(value: object) -> None:
+    from pruning.base import Duration
+
+    with pytest.raises(ValueError, match="expected a duration"):
+        Duration.parse(value)

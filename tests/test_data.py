@@ -14,6 +14,7 @@ from training.data import (
     DeviceBatches,
     Split,
     augment_batch,
+    batch_limit,
     describe,
     erase_boxes,
     fingerprint,
@@ -249,3 +250,25 @@ def test_channels_last_batches_keep_their_layout_with_erasing(erasing: float) ->
         split, 16, torch.device("cpu"), True, True, (0.5,) * 3, (0.25,) * 3, channels_last=True, erasing=erasing
     )
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches.epoch(0))
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_batch_that_links_to_an_endless_device_is_refused_unread(tiny_cifar: Path, device: str) -> None:
+    path = tiny_cifar / "cifar-10-batches-py" / "data_batch_2"
+    path.unlink()
+    path.symlink_to(device)
+    with pytest.raises(DataError, match=rf"^{path}: a character device, not a regular file: not a CIFAR batch"):
+        load_cifar(tiny_cifar, "cifar10", download=False)
+
+
+def test_a_batch_larger_than_its_official_size_is_refused_before_it_is_read(tiny_cifar: Path) -> None:
+    path = tiny_cifar / "cifar-10-batches-py" / "test_batch"
+    with open(path, "r+b") as f:
+        f.truncate(batch_limit(10_000) + 1)  # sparse: no disk, and nothing of it is read
+    with pytest.raises(DataError, match=rf"^{path}: {batch_limit(10_000) + 1} bytes, more than the"):
+        load_cifar(tiny_cifar, "cifar10", download=False)
+
+
+def test_the_official_batches_fit_their_bound() -> None:
+    # data_batch_1 of the official release: 31,035,704 bytes; CIFAR-100's train: 155,000,000 or so.
+    assert batch_limit(10_000) > 31_035_704 and batch_limit(50_000) > 157_000_000

@@ -4,6 +4,10 @@ an empty results folder. The executed copies go to tmp_path; the committed noteb
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +22,7 @@ from reporting import (  # noqa: E402
     figures,  # noqa: E402
     results,
 )
+from tests.conftest import ROOT  # noqa: E402
 from tests.fixtures.synthetic_results import SYNTHETIC_LABEL, write_results_tree  # noqa: E402
 
 # notebook -> the files it writes to FIGURES_DIR when its results exist
@@ -172,7 +177,7 @@ def test_notebooks_run_side_by_side_and_each_failure_is_named(
 
 
 def test_a_notebook_is_named_by_its_name_and_what_it_cannot_draw_is_said_on_the_console(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from experiments.notebooks import find_notebook, main
 
@@ -181,11 +186,50 @@ def test_a_notebook_is_named_by_its_name_and_what_it_cannot_draw_is_said_on_the_
     )
     with pytest.raises(SystemExit):
         main(["--notebooks", "fig9"])
-    assert "no notebook 'fig9'; the notebooks are fig1_accuracy_vs_sparsity," in capsys.readouterr().err
+    assert "no notebook 'fig9'; the notebooks are fig1_accuracy_vs_sparsity," in capfd.readouterr().err
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('print("missing: no plain-l1 runs in these results; nothing drawn")')]
     nbformat.write(nb, tmp_path / "empty.ipynb")
     args = ["--results", str(tmp_path), "--figures", str(tmp_path / "f"), "--jobs", "1"]
     assert main([*args, "--notebooks", str(tmp_path / "empty.ipynb")]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "[notebook] empty.ipynb: missing: no plain-l1 runs in these results; nothing drawn" in out
+
+
+@pytest.mark.parametrize("jobs", ["1"])
+def test_sigterm_stops_the_notebooks_and_their_kernels_within_seconds(tmp_path: Path, jobs: str) -> None:
+    import nbformat
+
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    cell = "import os, time\nopen(os.path.join(os.environ['FIGURES_DIR'], f'kernel-{os.getpid()}'), 'w').close()\n"
+    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell + "time.sleep(300)")])
+    notebooks = [tmp_path / f"slow{k}.ipynb" for k in (1, 2)]
+    for path in notebooks:
+        nbformat.write(slow, path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.notebooks", "--results", str(tmp_path), "--figures", str(figures)]
+        + ["--jobs", jobs, "--notebooks", *map(str, notebooks)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    deadline = time.time() + 120
+    while not list(figures.glob("kernel-*")) and time.time() < deadline:
+        time.sleep(0.2)
+    kernels = [int(p.name.split("-")[1]) for p in figures.glob("kernel-*")]
+    assert kernels
+    proc.send_signal(signal.SIGTERM)
+    stopped = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - stopped < 20  # (the notebook itself sleeps 300 s)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "interrupted: notebooks stopped after 0 of 2; rerun the same command to execute them"
+    ]
+    time.sleep(1)
+    for pid in kernels:  # gone, or a zombie waiting for its reaper: not computing
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

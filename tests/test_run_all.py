@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, write_cifar10
 
 CONFIG = """\
@@ -99,3 +101,68 @@ def test_smoke_runs_one_runner_per_core_unless_told(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     jobs = min(cores, 4)
     assert f"[0/{jobs}] " in out and f"[1/{jobs}] " in out  # side by side, not one after the other
+
+
+def run_all(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile"], "--profile expects a value"),
+        (["--profile="], "--profile expects a value"),
+        (["--only"], "--only expects a value"),
+        (["--only", "--force"], "--only expects a value"),
+        (["--data-root"], "--data-root expects a value"),
+        (["--device"], "--device expects a value"),
+        (["--seeds"], "--seeds expects a value"),
+        (["--configs"], "--configs expects a value"),
+        (["--results"], "--results expects a value"),
+        (["--jobs"], "--jobs expects a value"),
+        (["--profile", "bogus"], "--profile bogus: unknown; choose one of smoke, subset, full, rehearsal"),
+        (["--seeds", "0"], "--seeds expects a positive integer, got '0'"),
+        (["--device", "gpu"], "--device gpu: unknown; choose one of auto, cpu, cuda"),
+        (["--jobs", "0"], "--jobs expects a positive integer, got '0'"),
+        (["--configs", "/no/such/folder"], "--configs /no/such/folder: not a folder"),
+        (["--bogus"], "unknown option --bogus"),
+    ],
+)
+def test_a_bad_command_line_is_one_line_before_any_work(args: list[str], message: str) -> None:
+    proc = run_all(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: {message} (see ./run_all.sh --help)"]
+
+
+def test_its_profiles_are_the_runners() -> None:
+    from training.config import PROFILES
+
+    line = next(line for line in (ROOT / "run_all.sh").read_text().splitlines() if line.startswith("profiles="))
+    assert line.split('"')[1].split() == list(PROFILES)
+
+
+def test_an_only_that_matches_nothing_stops_with_that_error(tmp_path: Path) -> None:
+    proc = start(tmp_path, configs(tmp_path, 1), tmp_path / "data", "--only", "nothing-matches", "--jobs", "1")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: --only nothing-matches: matches none of the 1 experiment(s)")
+
+
+def test_sigterm_stops_the_notebooks_stage_within_seconds(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data")
+    results = tmp_path / "results"
+    proc = start(tmp_path, configs(tmp_path, 1), data, "--jobs", "1")
+    deadline = time.time() + 240
+    while not (results / "figures").is_dir() and time.time() < deadline:  # the notebooks stage began
+        time.sleep(0.2)
+    time.sleep(2)  # kernels started
+    proc.send_signal(signal.SIGTERM)
+    stopped = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - stopped < 30  # (every notebook would take minutes)
+    assert proc.returncode == 130 and "run_all.sh: stopping the notebooks..." in err
+    assert "Traceback" not in err
+    (entry,) = json.loads((results / "invocations.json").read_text())
+    assert entry["exit_status"] == 130

@@ -23,6 +23,7 @@ import yaml
 
 from pruning.base import Duration, Schedule, Stage, option
 from pruning.registry import METHODS
+from training.files import FileRefused, describe_failure, read_text_bounded
 from training.schema import ConfigError, short, to_dict, validate
 
 
@@ -194,15 +195,31 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {short(text)}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        raise ConfigError(f"--set {short(text)}: not valid YAML ({type(exc).__name__})") from None
+
+
+# A config is a few hundred bytes; anything near this is not one (a link to a device, a data file).
+CONFIG_LIMIT = 1 << 20
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = read_text_bounded(path, CONFIG_LIMIT)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except FileRefused as exc:
+        raise ConfigError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # a scalar YAML cannot convert (a date, a huge int)
+        raise ConfigError(f"{path}: not valid YAML ({type(exc).__name__}: {short(str(exc))})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -421,16 +438,28 @@ def collect_configs(
     matches one of its patterns (a substring, or a glob)."""
     configs = []
     for path in paths:
-        files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        try:
+            files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        except OSError as exc:  # a name too long, a loop of links
+            raise ConfigError(describe_failure(exc)) from None
+        if not files:
+            raise ConfigError(f"{path}: a folder with no YAML config (*.yaml) in it")
         for file in files:
             if path.is_dir() and not in_profile(load_config(file), profile):
                 continue
             configs.append(load_config(file, overrides, profile))
+    if not configs:
+        raise ConfigError(f"no experiment of profile {profile!r} in {', '.join(map(str, paths))}")
     if only:
-        patterns = [
-            p if any(ch in p for ch in "*?[") else f"*{p}*" for p in ([only] if isinstance(only, str) else only)
-        ]
-        configs = [c for c in configs if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+        given = [only] if isinstance(only, str) else only
+        patterns = [p if any(ch in p for ch in "*?[") else f"*{p}*" for p in given]
+        selected = [c for c in configs if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+        if not selected:
+            raise ConfigError(
+                f"--only {' --only '.join(given)}: matches none of the {len(configs)} experiment(s) of profile "
+                f"{profile!r} in {', '.join(map(str, paths))}"
+            )
+        configs = selected
     seen: dict[str, int] = {}
     for c in configs:
         seen[c.name] = seen.get(c.name, 0) + 1

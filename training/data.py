@@ -11,7 +11,9 @@ The batch files are pickles, which can run code when unpickled: they are read wi
 unpickler that admits only numpy arrays, dtypes and plain containers (the official format),
 their images must be uint8 rows of 3 x 32 x 32 and their labels integers in range. A file of
 the official size must have the official md5 sum (torchvision's list); other files (a subset,
-a copy) are accepted, and every file's md5 is returned to be recorded with the run.
+a copy) are accepted, and every file's md5 is returned to be recorded with the run. A file is read
+only if it is a regular file no larger than an official batch can be (``batch_limit``): a link to a
+device or a huge file is refused before it is read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from training.files import FileRefused, read_bounded
 
 
 class DataError(RuntimeError):
@@ -112,15 +116,25 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def batch_limit(rows: int) -> int:
+    """The most bytes a pickled batch of ``rows`` images can take: 3072 bytes an image, and a generous
+    allowance for its label, file name and the pickle's framing (the official files use about 32)."""
+    return rows * (3072 + 128) + (1 << 16)
+
+
 def _read_batch(path: Path, spec: CifarSpec, official_rows: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Images (N x 3 x 32 x 32 uint8), labels (int64) and the file's md5, all checked."""
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, batch_limit(official_rows))
     except FileNotFoundError:
         raise DataError(
             f"{path}: missing; delete {path.parent} and rerun to download it again, "
             "or point --data-root / DATA_ROOT at a complete copy"
         ) from None
+    except FileRefused as exc:
+        raise DataError(f"{exc}: not a CIFAR batch of at most {official_rows} images; replace it") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     md5 = hashlib.md5(raw).hexdigest()
     try:
         entry = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()

@@ -60,8 +60,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def remove_temporary_files(folder: str | Path) -> list[Path]:
-    """Delete what an atomic write killed half-way left in ``folder`` (call it holding the folder's lock)."""
-    stale = sorted(Path(folder).glob(".*.tmp"))
+    """Delete what an atomic write killed half-way left in ``folder`` (call it holding the folder's lock):
+    files only, and a link itself, never what it points to."""
+    stale = sorted(p for p in Path(folder).glob(".*.tmp") if p.is_symlink() or p.is_file())
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

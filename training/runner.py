@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import os
@@ -60,32 +61,63 @@ class RunCorrupt(RuntimeError):
     """A record in the run folder cannot be read."""
 
 
+class RunOutside(RunConflict):
+    """The run folder is a symbolic link out of the results folder."""
+
+
+# What a folder that cannot be written answers (read-only media, a read-only folder).
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def check_contained(out: Path, run_dir: Path) -> None:
+    """Refuse a run folder, or its experiment folder, that is a symbolic link: its records would be
+    written (and its temporary files deleted) wherever the link points, outside ``out``."""
+    for folder in (run_dir.parent, run_dir):
+        if folder.is_symlink():
+            raise RunOutside(
+                f"{folder}: a symbolic link (to {os.readlink(folder)}), not a folder of {out}; "
+                "the runner writes only inside the results folder: remove the link"
+            )
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` (an OS lock, released when the process ends however it ends, so a
-    dead runner's lock never blocks); clears what atomic writes killed half-way left behind."""
+    dead runner's lock never blocks); clears what atomic writes killed half-way left behind.
+
+    On a folder that cannot be written (read-only media) the folder itself is locked instead and
+    nothing is cleared: a finished run is still found finished; any other fails at its first write.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+") as handle:
+    writable = True
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY or (exc.errno != errno.EROFS and os.access(run_dir, os.W_OK)):
+            raise  # a folder others can write but this runner cannot lock is not a read-only one
+        writable = False
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            raise RunBusy(f"{run_dir}: in progress in another runner (pid {owner})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        remove_temporary_files(run_dir)
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() if writable else ""
+            raise RunBusy(f"{run_dir}: in progress in another runner (pid {owner or '?'})") from None
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            remove_temporary_files(run_dir)
         try:
             yield
         finally:
-            if [p.name for p in run_dir.iterdir()] == [".lock"]:  # nothing was written: leave no trace
+            if writable and [p.name for p in run_dir.iterdir()] == [".lock"]:  # nothing was written: no trace
                 (run_dir / ".lock").unlink()
                 run_dir.rmdir()
                 with contextlib.suppress(OSError):  # the experiment's folder, if it holds no other seed
                     run_dir.parent.rmdir()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def run_identity(resolved: str, data_info: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -201,10 +233,16 @@ def first_epoch_record(epoch_state: dict[str, Any], step_losses: list[float]) ->
     }
 
 
-def record_failure(run_dir: Path, error: BaseException) -> Path:
-    """Write the traceback of a failed run to ``run_dir/error.log``; returns its path."""
+def record_failure(run_dir: Path, error: BaseException) -> Path | None:
+    """Write the traceback of a failed run to ``run_dir/error.log``; returns its path, or None when
+    it cannot be written (the folder is what failed: read-only, a file in the way, a full disk)."""
     path = run_dir / "error.log"
-    atomic_write_text(path, "".join(traceback.format_exception(error)))
+    if run_dir.is_symlink() or run_dir.parent.is_symlink():
+        return None  # never written through a link out of the results folder
+    try:
+        atomic_write_text(path, "".join(traceback.format_exception(error)))
+    except OSError:
+        return None
     return path
 
 
@@ -228,15 +266,16 @@ def run_one(
     """
     run_dir = out / cfg.name / f"seed{seed}"
     with contextlib.ExitStack() as stack:
-        busy = None
+        problem = None  # what rank 0 found, raised in every process (none waits for a rank that gave up)
         if distributed.is_main():
             try:
+                check_contained(out, run_dir)
                 stack.enter_context(run_lock(run_dir))
-            except RunBusy as exc:
-                busy = str(exc)
-        busy = distributed.broadcast_object(busy)
-        if busy is not None:
-            raise RunBusy(busy)
+            except (RunBusy, RunOutside, OSError) as exc:
+                problem = exc
+        problem = distributed.broadcast_object(problem)
+        if problem is not None:
+            raise problem
         return _run_locked(cfg, seed, run_dir, data_root, device, force, progress, test, allow_code_change)
 
 

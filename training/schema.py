@@ -11,6 +11,7 @@ and *tagged* dataclasses: a field typed with a base class that has a
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import reprlib
 import types
@@ -22,6 +23,10 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
 
 
+# An integer a config may hold (int64): larger ones overflow wherever they meet a tensor or a float.
+INT_LIMIT = 2**63 - 1
+
+
 _SHORT = reprlib.Repr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 4, 4, 1
 
@@ -29,6 +34,14 @@ _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlev
 def short(value: Any) -> str:
     """A value for an error message, cut short (a huge or deeply nested value is not expanded)."""
     return _SHORT.repr(value)
+
+
+def key_name(key: Any) -> str:
+    """A key as an error message names it: as written if it is plain text, else quoted (a key holding a
+    line break or a control character must not break the message's one line)."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 60:
+        return key
+    return short(key if isinstance(key, str) else str(key))
 
 
 _BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
@@ -85,7 +98,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {short(value)}")
         _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _convert(item, v, f"{key}.{key_name(k)}") for k, v in value.items()}
     if hasattr(tp, "parse"):  # a value type with its own syntax (pruning.base.Duration)
         try:
             return tp.parse(value)
@@ -98,16 +111,26 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_LIMIT:
+                raise ConfigError(f"{key}: {short(value)} is out of range (at most {INT_LIMIT} in size)")
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML reads "1e-6" (no dot) as a string; accept numeric strings of that form.
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):  # PyYAML reads "1e-6" (no dot) as a string; accept numeric strings
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            try:
+                number = float(number)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ConfigError(f"{key}: {short(value)} is too large for a number") from None
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number, got {short(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -134,7 +157,7 @@ def validate(cls: type, data: Any, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(fields)})")
+            raise ConfigError(f"{prefix}{key_name(key)}: unknown key (allowed: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name in data:

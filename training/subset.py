@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data import CIFAR, DataError, _BatchUnpickler
+from training.data import CIFAR, DataError, _BatchUnpickler, batch_limit
+from training.files import FileRefused, read_bounded
 
 ROWS = {
     "data_batch_1": 1102,
@@ -39,6 +40,7 @@ MD5 = {
 }
 OFFICIAL_ROWS = 10_000  # of every official batch
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # cifar-10-python.tar.gz, as torchvision checks it
+ARCHIVE_BYTES = 170_498_071  # its size: nothing larger is read
 FOLDER = CIFAR["cifar10"].folder
 
 
@@ -46,7 +48,7 @@ def _official_files(source: Path) -> dict[str, bytes]:
     """The official batch files, from the archive (md5-checked) or from an extracted folder."""
     names = [*ROWS, "batches.meta"]
     if source.is_file():
-        raw = source.read_bytes()
+        raw = _read(source, ARCHIVE_BYTES)
         if hashlib.md5(raw).hexdigest() != ARCHIVE_MD5:
             raise DataError(f"{source}: not the official cifar-10-python.tar.gz (md5 differs)")
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
@@ -55,7 +57,16 @@ def _official_files(source: Path) -> dict[str, bytes]:
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise DataError(f"{folder}: no {missing[0]}; give the official archive or its extracted folder")
-    return {name: (folder / name).read_bytes() for name in names}
+    return {name: _read(folder / name, batch_limit(OFFICIAL_ROWS)) for name in names}
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        return read_bounded(path, limit)
+    except FileRefused as exc:
+        raise DataError(f"{exc}: not the official CIFAR-10 data") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 
 def _load(raw: bytes) -> Any:

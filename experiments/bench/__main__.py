@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.arguments import fraction, non_negative_int, positive_int
 from experiments.bench.common import provenance
 from experiments.bench.export import bench_export, format_export_table
 from experiments.bench.jobs import bench_jobs, format_jobs_table
@@ -28,10 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command", required=True)
     opt = sub.add_parser("optimizer", help="one xRDA step against one foreach SGD-momentum step")
     opt.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    opt.add_argument("--repeats", type=int, default=50, help="timed steps per optimizer")
-    opt.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    opt.add_argument("--repeats", type=positive_int, default=50, help="timed steps per optimizer")
+    opt.add_argument("--warmup", type=non_negative_int, default=5, help="untimed steps first")
     opt.add_argument("--model", default="resnet56")
-    opt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    opt.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     opt.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     # --device is required: the figures mean nothing without knowing which device produced them.
     tr = sub.add_parser("train", help="training images/s of every method against dense SGD and a reference loop")
@@ -45,19 +46,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="VARIANT",
         help=f"default: all ({', '.join(TRAIN_VARIANTS)})",
     )
-    tr.add_argument("--batch", type=int, default=128)
-    tr.add_argument("--steps", type=int, default=50, help="batches per epoch")
-    tr.add_argument("--epochs", type=int, default=3, help="timed epochs (the median is reported)")
-    tr.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
+    tr.add_argument("--batch", type=positive_int, default=128)
+    tr.add_argument("--steps", type=positive_int, default=50, help="batches per epoch")
+    tr.add_argument("--epochs", type=positive_int, default=3, help="timed epochs (the median is reported)")
+    tr.add_argument("--warmup", type=non_negative_int, default=1, help="untimed epochs first")
     tr.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="CUDA: contiguous memory")
     tr.add_argument("--no-bf16", dest="bf16", action="store_false", help="CUDA: fp32 instead of bf16 autocast")
     tr.add_argument("--compile", action="store_true", help="CUDA: torch.compile the model (warm-up not timed)")
-    tr.add_argument("--workers", type=int, default=4, help="DataLoader processes of the reference loop")
+    tr.add_argument("--workers", type=non_negative_int, default=4, help="DataLoader processes of the reference loop")
     tr.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference loop")
     tr.add_argument(
         "--no-operators", dest="operators", action="store_false", help="skip counting each step's operators"
     )
-    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    tr.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     lt = sub.add_parser(
         "latency", help="latency of channel-pruned runs' exported models against dense (CPU, and CUDA when present)"
@@ -69,24 +70,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run folders (<results>/<experiment>/seed<k>) or results "
         "folders (every finished run below that has a latency entry)",
     )
-    lt.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 128])
-    lt.add_argument("--warmup", type=int, default=10, help="untimed passes of each model first")
-    lt.add_argument("--repeats", type=int, default=50, help="timed passes of each model, in turns")
-    lt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    lt.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 128])
+    lt.add_argument("--warmup", type=non_negative_int, default=10, help="untimed passes of each model first")
+    lt.add_argument("--repeats", type=positive_int, default=50, help="timed passes of each model, in turns")
+    lt.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     lt.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     jb = sub.add_parser("jobs", help="total training images/s of N runs side by side on one device")
     jb.add_argument("--device", required=True, choices=["cpu", "cuda"])
-    jb.add_argument("--jobs", type=int, nargs="+", default=[1, 2, 4], help="numbers of processes to try")
+    jb.add_argument("--jobs", type=positive_int, nargs="+", default=[1, 2, 4], help="numbers of processes to try")
     jb.add_argument("--model", default="resnet56")
-    jb.add_argument("--batch", type=int, default=128)
-    jb.add_argument("--steps", type=int, default=50)
-    jb.add_argument("--epochs", type=int, default=3)
-    jb.add_argument("--warmup", type=int, default=2)
-    jb.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    jb.add_argument("--batch", type=positive_int, default=128)
+    jb.add_argument("--steps", type=positive_int, default=50)
+    jb.add_argument("--epochs", type=positive_int, default=3)
+    jb.add_argument("--warmup", type=non_negative_int, default=2)
+    jb.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
     jb.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     ex = sub.add_parser("export", help="file size of unstructured-sparse models' export against the dense file")
     ex.add_argument("--models", nargs="+", default=["resnet56", "vgg16"])
-    ex.add_argument("--sparsity", type=float, nargs="+", default=[0.9, 0.98])
+    ex.add_argument("--sparsity", type=fraction, nargs="+", default=[0.9, 0.98])
     ex.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     return p.parse_args(argv)
 
