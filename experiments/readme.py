@@ -50,21 +50,30 @@ BLOCK = re.compile(
 )
 
 
-def table_for(folder: Path, kind: str = "table") -> str:
-    if kind in CONFIG_KINDS:
-        return CONFIG_KINDS[kind](folder)
+def _frame(folder: Path) -> pd.DataFrame:
     with warnings.catch_warnings():  # a skipped run is named by runs_frame; the table is what matters here
         warnings.simplefilter("ignore")
-        return KINDS[kind](runs_frame(folder))
+        return runs_frame(folder)
+
+
+def table_for(folder: Path, kind: str = "table", frame: pd.DataFrame | None = None) -> str:
+    """The body of a ``kind`` block of ``folder`` (``frame``: its runs, when already read)."""
+    if kind in CONFIG_KINDS:
+        return CONFIG_KINDS[kind](folder)
+    return KINDS[kind](_frame(folder) if frame is None else frame)
 
 
 def render(text: str, root: Path) -> tuple[str, list[str]]:
     """``text`` with every table block filled from its folder under ``root``; and the folders whose
     block changed."""
     stale: list[str] = []
+    frames: dict[Path, pd.DataFrame] = {}  # each results folder read once, however many blocks show it
 
     def fill(match: re.Match[str]) -> str:
-        body = table_for(root / match["folder"], match["kind"])
+        folder = root / match["folder"]
+        if match["kind"] in KINDS and folder not in frames:
+            frames[folder] = _frame(folder)
+        body = table_for(folder, match["kind"], frames.get(folder))
         if body != match["body"]:
             stale.append(f"{match['kind']} of {match['folder']}")
         return match[1] + body + match[5]

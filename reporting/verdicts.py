@@ -385,15 +385,16 @@ def scale_markdown(frame: pd.DataFrame) -> str:
     full_train, full_test = 5 * OFFICIAL_ROWS, OFFICIAL_ROWS
     acc = pd.to_numeric(frame["test_acc"])
     dense = pd.to_numeric(frame.loc[frame["family"] == "dense", "test_acc"])
-    low, high = sorted((standard_error(acc.min(), test), standard_error(acc.max(), test)))
-    top = standard_error(0.5, test) if acc.min() <= 0.5 <= acc.max() else high
+    ends = [standard_error(acc.min(), test), standard_error(acc.max(), test)]
+    low = min(ends)  # the error is largest at 50% accuracy, smallest at the range's far end from it
+    top = standard_error(0.5, test) if acc.min() <= 0.5 <= acc.max() else max(ends)
     lines = [
         f"- **Scale.** The runs train on {train} images and hold out {val} for validation: {train + val} "
         f"of CIFAR-10's {full_train:,} training images ({100 * (train + val) / full_train:.1f}%); they are "
         f"scored on {test} of its {full_test:,} test images ({100 * test / full_test:.1f}%).",
         f"- **Test-set sampling error.** One accuracy measured on {test} images has a binomial standard error "
         f"sqrt(p (1 - p) / {test}) of {100 * standard_error(dense.mean(), test):.2f} pp at the dense controls' "
-        f"mean accuracy ({100 * dense.mean():.1f}%), and {100 * min(low, high):.2f}-{100 * top:.2f} pp over "
+        f"mean accuracy ({100 * dense.mean():.1f}%), and {100 * low:.2f}-{100 * top:.2f} pp over "
         f"the accuracies of every run ({100 * acc.min():.1f}-{100 * acc.max():.1f}%).",
     ]
     return "\n".join(lines) + "\n"

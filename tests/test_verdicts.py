@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from reporting.stats import holm, interval, t_test_p
-from reporting.verdicts import Comparison, differences, family, markdown, prose, verdicts
+from reporting.verdicts import (
+    Comparison,
+    differences,
+    family,
+    markdown,
+    prose,
+    scale_markdown,
+    standard_error,
+    verdicts,
+)
 
 SGD, RDA = {"name": "sgd", "lr": 0.1}, {"name": "rda", "lr": 1.0}
 # name -> (family, variant, optimizer, method, sparsity, stages (name, epochs), accuracy by seed)
@@ -154,3 +163,15 @@ def test_one_pair_has_no_test_and_no_claim(tmp_path: Path) -> None:
     runs = runs[~((runs["name"] == "r20_gmp_s80") & (runs["seed"] > 0))]
     row = verdicts(runs).set_index(["a", "b", "kind"]).loc[("r20_gmp_s80", "r20_dense_sgd", "direct")]
     assert row["pairs"] == 1 and math.isnan(row["p"]) and (row["nominal"], row["corrected"]) == ("unresolved",) * 2
+
+
+def test_the_scale_and_the_test_set_sampling_error(tmp_path: Path) -> None:
+    runs = frame(tmp_path).assign(train_size=4670, validation_size=500, test_size=1017)
+    text = scale_markdown(runs)
+    assert (
+        "5170 of CIFAR-10's 50,000 training images (10.3%)" in text and "1017 of its 10,000 test images (10.2%)" in text
+    )
+    dense = runs.loc[runs["family"] == "dense", "test_acc"].mean()
+    assert f"of {100 * math.sqrt(dense * (1 - dense) / 1017):.2f} pp at the dense controls'" in text
+    assert standard_error(0.56, 1017) == pytest.approx(0.01557, abs=1e-5)  # about 1.6 pp for one accuracy
+    assert "no one sampling error applies" in scale_markdown(runs.assign(test_size=[500] + [1017] * (len(runs) - 1)))
