@@ -4,8 +4,11 @@ A generated table sits in README.md between ``<!-- KIND: FOLDER -->`` and ``<!--
 (FOLDER relative to the repository root); this fills it from FOLDER's finished runs, so no number in
 it is typed by hand. KIND ``table`` is the summary (``reporting.tables.readme_markdown``), KIND
 ``head-to-head`` each unstructured method against xRDA at its target
-(``reporting.head_to_head``). ``--check`` writes nothing and fails, naming each stale table, where
-the README and the results disagree (the test suite runs it).
+(``reporting.head_to_head``), KIND ``verdicts`` the "What this shows" prose and the family of
+comparisons it is written from, with nominal and Holm-corrected verdicts (``reporting.verdicts``).
+``--check`` writes nothing and fails, naming each stale table, where the README and the results
+disagree (the test suite runs it), and where the Results section states a verdict outside a
+generated block (``typed_verdicts``): a verdict is read off the tools, never typed beside them.
 
 Counts quoted in the prose sit between ``<!-- count: KEY -->`` and ``<!-- end count -->`` and are
 filled from the configs the same way (``config_counts``): ``PROFILE.experiments``, ``PROFILE.runs``
@@ -25,9 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from reporting.budgets import budgets_markdown
 from reporting.head_to_head import head_to_head, head_to_head_markdown
+from reporting.provenance import machines_markdown
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import readme_markdown, summary_frame
+from reporting.verdicts import scale_markdown, verdicts_markdown
 from training.files import FileRefused, describe_failure, read_text_bounded
 from training.records import atomic_write_text
 
@@ -35,28 +41,46 @@ ROOT = Path(__file__).resolve().parent.parent
 KINDS: dict[str, Callable[[pd.DataFrame], str]] = {
     "table": lambda frame: readme_markdown(summary_frame(frame)),
     "head-to-head": lambda frame: head_to_head_markdown(head_to_head(frame)),
+    "verdicts": verdicts_markdown,
+    "scale": scale_markdown,
+    "machines": machines_markdown,
 }
+# Kinds written from a folder of configs rather than from finished runs.
+CONFIG_KINDS: dict[str, Callable[[Path], str]] = {"budgets": budgets_markdown}
+# The words a verdict is stated in (reporting.stats.verdict and corrected, and their paraphrases).
+VERDICT_WORDS = re.compile(r"\b(higher|lower|unresolved|separates?|separated|outperforms?|beats?)\b", re.I)
 BLOCK = re.compile(
     r"(<!-- (?P<kind>"
-    + "|".join(map(re.escape, KINDS))
+    + "|".join(map(re.escape, [*KINDS, *CONFIG_KINDS]))
     + r"): (?P<folder>\S+) -->\n)(?P<body>.*?)(<!-- end (?P=kind) -->)",
     re.S,
 )
 
 
-def table_for(folder: Path, kind: str = "table") -> str:
+def _frame(folder: Path) -> pd.DataFrame:
     with warnings.catch_warnings():  # a skipped run is named by runs_frame; the table is what matters here
         warnings.simplefilter("ignore")
-        return KINDS[kind](runs_frame(folder))
+        return runs_frame(folder)
+
+
+def table_for(folder: Path, kind: str = "table", frame: pd.DataFrame | None = None) -> str:
+    """The body of a ``kind`` block of ``folder`` (``frame``: its runs, when already read)."""
+    if kind in CONFIG_KINDS:
+        return CONFIG_KINDS[kind](folder)
+    return KINDS[kind](_frame(folder) if frame is None else frame)
 
 
 def render(text: str, root: Path) -> tuple[str, list[str]]:
     """``text`` with every table block filled from its folder under ``root``; and the folders whose
     block changed."""
     stale: list[str] = []
+    frames: dict[Path, pd.DataFrame] = {}  # each results folder read once, however many blocks show it
 
     def fill(match: re.Match[str]) -> str:
-        body = table_for(root / match["folder"], match["kind"])
+        folder = root / match["folder"]
+        if match["kind"] in KINDS and folder not in frames:
+            frames[folder] = _frame(folder)
+        body = table_for(folder, match["kind"], frames.get(folder))
         if body != match["body"]:
             stale.append(f"{match['kind']} of {match['folder']}")
         return match[1] + body + match[5]
@@ -124,6 +148,18 @@ def render_counts(text: str, config_dir: Path) -> tuple[str, list[str]]:
     return COUNT.sub(fill, text), stale
 
 
+def typed_verdicts(text: str) -> list[str]:
+    """The lines of the README's "## Results" section, outside its generated blocks, that state a
+    verdict (``VERDICT_WORDS``): such a sentence cannot be checked against the tools."""
+    start = re.search(r"^## Results$", text, re.M)
+    if start is None:
+        return []
+    end = re.search(r"^## ", text[start.end() :], re.M)
+    section = text[start.end() : start.end() + end.start() if end else len(text)]
+    section = BLOCK.sub("", section)
+    return [line.strip() for line in section.splitlines() if VERDICT_WORDS.search(line)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.readme", description=__doc__.split("\n\n")[0])
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
@@ -141,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.readme}: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
         return 2
     if args.check:
+        typed = typed_verdicts(text)
+        for line in typed:
+            print(
+                f"error: {args.readme}: a verdict typed in Results, outside a generated block: {line}", file=sys.stderr
+            )
         for block in stale:
             print(
                 f"error: {args.readme}: the {block} differs from its results "
@@ -149,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         for count in stale_counts:
             print(f"error: {args.readme}: count {count} (python -m experiments.readme rewrites it)", file=sys.stderr)
-        return 1 if stale or stale_counts else 0
+        return 1 if stale or stale_counts or typed else 0
     if stale or stale_counts:
         atomic_write_text(args.readme, new)
     print(f"{args.readme}: {len(stale)} table(s) rewritten" + (f" ({', '.join(stale)})" if stale else ""))

@@ -52,21 +52,25 @@ def option(
     lt: float | None = None,
     epochs: bool = False,
     unbounded: bool = False,
+    optional: bool = False,
 ) -> Any:
     """A config field with its valid range, checked when a config is loaded (``training.schema``):
     ``ge`` / ``gt`` / ``le`` / ``lt`` bound the value (every element of a list; None passes);
     ``unbounded``: every value is valid, said explicitly (a method's numeric options all declare a range).
-    ``epochs``: a count of epochs, which profiles scale with the training budget."""
+    ``epochs``: a count of epochs, which profiles scale with the training budget. ``optional``: an
+    option added after runs were recorded, written into a resolved config only where it differs
+    from its default, so that those runs' resolved configs keep their text (and stay finished)."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     metadata = ({"range": bounds} if bounds or unbounded else {}) | ({"epochs": True} if epochs else {})
+    metadata |= {"optional": True} if optional else {}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def epochs_field(default: int, ge: int = 1) -> Any:
+def epochs_field(default: int, ge: int = 1, optional: bool = False) -> Any:
     """A count of epochs (at least ``ge``): profiles scale it with the training budget."""
-    return option(default, ge=ge, epochs=True)
+    return option(default, ge=ge, epochs=True, optional=optional)
 
 
 @dataclass(frozen=True)

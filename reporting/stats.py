@@ -84,3 +84,37 @@ def verdict(pairs: int, mean: float, ci: float) -> str:
     if mean + ci < 0:
         return "lower"
     return "unresolved (the interval contains 0)"
+
+
+def t_test_p(pairs: int, mean: float, std: float) -> float:
+    """The two-sided p-value of a paired t-test that the mean difference is 0 (``pairs`` differences
+    with this mean and sample std); NaN below two pairs. A zero spread gives 0 (or 1 at a zero mean)."""
+    if pairs < 2 or math.isnan(mean) or math.isnan(std):
+        return math.nan
+    if std == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = abs(mean) / (std / math.sqrt(pairs))
+    return min(1.0, 2.0 * (1.0 - t_cdf(t, pairs - 1)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979), in the given order: the k-th
+    smallest of m becomes max over j <= k of min(1, (m - j + 1) p_(j)); a comparison survives the
+    family-wise correction at level alpha where its adjusted p is <= alpha. A NaN p (no test) is
+    counted in m and stays NaN: it can never be rejected, but the family is not made smaller by it."""
+    m = len(pvalues)
+    order = sorted((i for i in range(m) if not math.isnan(pvalues[i])), key=lambda i: pvalues[i])
+    adjusted = [math.nan] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def corrected(mean: float, adjusted_p: float, alpha: float = 0.05) -> str:
+    """The verdict after the family-wise correction: "higher" / "lower" only where the Holm-adjusted
+    p is at most ``alpha``, else "unresolved"."""
+    if math.isnan(adjusted_p) or adjusted_p > alpha:
+        return "unresolved"
+    return "higher" if mean > 0 else "lower"

@@ -29,3 +29,14 @@ def test_against_the_matched_control_and_bad_names(tmp_path: Path, capsys: pytes
     assert out[1] == f"rda_r20_lam1e-5: no dense control of its recipe under {tree}"
     assert compare.main([str(tree), "dense_r20", "nothing"]) == 1
     assert capsys.readouterr().err.strip() == f"error: {tree}: no finished run of nothing"
+
+
+def test_the_family_with_holm_and_what_each_side_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = write_results_tree(tmp_path / "results")
+    assert compare.main([str(tree), "--family"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith("after Holm's correction") and out[-1].split()[0] == str(len(out) - 1)
+    line = next(x for x in out if x.startswith("[control] magnitude_r20_oneshot_s80 - dense_r20: -5.00 pp"))
+    assert "after Holm:" in line and "sparsity" in line and "FLOPs kept" in line and "steps" in line
+    assert compare.main([str(tree), "--family", "dense_r20"]) == 2
+    assert compare.main([str(tree)]) == 2

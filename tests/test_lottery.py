@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from pruning.accounting import prunable_weights
-from pruning.base import Duration
+from pruning.base import Duration, Schedule
 from pruning.masks import PruneStage
 from pruning.methods.lottery import Lottery, LotteryConfig, imp_targets, permuted, snapshot
 from tests.helpers import context, tiny_net, train
+from training.schema import to_dict
 
 
 def test_imp_targets_twenty_percent_of_the_remaining() -> None:
@@ -34,6 +35,22 @@ def test_stages_and_reinit_names() -> None:
         "round1",
         "round2_reinit",
     ]
+
+
+def test_the_last_round_can_train_its_own_length_and_schedule() -> None:
+    # the rounds that find the mask train train.epochs each; the ticket that is measured trains 15
+    long = Schedule(name="multistep", milestones=[8, 11])
+    method = Lottery(LotteryConfig(sparsity=0.36, last_round_epochs=15, last_round_schedule=long))
+    assert [(s.name, s.epochs, s.schedule) for s in method.stages(3)] == [
+        ("train", 3, None),
+        ("round1", 3, None),
+        ("round2", 15, long),
+    ]
+    assert [s.target for s in method.stages(3)[1:]] == pytest.approx(imp_targets(0.36, 0.2))
+    reinit = Lottery(LotteryConfig(sparsity=0.36, reinit=True, last_round_epochs=15)).stages(3)
+    assert [(s.name, s.epochs, s.schedule) for s in reinit][-1] == ("round2_reinit", 15, None)
+    assert Lottery.variant(method.cfg, None).label == "lottery ticket (full-length last round)"
+    assert Lottery.variant(LotteryConfig(sparsity=0.36), None).label == "lottery ticket"
 
 
 def fake_training(method: Lottery, model: nn.Module, steps: int) -> list[dict[str, torch.Tensor]]:
@@ -140,3 +157,11 @@ def test_resume_with_late_rewind_is_exact() -> None:
     resumed, _, _ = train(cfg, epochs=2, resume=checkpoints[2])  # after the first epoch of round 1
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_the_last_round_options_are_written_only_where_set() -> None:
+    # runs recorded before these options existed keep the text of their resolved config (and stay finished)
+    plain = to_dict(LotteryConfig(sparsity=0.5))
+    assert "last_round_epochs" not in plain and "last_round_schedule" not in plain
+    long = to_dict(LotteryConfig(sparsity=0.5, last_round_epochs=15, last_round_schedule=Schedule(milestones=[8])))
+    assert long["last_round_epochs"] == 15 and long["last_round_schedule"]["milestones"] == [8]

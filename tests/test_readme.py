@@ -91,3 +91,37 @@ def test_a_count_in_the_prose_follows_the_configs(tmp_path: Path, capsys: pytest
     assert readme.main([*args, "--check"]) == 0
     page.write_text(page.read_text() + "<!-- count: smoke.typo -->1<!-- end count -->\n")
     assert readme.main([*args, "--check"]) == 2 and "unknown count 'smoke.typo'" in capsys.readouterr().err
+
+
+def test_a_verdicts_block_is_checked_word_for_word(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_results_tree(tmp_path / "results" / "x")
+    page = tmp_path / "README.md"
+    page.write_text("## Results\n\n<!-- verdicts: results/x -->\n<!-- end verdicts -->\n\n## Layout\n")
+    assert readme.main(["--readme", str(page), "--check"]) == 1
+    assert readme.main(["--readme", str(page)]) == 0
+    text = page.read_text()
+    assert "paired comparisons" in text and "| nominal | after Holm |" in text
+    assert readme.main(["--readme", str(page), "--check"]) == 0
+    capsys.readouterr()
+    # one verdict word changed by hand, in the prose or in a table: the check fails
+    for word, other in (("| lower |", "| higher |"), ("None survives", "All survive")):
+        assert word in text
+        page.write_text(text.replace(word, other, 1))
+        assert readme.main(["--readme", str(page), "--check"]) == 1
+        assert "the verdicts of results/x differs from its results" in capsys.readouterr().err
+
+
+def test_a_verdict_typed_in_results_outside_a_block_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_results_tree(tmp_path / "results" / "x")
+    page = tmp_path / "README.md"
+    page.write_text("## Results\n\n<!-- table: results/x -->\n<!-- end table -->\n\n## Layout\n")
+    assert readme.main(["--readme", str(page)]) == 0
+    filled = page.read_text()
+    page.write_text(filled.replace("## Layout\n", "## Layout\n\nA lower layer of the code.\n"))
+    assert readme.main(["--readme", str(page), "--check"]) == 0  # outside Results: not a verdict
+    page.write_text(filled.replace("\n\n## Layout", "\n\nxRDA is higher than magnitude pruning.\n\n## Layout"))
+    assert readme.main(["--readme", str(page), "--check"]) == 1
+    assert "a verdict typed in Results, outside a generated block: xRDA is higher" in capsys.readouterr().err
+    assert readme.typed_verdicts("## Results\nThe dense recipes do not separate.\n## Next\n")

@@ -79,3 +79,32 @@ def test_results_files_are_readable_by_others_and_temporary_files_are_removed(tm
     (tmp_path / ".checkpoint.pt.abc.tmp").write_bytes(b"x")
     assert records.remove_temporary_files(tmp_path) == [tmp_path / ".checkpoint.pt.abc.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC 7B13
+stepping\t: 0
+flags\t\t: sse2 avx2 fma avx512f
+
+processor\t: 1
+model name\t: a second core, not read
+"""
+
+
+def test_the_environment_records_the_cpu_model_and_its_instruction_set(tmp_path: Path) -> None:
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    assert records.cpu_info(tmp_path / "cpuinfo") == {
+        "vendor": "AuthenticAMD",
+        "family": "25",
+        "model": "1",
+        "model_name": "AMD EPYC 7B13",
+        "stepping": "0",
+        "flags": ["avx2", "avx512f", "fma", "sse2"],
+    }
+    assert records.cpu_info(tmp_path / "none")["flags"] == []  # no cpuinfo: the name platform gives, no flags
+    env = records.environment(torch.device("cpu"))
+    assert env["cpu"] == records.cpu_info() and set(env["cpu"]) >= {"model_name", "flags"}
+    json.dumps(env, allow_nan=False)  # env.json stays strict JSON

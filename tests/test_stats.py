@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from reporting.stats import incomplete_beta, interval, t_cdf, t_quantile, verdict
+from reporting.stats import corrected, holm, incomplete_beta, interval, t_cdf, t_quantile, t_test_p, verdict
 
 
 def test_t_quantiles_match_closed_forms() -> None:
@@ -37,3 +37,27 @@ def test_the_verdict_follows_the_interval() -> None:
     assert verdict(3, 0.02, 0.03) == "unresolved (the interval contains 0)"
     assert verdict(1, 0.20, float("nan")) == "unresolved (one pair: no interval)"
     assert verdict(0, float("nan"), float("nan")) == "no seed in common"
+
+
+def test_holm_against_a_hand_worked_example() -> None:
+    # m = 4, sorted 0.005, 0.01, 0.03, 0.04: 4 x 0.005 = 0.02; 3 x 0.01 = 0.03; 2 x 0.03 = 0.06;
+    # 1 x 0.04 = 0.04, raised to 0.06 (adjusted p never decreases along the order)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # a comparison without a test still counts in m: 5 x 0.005, 4 x 0.01, 3 x 0.03, max(2 x 0.04, 0.09)
+    adjusted = holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert adjusted[:4] == pytest.approx([0.04, 0.09, 0.09, 0.025]) and math.isnan(adjusted[4])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+    assert [corrected(+1.0, p) for p in (0.03, 0.06)] == ["higher", "unresolved"]
+    assert corrected(-1.0, 0.02) == "lower" and corrected(-1.0, math.nan) == "unresolved"
+
+
+def test_the_paired_t_test_agrees_with_the_interval() -> None:
+    # df = 2 in closed form: P(|T| > t) = 1 - t / sqrt(t^2 + 2)
+    t = 3.0
+    assert t_test_p(3, t * 1.0 / math.sqrt(3), 1.0) == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-9)
+    for diffs in ([0.01, 0.03, 0.02], [0.01, -0.03, 0.02, 0.05], [0.02, 0.021, 0.03, -0.001, 0.01]):
+        mean, std, half = interval(diffs)
+        p = t_test_p(len(diffs), mean, std)
+        assert (p < 0.05) == (verdict(len(diffs), mean, half) in ("higher", "lower"))
+    assert math.isnan(t_test_p(1, 0.1, math.nan)) and t_test_p(3, 0.1, 0.0) == 0.0

@@ -123,6 +123,37 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+CPUINFO = Path("/proc/cpuinfo")
+CPU_KEYS = {
+    "vendor_id": "vendor",
+    "model name": "model_name",
+    "cpu family": "family",
+    "model": "model",
+    "stepping": "stepping",
+}
+
+
+def cpu_info(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
+    """The CPU's identity as the first processor of ``cpuinfo`` gives it: vendor, model name, family,
+    model, stepping and its instruction-set flags (sorted). Bit-identical float results hold only
+    on the same CPU type: the flags decide which kernels (AVX2, AVX-512, AMX) the libraries run.
+    Where there is no such file, the model name from ``platform`` and no flags."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return {"model_name": platform.processor() or platform.machine(), "flags": []}
+    info: dict[str, Any] = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in CPU_KEYS:
+            info[CPU_KEYS[key]] = value
+        elif key in ("flags", "Features"):  # x86, ARM
+            info["flags"] = sorted(value.split())
+    info.setdefault("flags", [])
+    return info
+
+
 def device_name(device: torch.device) -> str:
     """The processor a run computes on: the GPU's name, or the CPU model."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
@@ -141,6 +172,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "cpu": cpu_info(),  # the CPU type, also beside a GPU: the host side computes too
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)

@@ -176,8 +176,12 @@ def to_dict(obj: Any) -> Any:
     """The plain-data form of a (nested) config, for writing back as YAML."""
     if hasattr(obj, "parse"):  # a value type with its own syntax: its text
         return str(obj)
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if dataclasses.is_dataclass(obj):  # an optional field at its default is left out (pruning.base.option)
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("optional") and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -20,6 +20,12 @@ from the same distribution, without rerunning the architecture's init code.
 Each round retrains for ``train.epochs`` epochs from the start of the schedule (open_lth
 instead resumes the schedule at the rewind step; the difference is ``rewind``
 iterations at the initial learning rate).
+
+``last_round_epochs`` (0: off, the paper's protocol) gives the last round, the ticket that is
+measured, its own length and ``last_round_schedule``: the rounds that find the mask train
+``train.epochs`` each, and the ticket trains as long as a one-stage method does. This is how
+open_lth's levels are run when the search uses a shorter training than the final ticket, and it
+separates "the ticket is worse" from "the ticket trained for a fraction of the budget".
 """
 
 from __future__ import annotations
@@ -31,7 +37,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruning.base import Duration, MethodConfig, RunContext, Stage, Variant, duration_field, option
+from pruning.base import (
+    Duration,
+    MethodConfig,
+    RunContext,
+    Schedule,
+    Stage,
+    Variant,
+    duration_field,
+    epochs_field,
+    option,
+)
 from pruning.masks import MaskedConfig, MaskedMethod, PruneStage, global_magnitude_masks
 
 State = dict[str, torch.Tensor]
@@ -43,6 +59,8 @@ class LotteryConfig(MaskedConfig):
     prune_fraction: float = option(0.2, gt=0.0, lt=1.0)  # of the weights still alive, per round
     rewind: Duration = duration_field("0it")  # the rewind point in round 0 (e.g. 2000it; profiles scale it)
     reinit: bool = False  # control: the last round starts from a random re-initialisation
+    last_round_epochs: int = epochs_field(0, ge=0, optional=True)  # 0: train.epochs, like every round
+    last_round_schedule: Schedule | None = option(None, optional=True)  # with last_round_epochs (None: train's)
 
 
 def imp_targets(sparsity: float, prune_fraction: float) -> list[float]:
@@ -78,6 +96,8 @@ class Lottery(MaskedMethod):
     def variant(cls, cfg: MethodConfig, optimizer: object) -> Variant:
         if cfg.reinit:
             return Variant("lottery ticket (random reinit)", "unstructured", order=60, color="#8c564b")
+        if cfg.last_round_epochs:
+            return Variant("lottery ticket (full-length last round)", "unstructured", order=51, color="#c5b0d5")
         return Variant("lottery ticket", "unstructured", order=50, color="#9467bd")
 
     def prepare(self, model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -101,8 +121,13 @@ class Lottery(MaskedMethod):
         targets = imp_targets(self.cfg.sparsity, self.cfg.prune_fraction)
         out = [Stage("train", train_epochs)]
         for r, t in enumerate(targets, start=1):
-            last_reinit = self.cfg.reinit and r == len(targets)
-            out.append(PruneStage(f"round{r}" + ("_reinit" if last_reinit else ""), train_epochs, target=t))
+            last = r == len(targets)
+            name = f"round{r}" + ("_reinit" if last and self.cfg.reinit else "")
+            if last and self.cfg.last_round_epochs:
+                schedule = self.cfg.last_round_schedule
+                out.append(PruneStage(name, self.cfg.last_round_epochs, schedule=schedule, target=t))
+            else:
+                out.append(PruneStage(name, train_epochs, target=t))
         return out
 
     def after_step(self, model: nn.Module, step: int) -> None:
@@ -144,4 +169,5 @@ class Lottery(MaskedMethod):
             "rewind": str(self.cfg.rewind),
             "rewind_step": self.rewind_step,
             "reinit": self.cfg.reinit,
+            "last_round_epochs": self.cfg.last_round_epochs,
         }

@@ -1,0 +1,132 @@
+"""Where and from which code the runs of a results folder came, read from each run's env.json.
+
+``environments(frame)`` gives one row per run: its environment (the CPU as env.json names it, the
+platform string, cores, threads, torch), code revision and wall time. ``machines_markdown`` groups the
+runs by environment for the README: which seeds ran where, at what speed, from which revisions, and
+what a ``-dirty`` revision did and did not change (the resolved config, the data), as far as the
+records can tell. What a record does not hold is said to be unknown, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+COLUMNS = ("name", "seed", "environment", "cpu", "cpu_flags", "revision", "wall_time_s", "config", "fingerprint")
+
+
+def _env(run_dir: str) -> dict[str, Any]:
+    path = Path(run_dir) / "env.json"
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
+def environments(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of ``frame``: ``environment`` (CPU name, platform, cores, threads, torch, as
+    recorded), ``cpu`` (the model name, with family/model/stepping where recorded), ``cpu_flags``
+    (how many instruction-set flags were recorded; 0 for runs made before they were), ``revision``,
+    ``wall_time_s``, its resolved config.yaml text and data fingerprint."""
+    rows = []
+    for _, run in frame.iterrows():
+        env = _env(str(run["run_dir"]))
+        cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+        model = cpu.get("model_name") or env.get("device_name") or "unknown"
+        ident = "/".join(str(cpu[k]) for k in ("family", "model", "stepping") if k in cpu)
+        config_path = Path(str(run["run_dir"])) / "config.yaml"
+        rows.append(
+            {
+                "name": run["name"],
+                "seed": int(run["seed"]),
+                "environment": (
+                    f"{env.get('device_name', 'unknown')}; {env.get('platform', 'platform unknown')}; "
+                    f"{env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} thread(s) a run; "
+                    f"torch {env.get('torch', '?')}"
+                ),
+                "cpu": model + (f" (family/model/stepping {ident})" if ident else ""),
+                "cpu_flags": len(cpu.get("flags") or []),
+                "revision": str(env.get("git_revision", run.get("git_revision", "unknown"))),
+                "wall_time_s": float(run.get("wall_time_s", float("nan"))),
+                "config": config_path.read_text() if config_path.is_file() else "",
+                "fingerprint": run.get("data_fingerprint", ""),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _seeds(seeds: pd.Series) -> str:
+    return ", ".join(f"seed {s}: {n}" for s, n in sorted(Counter(seeds).items()))
+
+
+def _without_seed(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("seed:"))
+
+
+def machines_markdown(frame: pd.DataFrame) -> str:
+    """The README's note on machines and revisions, from the runs' records."""
+    runs = environments(frame)
+    if runs.empty:
+        return "No finished runs.\n"
+    lines = []
+    groups = list(runs.groupby("environment", sort=True))
+    for k, (environment, group) in enumerate(groups, start=1):
+        wall = group["wall_time_s"]
+        revisions = ", ".join(
+            f"`{r[:7]}{'-dirty' if r.endswith('-dirty') else ''}` ({n})"
+            for r, n in Counter(group["revision"]).most_common()
+        )
+        flags = group["cpu_flags"]
+        cpu = "; ".join(sorted(set(group["cpu"])))
+        flag_text = (
+            f"its instruction-set flags recorded ({int(flags.min())}-{int(flags.max())})"
+            if flags.min() > 0
+            else "no instruction-set flags recorded"
+            if flags.max() == 0
+            else "instruction-set flags recorded for some runs only"
+        )
+        lines.append(
+            f"- **Environment {k}** ({len(group)} runs; {_seeds(group['seed'])}): {environment}. CPU: {cpu}, "
+            f"{flag_text}. Wall time a run: median {wall.median():.0f} s ({wall.min():.0f}-{wall.max():.0f}). "
+            f"Revisions: {revisions}."
+        )
+    dirty = runs[runs["revision"].str.endswith("-dirty")]
+    if not dirty.empty:
+        clean = runs[~runs["revision"].str.endswith("-dirty")]
+        reference = {n: _without_seed(c) for n, c in zip(clean["name"], clean["config"])}
+        same_config = sum(reference.get(n) == _without_seed(c) for n, c in zip(dirty["name"], dirty["config"]))
+        same_data = dirty["fingerprint"].isin(set(clean["fingerprint"])).sum()
+        lines.append(
+            f"- **`-dirty` revisions.** {len(dirty)} runs ({_seeds(dirty['seed'])}) record a revision ending in "
+            "`-dirty`: when they started, tracked files of the working tree differed from that commit, and the "
+            "records do not say which files or how. What the records can check: "
+            f"{same_config} of the {len(dirty)} have a resolved config identical, but for the seed, to a clean "
+            f"run of the same experiment, and {same_data} read data with the same fingerprint as the clean runs."
+        )
+    places = runs.groupby("seed")["environment"].nunique()
+    split = [int(s) for s, n in places.items() if n > 1]
+    if split:
+        lines.append(
+            f"- **Pairs across environments.** Seed(s) {', '.join(map(str, split))} ran in more than one "
+            "environment, so a paired difference at such a seed may compare two runs from different environments."
+        )
+    cpus = sorted(set(runs["cpu"]))
+    unknown_type = len(cpus) == 1 and runs["cpu_flags"].max() == 0
+    lines.append(
+        "- **Reproducibility.** A run is bit-reproducible only on the same CPU type (model and instruction-set "
+        "flags decide which vectorised kernels run, and so the order of floating-point sums), with the same "
+        "torch and thread count. "
+        + (
+            f"The records name the CPU only as {cpus[0]} in every environment, without model number or flags, so "
+            "whether the environments above are one CPU type is unknown; their wall times differ. Runs recorded "
+            "from now on carry the model and its flags in env.json (`cpu`)."
+            if unknown_type
+            else "env.json's `cpu` names the model and flags of each run's CPU."
+        )
+    )
+    return "\n".join(lines) + "\n"
