@@ -65,6 +65,20 @@ def tiny_net(seed: int = 0) -> nn.Module:
     )
 
 
+def keep_checkpoints(checkpoints: list[dict[str, Any]] | None) -> Callable[[dict[str, Any]], None]:
+    """An ``on_epoch`` for the loop that appends each epoch's checkpoint to ``checkpoints`` (when given),
+    through torch.save/load as a resumed run would read it."""
+
+    def on_epoch(state: dict[str, Any]) -> None:
+        if checkpoints is not None:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            buf.seek(0)
+            checkpoints.append(torch.load(buf, weights_only=True))
+
+    return on_epoch
+
+
 def train(
     method_cfg: Any,
     epochs: int = 1,
@@ -84,13 +98,6 @@ def train(
     method = METHODS[method_cfg.name](method_cfg)
     model = method.prepare(build(), context())
 
-    def on_epoch(state: dict[str, Any]) -> None:
-        if checkpoints is not None:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            buf.seek(0)
-            checkpoints.append(torch.load(buf, weights_only=True))
-
     trainer = Trainer(
         model,
         method,
@@ -99,7 +106,7 @@ def train(
         Batches(1, seed=1),
         optimizer_factory(exp, method),
         LoopSettings(seed=0, device=torch.device("cpu"), progress=False),
-        on_epoch,
+        keep_checkpoints(checkpoints),
         log=lambda s: None,
     )
     return trainer.run(resume), method, trainer
@@ -130,6 +137,17 @@ def die_in_epoch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
         real_epoch(self, *args, **kwargs)
 
     monkeypatch.setattr(loop_module.Trainer, "_epoch", dying_epoch)
+
+
+# A dense ResNet-20 for 3 epochs with a milestone: the runner's tests resume and compare it.
+CONFIG = """\
+model: resnet20
+data: {dataset: cifar10, batch_size: 32}
+train:
+  epochs: 3
+  schedule: {name: multistep, milestones: [2]}
+optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
+"""
 
 
 def run_config(folder: Path, data_root: Path, text: str, *extra: str) -> int:

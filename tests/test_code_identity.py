@@ -10,17 +10,8 @@ import pytest
 import torch
 
 import training.runner as runner_module
-from tests.helpers import comparable_metrics, run_config, run_dir, straight_and_interrupted
+from tests.helpers import CONFIG, comparable_metrics, run_config, run_dir, straight_and_interrupted
 from training.code_identity import changed_files, code_identity, source_files
-
-CONFIG = """\
-model: resnet20
-data: {dataset: cifar10, batch_size: 32}
-train:
-  epochs: 3
-  schedule: {name: multistep, milestones: [2]}
-optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
-"""
 
 
 def edited(path: str) -> dict[str, Any]:

@@ -34,8 +34,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two(argv: list[str], timeout: float = 240) -> list[subprocess.CompletedProcess[str]]:
-    """``python ARGV`` as ranks 0 and 1 of a gloo group (the environment torchrun sets); their outcomes."""
+def launch_two(argv: list[str] | list[list[str]], timeout: float = 240) -> list[subprocess.CompletedProcess[str]]:
+    """``python ARGV`` as ranks 0 and 1 of a gloo group (the environment torchrun sets); their outcomes.
+    ``argv`` may be a list of two, one for each rank."""
+    per_rank = argv if argv and isinstance(argv[0], list) else [argv, argv]
     port = _free_port()
     procs = []
     for rank in range(2):
@@ -52,7 +54,12 @@ def launch_two(argv: list[str], timeout: float = 240) -> list[subprocess.Complet
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                [sys.executable, *per_rank[rank]],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         )
     done = []
@@ -70,39 +77,9 @@ def launch_two(argv: list[str], timeout: float = 240) -> list[subprocess.Complet
 def run_two_processes(args: list[str], results: list[Path]) -> None:
     """``python -m experiments.run ARGS`` as ranks 0 and 1 (the environment torchrun sets), rank k writing
     to results[k]."""
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            LOCAL_WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-            PYTHONPATH=str(ROOT),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "experiments.run", *args, "--results", str(results[rank])],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("the two processes did not finish (a collective waiting for the other rank?)")
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    runs = launch_two([["-m", "experiments.run", *args, "--results", str(r)] for r in results])
+    outputs = [run.stdout for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
     assert "[done]" in outputs[0] and "[done]" not in outputs[1]  # only rank 0 prints
 
 

@@ -18,7 +18,6 @@ are functions, so ``test_a_broken_method_fails_the_contract`` shows each one fai
 from __future__ import annotations
 
 import dataclasses
-import io
 import typing
 from typing import Any
 
@@ -32,6 +31,7 @@ from experiments.run import CONFIG_DIR
 from pruning.base import METHOD_CLASSES, Method, RunContext, Stage
 from pruning.masks import MaskedConfig, MaskedMethod, random_masks
 from pruning.registry import METHODS
+from tests.helpers import keep_checkpoints
 from training import config, distributed
 from training.build import build_model_and_method, optimizer_factory
 from training.loop import LoopSettings, Trainer
@@ -79,13 +79,6 @@ def run(
         ctx.reduce, ctx.world_size = distributed.all_reduce_sum, 2
     model, method = build_model_and_method(cfg, ctx)
 
-    def on_epoch(state: dict[str, Any]) -> None:
-        if checkpoints is not None:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            buf.seek(0)
-            checkpoints.append(torch.load(buf, weights_only=True))
-
     settings = LoopSettings(
         seed=0,
         device=CPU,
@@ -102,7 +95,7 @@ def run(
         ClassBatches(seed=99, n=1),
         optimizer_factory(cfg, method),
         settings,
-        on_epoch,
+        keep_checkpoints(checkpoints),
         log=lambda s: None,
     )
     return trainer.run(resume), method

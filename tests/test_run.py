@@ -19,20 +19,11 @@ from experiments.run import main
 from models import build_model
 from pruning.accounting import sparsity_report
 from tests.conftest import ROOT, write_cifar10
-from tests.helpers import comparable_metrics, run_config, run_dir, straight_and_interrupted
+from tests.helpers import CONFIG, comparable_metrics, run_config, run_dir, straight_and_interrupted
 from training.data import DataError
 from training.loop import TrainingDiverged, check_finite
 from training.records import atomic_write_json
 from training.runner import load_exported, run_lock
-
-CONFIG = """\
-model: resnet20
-data: {dataset: cifar10, batch_size: 32}
-train:
-  epochs: 3
-  schedule: {name: multistep, milestones: [2]}
-optimizer: {name: sgd, lr: 0.05, weight_decay: 5e-4}
-"""
 
 
 def run(tmp_path: Path, data_root: Path, *extra: str) -> int:
