@@ -267,6 +267,13 @@ class Method:
     def stages(self, train_epochs: int) -> list[Stage]:
         return [Stage("train", train_epochs)]
 
+    @classmethod
+    def rehearsal_options(cls, cfg: MethodConfig) -> MethodConfig:
+        """``cfg`` at the smallest sizes of data the method accepts, for the ``rehearsal`` profile (a
+        hundred-odd images, every stage at toy size): by default unchanged; a method whose options
+        ask for more data than a rehearsal holds (GraSP's images of every class) lowers them."""
+        return cfg
+
     def check_budget(self, steps_per_epoch: int, train_epochs: int) -> None:
         """Raise ValueError, starting with the option's name, if the config cannot run in a main
         stage of ``train_epochs`` epochs of ``steps_per_epoch`` steps (checked before training)."""

@@ -150,7 +150,8 @@ class ParamMasks:
         self.masks = {n: m.to(self.params[n].device) for n, m in masks.items()}
         # 0/1 in each weight's dtype: ``apply`` is then one fused multiply of every masked weight
         self._targets = [self.params[n] for n in self.masks]
-        self._factors = [m.to(p.dtype) for m, p in zip(self.masks.values(), self._targets)]
+        # (empty_like keeps each weight's strides, channels_last included: a foreach kernel needs them alike)
+        self._factors = [torch.empty_like(p).copy_(m) for m, p in zip(self.masks.values(), self._targets)]
         self.apply()
 
     @torch.no_grad()
@@ -236,3 +237,18 @@ class MaskedMethod(Method):
             "pruned_layers": self.cfg.layers,
             "mask_sparsity": 1.0 - kept / total if total else 0.0,
         }
+
+
+class PruneAtInit(MaskedMethod):
+    """Prune once, before any training, by a score of every selected weight (SNIP, GraSP): the
+    ``round(s N)`` scores on the wrong side of ``keep`` go, and the masks hold for the whole training,
+    one stage with the experiment's schedule. A subclass gives ``scores`` and ``keep``."""
+
+    keep: ClassVar[Literal["highest", "lowest"]] = "highest"
+
+    def scores(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
+        self.masker.set(global_score_masks(self.scores(model), self.cfg.sparsity, keep=self.keep))
+        return model

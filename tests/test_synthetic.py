@@ -32,10 +32,12 @@ def test_cifar_is_written_in_the_official_layout_and_the_same_bytes_every_time(t
     classes = 10 if dataset == "cifar10" else 100
     assert len(train.labels) == 500 and len(test.labels) == synthetic.TEST_IMAGES
     assert set(train.labels.tolist()) == set(range(classes))
+    # every class once in the first `classes` images: a profile's first images hold every class
+    assert sorted(train.labels.tolist()[:classes]) == list(range(classes))
     again = synthetic.synthetic_root(dataset, tmp_path / "b")
     folder = synthetic.dataset_folder(dataset)
     digest = lambda root: {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in (root / folder).iterdir()}  # noqa: E731
-    assert digest(root) == digest(again) and set(md5) <= set(digest(root))
+    assert digest(root) == digest(again) and md5.items() <= digest(root).items()
     assert [p.name for p in (tmp_path / "a").iterdir()] == [folder]  # no staging folder left behind
 
 
@@ -74,7 +76,7 @@ def test_a_rehearsal_without_the_data_set_runs_on_synthetic_data_labelled_so(
     assert metrics["data_fingerprint"].startswith(synthetic.PREFIX)
     assert metrics["train_size"] == 64 and metrics["test_size"] == 32
     assert not any(data_root.iterdir())  # nothing was written into the data root
-    assert (tmp_path / "cache" / "cifar-100-python").is_dir()
+    assert (synthetic.cache_root() / "cifar-100-python").is_dir()
 
 
 def test_a_rehearsal_reads_a_data_set_the_data_root_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,3 +98,23 @@ def test_other_profiles_never_make_data_up(
     (tmp_path / "data").mkdir()
     code = main([str(path), "--profile", "smoke", "--data-root", str(tmp_path / "data"), "--results", str(tmp_path)])
     assert code == 3 and "no cifar100 here" in capsys.readouterr().err and not any((tmp_path / "data").iterdir())
+
+
+def test_a_rehearsal_of_grasp_on_cifar100_scores_on_one_image_of_every_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GraSP's class-balanced batch (10 images a class) cannot come from a rehearsal's 128 images of
+    100 classes: the rehearsal lowers it to what the method accepts (``rehearsal_options``), and the
+    synthetic data holds every class in its first 100 images."""
+    monkeypatch.setenv("SPARSE_SYNTHETIC_DATA", str(tmp_path / "cache"))
+    path = tmp_path / "grasp.yaml"
+    path.write_text(
+        "model: resnet20\ndata: {dataset: cifar100, batch_size: 32}\ntrain: {epochs: 1}\n"
+        "optimizer: {name: sgd, lr: 0.05}\nmethod: {name: grasp, sparsity: 0.5}\n"
+    )
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "results"
+    args = [str(path), "--profile", "rehearsal", "--data-root", str(tmp_path / "data"), "--results", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    config_text = (out / "grasp" / "seed0" / "config.yaml").read_text()
+    assert "samples_per_class: 1" in config_text

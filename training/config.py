@@ -104,7 +104,8 @@ class ProfileConfig:
 
     # Main-stage epochs; every epoch count is scaled alike. "minimum": the fewest main-stage epochs
     # (from 1 up) whose scaled config the method accepts (``plan``: its stages, milestones and
-    # ``Method.check_budget``, e.g. a lottery ticket's rewind point inside round 0).
+    # ``Method.check_budget``, e.g. a lottery ticket's rewind point inside round 0), with the method's
+    # own options at the smallest data it accepts (``Method.rehearsal_options``).
     epochs: int | Literal["minimum"] | None = option(None, ge=1)
     max_train: int | None = option(None, ge=2)
     max_test: int | None = option(None, ge=1)
@@ -168,6 +169,10 @@ class ExperimentConfig:
         unknown = set(self.profiles) - set(PROFILES)
         if unknown:
             raise ValueError(f"profiles: unknown profile {sorted(unknown)[0]!r}; choose from {', '.join(PROFILES)}")
+        for name, own in self.profiles.items():  # what a profile is, not what it changes in one experiment
+            for key in ("synthetic", "experiments_of"):
+                if getattr(own, key) != getattr(ProfileConfig(), key):
+                    raise ValueError(f"profiles.{name}.{key}: a property of the built-in profile, not of a config")
         required = METHODS[self.method.name].requires_optimizer
         if required is not None and self.optimizer.name != required:
             raise ValueError(f"method {self.method.name} needs optimizer {required}, got {self.optimizer.name}")
@@ -380,6 +385,7 @@ def resolve(cfg: ExperimentConfig, profile: str, epochs: int | None = None) -> E
             data = dataclasses.replace(data, **{key: settings[key] if current is None else min(current, settings[key])})
     out = dataclasses.replace(cfg, data=data)
     if settings["epochs"] == "minimum":  # found with the profile's data: fewer images, fewer steps
+        out = dataclasses.replace(out, method=METHODS[out.method.name].rehearsal_options(out.method))
         out = _minimum_epochs(out, steps_per_epoch)
     elif settings["epochs"] is not None:
         out = _with_epochs(out, settings["epochs"], steps_per_epoch)

@@ -37,15 +37,16 @@ IMAGENET_TRAIN_PER_CLASS = 4  # 32 training images: a ResNet-50 step at 224 pixe
 IMAGENET_VAL_PER_CLASS = 2  # 16 validation images
 IMAGENET_SIZE = 64  # pixels a side: the loader resizes to 224 as for any image
 PREFIX = "synthetic-"  # of the data fingerprint of a run on synthetic data
+# Raised whenever the generator changes what it writes: a cache of an older generator is then not
+# taken for the current one (each version has its own folder).
+VERSION = 2
 
 
 def cache_root() -> Path:
     """Where synthetic data sets are written (a folder of their own, not a data root)."""
     configured = os.environ.get("SPARSE_SYNTHETIC_DATA")
-    if configured:
-        return Path(configured)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "sparse-training-reproduced" / "synthetic-data"
+    base = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (base if configured else base / "sparse-training-reproduced" / "synthetic-data") / f"v{VERSION}"
 
 
 def dataset_folder(dataset: str) -> str:
@@ -70,8 +71,9 @@ def _images(rng: np.random.Generator, labels: np.ndarray, num_classes: int, size
 
 def _cifar_entry(rng: np.random.Generator, n: int, dataset: str, name: str) -> dict:
     spec = CIFAR[dataset]
-    labels = np.arange(n) % spec.num_classes
-    rng.shuffle(labels)
+    # Every class once in each run of num_classes images, in a random order: a prefix (a profile's
+    # max_train) holds every class as evenly as it can, as a class-balanced batch needs.
+    labels = np.concatenate([rng.permutation(spec.num_classes) for _ in range(-(-n // spec.num_classes))])[:n]
     data = _images(rng, labels, spec.num_classes, 32).transpose(0, 3, 1, 2).reshape(n, 3072)
     return {
         "batch_label": f"synthetic {name} ({n} generated images, not {spec.title})",

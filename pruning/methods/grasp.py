@@ -16,14 +16,15 @@ The masks then hold for the whole training, one stage with the experiment's sche
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.base import Stage, Variant, option
-from pruning.masks import MaskedConfig, MaskedMethod, global_score_masks
+from pruning.base import Variant, option
+from pruning.masks import MaskedConfig, PruneAtInit
 
 
 @dataclass
@@ -51,11 +52,17 @@ def class_balanced_batch(batches: object, num_classes: int, per_class: int) -> t
     return inputs, labels
 
 
-class GraSP(MaskedMethod):
+class GraSP(PruneAtInit):
     name = "grasp"
     Config = GraSPConfig
     variant_info = Variant("GraSP", "unstructured", order=73, color="#bd9e39")
     cfg: GraSPConfig
+    keep = "lowest"  # the highest -w * Hg go
+
+    @classmethod
+    def rehearsal_options(cls, cfg: GraSPConfig) -> GraSPConfig:
+        # One image of every class: CIFAR-100 at 10 a class needs 1000 images, a rehearsal holds 128.
+        return dataclasses.replace(cfg, samples_per_class=1)
 
     def scores(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """-w * Hg of every selected weight (g and Hg summed over the two halves and the processes)."""
@@ -79,7 +86,3 @@ class GraSP(MaskedMethod):
             for total, part in zip(hg, torch.autograd.grad(z, weights)):
                 total += part
         return {n: -w.detach() * self.ctx.reduce(h) for n, w, h in zip(names, weights, hg)}
-
-    def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
-        self.masker.set(global_score_masks(self.scores(model), self.cfg.sparsity, keep="lowest"))
-        return model

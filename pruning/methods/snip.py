@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.base import Stage, Variant, option
-from pruning.masks import MaskedConfig, MaskedMethod, global_score_masks
+from pruning.base import Variant, option
+from pruning.masks import MaskedConfig, PruneAtInit
 
 
 @dataclass
@@ -28,7 +28,7 @@ class SNIPConfig(MaskedConfig):
     batches: int = option(1, ge=1)  # mini-batches of training data the sensitivity is computed on
 
 
-class SNIP(MaskedMethod):
+class SNIP(PruneAtInit):
     name = "snip"
     Config = SNIPConfig
     variant_info = Variant("SNIP", "unstructured", order=72, color="#8c6d31")
@@ -52,7 +52,3 @@ class SNIP(MaskedMethod):
         if used < self.cfg.batches:
             raise ValueError(f"snip: batches {self.cfg.batches}, but an epoch has only {used}")
         return {name: (self.ctx.reduce(grads[name]) * weights[name].detach()).abs() for name in weights}
-
-    def begin_stage(self, stage: Stage, model: nn.Module) -> nn.Module:
-        self.masker.set(global_score_masks(self.scores(model), self.cfg.sparsity, keep="highest"))
-        return model
