@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.files import FileRefused, describe_failure
-from training.record_schema import RecordError, read_invocations, warnings_to_stderr
+from experiments.arguments import one_line_failures
+from training.files import read_text_bounded
+from training.record_schema import RECORD_LIMIT, RecordError, read_invocations, warnings_to_stderr
 from training.records import atomic_write_json, device_name
 
 
@@ -55,7 +56,7 @@ def previous(path: Path) -> list[Any]:
         os.replace(path, aside)
         print(f"warning: {exc}; moved to {aside}, a new list begins", file=sys.stderr)
         return []
-    return json.loads(path.read_text())
+    return json.loads(read_text_bounded(path, RECORD_LIMIT))  # as it is: bad entries kept, for the record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,13 +84,7 @@ def _record(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
-    try:
-        return main(argv)
-    except (OSError, FileRefused) as exc:
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
-        return 1
+_main = one_line_failures(main)
 
 
 if __name__ == "__main__":

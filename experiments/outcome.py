@@ -10,13 +10,14 @@ also writes those counts and the failures, with the invocations' wall time
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from training import config
+from training.record_schema import RecordError, read_history, read_invocations, read_metrics
 from training.records import atomic_write_json
 from training.schema import ConfigError
 
@@ -43,7 +44,7 @@ def outcome_of(run_dir: Path, run: str) -> Outcome:
         return Outcome(run, "failed", f"{last_error_line(run_dir / 'error.log')} ({run_dir / 'error.log'})")
     history = run_dir / "history.csv"
     if (run_dir / "checkpoint.pt").exists():
-        rows = max(0, len(history.read_text().splitlines()) - 1) if history.exists() else 0
+        rows = len(_valid(read_history, history) or [])
         return Outcome(run, "unfinished", f"stopped after epoch {rows}; rerun to resume it")
     return Outcome(run, "not run", "no record (a config error, a divergence or a conflict: see the runner's output)")
 
@@ -77,13 +78,25 @@ def report(items: list[Outcome]) -> str:
 def _training_seconds(results: Path, run: str) -> float:
     """A finished run's training wall time (``wall_time_s`` of its metrics.json)."""
     name, seed = run.rsplit(" seed ", 1)
-    return float(json.loads((results / name / f"seed{seed}" / "metrics.json").read_text()).get("wall_time_s", 0.0))
+    metrics = _valid(read_metrics, results / name / f"seed{seed}" / "metrics.json")
+    return float(metrics["wall_time_s"]) if metrics else 0.0
+
+
+def _valid(read: Callable[[Path], Any], path: Path) -> Any:
+    """``read(path)`` (a record_schema reader), or None for a record that is missing or bad (named on
+    stderr): a report of what became of the runs never stops on one record."""
+    try:
+        return read(path)
+    except RecordError as exc:
+        if path.exists():
+            print(f"warning: skipped {exc}", file=sys.stderr)
+        return None
 
 
 def record(items: list[Outcome], results: Path, profile: str) -> dict[str, Any]:
     """The counts, the failures, and what the invocations of ``results`` cost and ran on."""
     path = results / "invocations.json"
-    invocations = json.loads(path.read_text()) if path.exists() else []
+    invocations = _valid(read_invocations, path) or []
     last = invocations[-1] if invocations else {}
     return {
         "profile": profile,

@@ -22,40 +22,49 @@ from typing import Any
 
 import torch
 
-from training.build import build_data, build_model_and_method, optimizer_factory, run_context
+from experiments.arguments import one_line_failures, positive_int
+from training.build import build_data, optimizer_factory
 from training.code_identity import code_identity
-from training.config import ExperimentConfig, plan, run_config_from_mapping
+from training.config import ExperimentConfig, run_config_from_mapping
 from training.data import DataError
-from training.loop import LoopSettings, Trainer
+from training.loop import Trainer, TrainingDiverged
 from training.record_schema import RecordError, read_config, read_env, read_history, read_metrics
-from training.records import device_name
-from training.runner import TRACE_STEPS, first_epoch_record
+from training.records import cpu_info, device_name
+from training.runner import TRACE_STEPS, build_training, first_epoch_record, loop_settings
 from training.schema import ConfigError
 
 NUMBERS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
 def replay(
-    cfg: ExperimentConfig, seed: int, data_root: Path, device: torch.device, steps: int | None, test: bool
+    cfg: ExperimentConfig,
+    seed: int,
+    data_root: Path,
+    device: torch.device,
+    steps: int | None,
+    test: bool,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` from seed ``seed`` as ``training.runner`` does, for ``steps`` steps or, when None,
-    the first epoch; returns the data fingerprint, the step losses and (a whole epoch) ``first_epoch``."""
-    cuda_fast = device.type == "cuda"
-    train_b, val_b, test_b, data_info = build_data(cfg, data_root, device, seed, cuda_fast)
-    torch.manual_seed(seed)  # as the runner does, in the same order
-    ctx = run_context(device, data_info, train_b, seed)
-    model, method = build_model_and_method(cfg, ctx, channels_last=cfg.train.channels_last)
-    stages = plan(cfg, ctx.steps_per_epoch)
-    settings = LoopSettings(
-        seed=seed,
-        device=device,
-        label_smoothing=cfg.train.label_smoothing,
-        test_each_epoch=test,
-        bf16=cuda_fast and cfg.train.bf16,
-        compile=cuda_fast and cfg.train.compile,
+    """Train ``cfg`` from seed ``seed`` as ``training.runner`` does (its ``build_training`` and
+    ``loop_settings``), for ``steps`` steps or, when None, the first epoch; returns the step losses and
+    (a whole epoch) ``first_epoch``. DataError, before any training, when the data's fingerprint is
+    not ``fingerprint``."""
+    train_b, val_b, test_b, data_info = build_data(cfg, data_root, device, seed, device.type == "cuda")
+    if fingerprint is not None and fingerprint != data_info["data_fingerprint"]:
+        raise DataError(
+            f"{data_root} holds other data than the run was trained on (fingerprint "
+            f"{data_info['data_fingerprint']}, recorded {fingerprint})"
+        )
+    model, method, stages = build_training(cfg, seed, device, train_b, data_info)
+    steps_per_epoch = len(train_b)
+    settings = loop_settings(
+        cfg,
+        seed,
+        device,
+        test,
         progress=False,
         trace_steps=max(TRACE_STEPS, steps or 0),
-        stop_after_steps=steps if steps is not None else ctx.steps_per_epoch,
+        stop_after_steps=steps if steps is not None else steps_per_epoch,
     )
     captured: dict[str, Any] = {}
 
@@ -77,7 +86,6 @@ def replay(
     )
     trainer.run()
     return {
-        "data_fingerprint": data_info["data_fingerprint"],
         "step_losses": trainer.step_losses,
         "first_epoch": captured or None,
     }
@@ -125,12 +133,12 @@ def compare_history(row: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.verify", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="a run folder: RESULTS/<name>/seed<k>")
-    p.add_argument("--steps", type=int, default=None, help="replay only the first N steps (default: the first epoch)")
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="replay only the first N steps (default: the first epoch)"
+    )
     p.add_argument("--data-root", type=Path, default=None, help="the run's data (default: $DATA_ROOT, else ./data)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        p.error("--steps must be at least 1")
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
     run_dir: Path = args.run_dir
     try:
@@ -164,28 +172,35 @@ def main(argv: list[str] | None = None) -> int:
         f"verify {run_dir}: replaying {what} (seed {seed}) at code {code_identity()['code_sha256'][:12]} "
         f"(recorded: {code_then[:12]})"
     )
-    if then[0] != now_where[0] or (then[1] and then[1] != now_where[1]) or (then[2] and then[2] != now_where[2]):
+    flags_then = (env.get("cpu") or {}).get("flags")  # runs recorded before the CPU's flags: unknown
+    other_flags = bool(flags_then) and flags_then != cpu_info()["flags"]
+    if (
+        then[0] != now_where[0]
+        or (then[1] and then[1] != now_where[1])
+        or (then[2] and then[2] != now_where[2])
+        or other_flags
+    ):
         print(
             f"note: recorded on {then[0]} with {then[1]} thread(s), torch {then[2] or '?'}; replayed on "
-            f"{now_where[0]} with {now_where[1]} thread(s), torch {now_where[2]}: bit-reproducibility holds only "
-            "on the same CPU type (or GPU) and thread count with the same torch, so a difference may come from that"
+            f"{now_where[0]} with {now_where[1]} thread(s), torch {now_where[2]}"
+            + (" (another instruction set)" if other_flags else "")
+            + ": bit-reproducibility holds only on the same CPU type (or GPU) and thread count with the same "
+            "torch, so a difference may come from that"
         )
     test = (
         bool(recorded["test_loss"] is not None) if recorded else bool(history and history[0]["test_loss"] is not None)
     )
     try:
-        now = replay(cfg, seed, data_root, device, args.steps, test)
+        now = replay(cfg, seed, data_root, device, args.steps, test, metrics.get("data_fingerprint"))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    fingerprint = metrics.get("data_fingerprint")
-    if fingerprint is not None and fingerprint != now["data_fingerprint"]:
-        print(
-            f"error: {data_root} holds other data than {run_dir} was trained on (fingerprint "
-            f"{now['data_fingerprint']}, recorded {fingerprint})",
-            file=sys.stderr,
-        )
-        return 3
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:  # today's code diverges where the recorded run did not
+        print(f"DIFFERENT from the record: {exc}")
+        return 1
     if recorded is not None:
         differences = compare_exact(recorded, now, args.steps)
         scope = f"bit for bit: {len(recorded['step_losses'][: args.steps])} step losses" + (
@@ -201,5 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_main = one_line_failures(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

@@ -16,30 +16,29 @@ from typing import Any
 
 import pandas as pd
 
+from training.record_schema import RecordError, read_env
+
 COLUMNS = ("name", "seed", "environment", "cpu", "cpu_flags", "revision", "wall_time_s", "config", "fingerprint")
 
 
 def _env(run_dir: str) -> dict[str, Any]:
-    path = Path(run_dir) / "env.json"
     try:
-        env = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_env(Path(run_dir) / "env.json")
+    except RecordError:  # a missing or bad env.json: its machine is unknown
         return {}
-    return env if isinstance(env, dict) else {}
 
 
 def environments(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run of ``frame``: ``environment`` (CPU name, platform, cores, threads, torch, as
     recorded), ``cpu`` (the model name, with family/model/stepping where recorded), ``cpu_flags``
     (how many instruction-set flags were recorded; 0 for runs made before they were), ``revision``,
-    ``wall_time_s``, its resolved config.yaml text and data fingerprint."""
+    ``wall_time_s``, its resolved config (without the seed, as JSON) and data fingerprint."""
     rows = []
     for _, run in frame.iterrows():
         env = _env(str(run["run_dir"]))
         cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
         model = cpu.get("model_name") or env.get("device_name") or "unknown"
         ident = "/".join(str(cpu[k]) for k in ("family", "model", "stepping") if k in cpu)
-        config_path = Path(str(run["run_dir"])) / "config.yaml"
         rows.append(
             {
                 "name": run["name"],
@@ -53,7 +52,7 @@ def environments(frame: pd.DataFrame) -> pd.DataFrame:
                 "cpu_flags": len(cpu.get("flags") or []),
                 "revision": str(env.get("git_revision", run.get("git_revision", "unknown"))),
                 "wall_time_s": float(run.get("wall_time_s", float("nan"))),
-                "config": config_path.read_text() if config_path.is_file() else "",
+                "config": json.dumps({k: v for k, v in run["config"].items() if k != "seed"}, sort_keys=True),
                 "fingerprint": run.get("data_fingerprint", ""),
             }
         )
@@ -62,10 +61,6 @@ def environments(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _seeds(seeds: pd.Series) -> str:
     return ", ".join(f"seed {s}: {n}" for s, n in sorted(Counter(seeds).items()))
-
-
-def _without_seed(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.startswith("seed:"))
 
 
 def machines_markdown(frame: pd.DataFrame) -> str:
@@ -98,15 +93,17 @@ def machines_markdown(frame: pd.DataFrame) -> str:
     dirty = runs[runs["revision"].str.endswith("-dirty")]
     if not dirty.empty:
         clean = runs[~runs["revision"].str.endswith("-dirty")]
-        reference = {n: _without_seed(c) for n, c in zip(clean["name"], clean["config"])}
-        same_config = sum(reference.get(n) == _without_seed(c) for n, c in zip(dirty["name"], dirty["config"]))
-        same_data = dirty["fingerprint"].isin(set(clean["fingerprint"])).sum()
+        configs = clean.groupby("name")["config"].agg(set).to_dict()  # per experiment: its clean runs'
+        prints = clean.groupby("name")["fingerprint"].agg(set).to_dict()
+        same_config = sum(c in configs.get(n, set()) for n, c in zip(dirty["name"], dirty["config"]))
+        same_data = sum(f in prints.get(n, set()) for n, f in zip(dirty["name"], dirty["fingerprint"]))
         lines.append(
             f"- **`-dirty` revisions.** {len(dirty)} runs ({_seeds(dirty['seed'])}) record a revision ending in "
             "`-dirty`: when they started, tracked files of the working tree differed from that commit, and the "
             "records do not say which files or how. What the records can check: "
             f"{same_config} of the {len(dirty)} have a resolved config identical, but for the seed, to a clean "
-            f"run of the same experiment, and {same_data} read data with the same fingerprint as the clean runs."
+            f"run of the same experiment, and {same_data} read data with the same fingerprint as the clean runs of "
+            "their experiment."
         )
     places = runs.groupby("seed")["environment"].nunique()
     split = [int(s) for s, n in places.items() if n > 1]

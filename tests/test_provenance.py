@@ -9,6 +9,9 @@ import pandas as pd
 
 from reporting.provenance import environments, machines_markdown
 
+# A real env.json (what the schema accepts), its machine fields set per run below.
+ENV = json.loads((Path(__file__).resolve().parent.parent / "results/subset/r20_dense_sgd/seed0/env.json").read_text())
+
 
 def runs(tmp_path: Path) -> pd.DataFrame:
     rows = []
@@ -25,14 +28,19 @@ def runs(tmp_path: Path) -> pd.DataFrame:
             {"model_name": "AMD EPYC 7B13", "model": "1", "flags": ["avx2"]},
         ),
         ("b", 1, "kernel-1", "abc1234aaaa", 520.0, None),
+        ("b", 2, "kernel-1", "abc1234aaaa-dirty", 510.0, None),  # dirty, and another lr than b's clean run
     ):
         run_dir = tmp_path / name / f"seed{seed}"
         run_dir.mkdir(parents=True)
-        env = {"device_name": "AMD EPYC", "platform": platform, "cpu_count": 2, "torch_threads": 1, "torch": "2.x"}
+        env = {k: v for k, v in ENV.items() if k != "cpu"}
+        env |= {"device_name": "AMD EPYC", "platform": platform, "cpu_count": 2, "torch_threads": 1, "torch": "2.x"}
         env |= {"git_revision": revision} | ({"cpu": cpu} if cpu else {})
         (run_dir / "env.json").write_text(json.dumps(env))
-        (run_dir / "config.yaml").write_text(f"name: {name}\nlr: 0.1\nseed: {seed}\n")
-        rows.append({"name": name, "seed": seed, "run_dir": str(run_dir), "wall_time_s": wall, "data_fingerprint": "f"})
+        config = {"name": name, "lr": 0.2 if (name, seed) == ("b", 2) else 0.1, "seed": seed}
+        rows.append(
+            {"name": name, "seed": seed, "run_dir": str(run_dir), "wall_time_s": wall, "data_fingerprint": "f"}
+            | {"config": config}
+        )
     return pd.DataFrame(rows)
 
 
@@ -42,9 +50,11 @@ def test_runs_are_grouped_by_their_recorded_environment(tmp_path: Path) -> None:
     assert table["environment"].nunique() == 2
     assert table.loc[2, "cpu"] == "AMD EPYC 7B13 (family/model/stepping 1)" and table.loc[2, "cpu_flags"] == 1
     text = machines_markdown(frame)
-    assert "**Environment 1** (2 runs; seed 0: 1, seed 1: 1): AMD EPYC; kernel-1" in text
+    assert "**Environment 1** (3 runs; seed 0: 1, seed 1: 1, seed 2: 1): AMD EPYC; kernel-1" in text
     assert "median 510 s (500-520)" in text and "`def5678-dirty` (1)" in text
-    assert "1 of the 1 have a resolved config identical, but for the seed, to a clean run" in text
-    assert "Seed(s) 1 ran in more than one environment" in text
+    # b's dirty run trained another lr than b's clean one: only a's counts as the same config
+    assert "1 of the 2 have a resolved config identical, but for the seed, to a clean run" in text
+    assert "and 2 read data with the same fingerprint as the clean runs of their experiment" in text
+    assert "Seed(s) 1, 2 ran in more than one environment" in text
     assert "instruction-set flags recorded for some runs only" in text
     assert "bit-reproducible only on the same CPU type" in text

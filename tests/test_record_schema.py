@@ -14,6 +14,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,30 @@ def named_skip(read: Callable[[Path], Any], path: Path) -> str:
         read(path)
     message = str(caught.value)
     assert message.startswith(str(path)) and "\n" not in message, message
+    assert message.count(str(path)) == 1, message  # named once, not once per layer of reading
     return message
+
+
+def test_warnings_to_stderr_passes_other_warnings_on_and_ends(tmp_path: Path) -> None:
+    """A warning of another kind raised inside (a library's UserWarning) is passed on once, after the
+    skipped records are printed; the command then ends (a subprocess, so a hang fails the test)."""
+    code = (
+        "import warnings\n"
+        "from training.record_schema import warnings_to_stderr, skip, RecordError\n"
+        "with warnings_to_stderr():\n"
+        "    warnings.warn('from a library')\n"
+        "    skip(RecordError('a/metrics.json: bad'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: skipped a/metrics.json: bad" in done.stderr and done.stderr.count("from a library") == 1
 
 
 def skip_or_valid(read: Callable[[Path], Any], path: Path) -> None:
@@ -183,6 +208,23 @@ RECORDS = {
     "history.csv": rs.read_history,
     "invocations.json": rs.read_invocations,
 }
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+@pytest.mark.parametrize("target", ["/dev/zero", "pipe", "huge"])
+def test_a_record_that_is_a_device_a_pipe_or_huge_is_a_named_skip(tmp_path: Path, name: str, target: str) -> None:
+    """Every record is read with a bound: a link to an endless device, a pipe with no writer or a file
+    past the bound ends in one line, never a hang or an exhausted memory."""
+    path = tmp_path / name
+    if target == "pipe":
+        os.mkfifo(path)
+    elif target == "huge":
+        with open(path, "wb") as f:
+            f.truncate(rs.RECORD_LIMIT + 1)  # sparse: no disk used
+    else:
+        path.symlink_to(target)
+    expected = "more than the" if target == "huge" else "not a regular file"
+    assert expected in named_skip(RECORDS[name], path)
 
 
 def original(name: str) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from training.files import FileRefused, read_text_bounded
 from training.records import HISTORY_FIELDS
 from training.schema import ConfigError, short
 
@@ -45,16 +46,22 @@ def skip(error: BaseException) -> None:
 def warnings_to_stderr() -> Iterator[None]:
     """For command-line tools: each record skipped inside is printed to stderr as one line,
     "warning: skipped <path>: <what is wrong>" (no source line, no traceback)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RecordSkipped)
-        try:
-            yield
-        finally:
-            for w in caught:
-                if issubclass(w.category, RecordSkipped):
-                    print(f"warning: {w.message}", file=sys.stderr)
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always", RecordSkipped)
+            try:
+                yield
+            finally:
+                caught = list(recorded)
+    finally:
+        # Passed on once the recording has ended: re-warned inside it, a warning would be recorded
+        # again while the loop reads the list, and the loop would never end.
+        for w in caught:
+            if issubclass(w.category, RecordSkipped):
+                print(f"warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 # ------------------------------------------------------------------ fields
@@ -142,18 +149,26 @@ def _plain_json(value: Any, key: str, depth: int = 0) -> None:
         raise RecordError(f"{key}: not a JSON value ({short(value)})")
 
 
+# Far above any record the runner writes (a ResNet-50's metrics.json is tens of kB): a record that is
+# a link to a device, a pipe or a huge file is refused, never read without end.
+RECORD_LIMIT = 64 << 20
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text()
+        return read_text_bounded(path, RECORD_LIMIT)
     except FileNotFoundError:
         raise RecordError(f"{path}: missing") from None
+    except FileRefused as exc:
+        raise RecordError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: unreadable ({type(exc).__name__})") from None
 
 
 def _read_json(path: Path) -> Any:
+    text = _read_text(path)  # its RecordError names the path already
     try:
-        return json.loads(_read_text(path), parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     except RecordError as exc:  # NaN or Infinity: strict JSON has neither

@@ -113,16 +113,6 @@ def git_revision(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 CPUINFO = Path("/proc/cpuinfo")
 CPU_KEYS = {
     "vendor_id": "vendor",
@@ -150,13 +140,14 @@ def cpu_info(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
             info[CPU_KEYS[key]] = value
         elif key in ("flags", "Features"):  # x86, ARM
             info["flags"] = sorted(value.split())
+    info.setdefault("model_name", platform.processor() or platform.machine())
     info.setdefault("flags", [])
     return info
 
 
 def device_name(device: torch.device) -> str:
     """The processor a run computes on: the GPU's name, or the CPU model."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model_name"]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -174,10 +165,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "cpu": cpu_info(),  # the CPU type, also beside a GPU: the host side computes too
     }
+    info["device_name"] = info["cpu"]["model_name"] if device.type == "cpu" else device_name(device)
     if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
-    else:
-        info["device_name"] = _cpu_name()
     return info

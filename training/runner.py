@@ -31,8 +31,9 @@ from training.build import build_data, build_model_and_method, optimizer_factory
 from training.code_identity import changed_files, code_identity
 from training.config import ExperimentConfig, dump_config, load_run_config, plan
 from training.data import DataError
+from training.files import FileRefused, read_text_bounded
 from training.loop import LoopSettings, Trainer, TrainingDiverged, check_finite, evaluate
-from training.record_schema import RecordError, read_metrics
+from training.record_schema import RECORD_LIMIT, RecordError, read_metrics
 from training.records import (
     atomic_torch_save,
     atomic_write_json,
@@ -148,6 +149,14 @@ def _identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> 
     return [f"{_WHAT[k]} ({recorded.get(k)} then, {current[k]} now)" for k in _WHAT if recorded.get(k) != current[k]]
 
 
+def _recorded_text(path: Path) -> str:
+    """A record of the run folder as text, read with the bound every record is read with."""
+    try:
+        return read_text_bounded(path, RECORD_LIMIT)
+    except (FileRefused, OSError, UnicodeDecodeError) as exc:
+        raise RunCorrupt(f"{path}: unreadable ({exc}); delete it, or rerun with --force") from None
+
+
 def _code_change(recorded: dict[str, Any], identity: dict[str, Any]) -> str | None:
     """What changed in the code since the checkpoint's run started (None: nothing); a checkpoint from
     before code identities were recorded has an unknown code, which counts as a change."""
@@ -170,7 +179,7 @@ def _inspect(
     config_path, metrics_path, ckpt_path = run_dir / "config.yaml", run_dir / "metrics.json", run_dir / "checkpoint.pt"
     force = "rerun with --force to replace them"
     if metrics_path.exists():
-        if not config_path.exists() or config_path.read_text() != resolved:
+        if not config_path.exists() or _recorded_text(config_path) != resolved:
             raise RunConflict(f"{run_dir}: holds results of a different config; {force}")
         try:
             recorded = read_metrics(metrics_path)["data_fingerprint"]
@@ -183,6 +192,8 @@ def _inspect(
             )
         return "skip", None
     if ckpt_path.exists():
+        if not ckpt_path.is_file():  # a link to a device or a pipe would be read without end
+            raise RunCorrupt(f"{ckpt_path}: not a regular file; delete it, or rerun with --force")
         try:
             state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or damaged file fails in many ways
@@ -199,7 +210,7 @@ def _inspect(
                 f"{ckpt_path}: was written by a run of another {'; '.join(differences)}, and a resumed "
                 f"run is exact only under the same; {force}"
             )
-        if config_path.exists() and config_path.read_text() != resolved:
+        if config_path.exists() and _recorded_text(config_path) != resolved:
             raise RunConflict(f"{run_dir}: config.yaml is of a different config than its checkpoint; {force}")
         earlier = list(recorded.get("code_sha256_earlier", []))
         change = _code_change(recorded, identity)
@@ -231,6 +242,34 @@ def first_epoch_record(epoch_state: dict[str, Any], step_losses: list[float]) ->
         "params_sha256": state_sha256(epoch_state["model"]),
         **{k: row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")},
     }
+
+
+def build_training(
+    cfg: ExperimentConfig, seed: int, device: torch.device, train_b: Any, data_info: dict[str, Any]
+) -> tuple[nn.Module, Method, list[Any]]:
+    """The model, method and stages of (``cfg``, ``seed``) on the data ``build_data`` loaded: the one
+    place a run (and ``experiments.verify``'s replay of it) draws its initial weights, in this order."""
+    torch.manual_seed(seed)
+    ctx = run_context(device, data_info, train_b, seed)
+    try:  # what only the built model can check (e.g. an ``exclude`` naming no module)
+        model, method = build_model_and_method(cfg, ctx, channels_last=cfg.train.channels_last)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: method.{exc}") from None
+    return model, method, plan(cfg, ctx.steps_per_epoch)  # with the data's own epoch length
+
+
+def loop_settings(cfg: ExperimentConfig, seed: int, device: torch.device, test: bool, **more: Any) -> LoopSettings:
+    """How the loop trains a run of ``cfg`` (the fast path on CUDA only); ``more``: the other fields."""
+    cuda_fast = device.type == "cuda"
+    return LoopSettings(
+        seed=seed,
+        device=device,
+        label_smoothing=cfg.train.label_smoothing,
+        test_each_epoch=cfg.train.test_each_epoch and test,
+        bf16=cuda_fast and cfg.train.bf16,
+        compile=cuda_fast and cfg.train.compile,
+        **{"trace_steps": TRACE_STEPS, **more},
+    )
 
 
 def record_failure(run_dir: Path, error: BaseException) -> Path | None:
@@ -326,13 +365,7 @@ def _run_locked(
         torch.set_num_threads(recorded_threads)
         identity["threads"] = recorded_threads
 
-    torch.manual_seed(seed)
-    ctx = run_context(device, data_info, train_b, seed)
-    try:  # what only the built model can check (e.g. an ``exclude`` naming no module)
-        model, method = build_model_and_method(cfg, ctx, channels_last=cfg.train.channels_last)
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.name}: method.{exc}") from None
-    stages = plan(cfg, ctx.steps_per_epoch)  # with the data's own epoch length
+    model, method, stages = build_training(cfg, seed, device, train_b, data_info)
 
     env = environment(device) | {
         "bf16": cuda_fast and cfg.train.bf16,
@@ -376,17 +409,14 @@ def _run_locked(
         atomic_write_text(run_dir / "history.csv", history_csv(epoch_state["history"]))
 
     parallel = distributed.active()  # DDP for forward and backward; methods keep the model itself
-    settings = LoopSettings(
-        seed=seed,
-        device=device,
-        label_smoothing=cfg.train.label_smoothing,
-        test_each_epoch=cfg.train.test_each_epoch and test,
-        bf16=env["bf16"],
-        compile=env["compile"],
+    settings = loop_settings(
+        cfg,
+        seed,
+        device,
+        test,
         progress=progress and main_rank,
         wrap=(lambda m: distributed.wrap_ddp(m, device)) if parallel else None,
         reduce=distributed.all_reduce_sum if parallel else None,
-        trace_steps=TRACE_STEPS,
     )
     trainer = Trainer(
         model, method, stages, train_b, test_b, optimizer_factory(cfg, method), settings, on_epoch, val_batches=val_b
@@ -417,7 +447,7 @@ def _run_locked(
         "train_acc": last["train_acc"],
         "epochs": len(trainer.history),
         "steps": trainer.step,
-        "steps_per_epoch": ctx.steps_per_epoch,
+        "steps_per_epoch": len(train_b),
         **{k: v for k, v in report.items() if k != "layers"},
         "wall_time_s": trainer.elapsed,
         "device": env["device_name"],

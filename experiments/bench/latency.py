@@ -7,7 +7,6 @@ end of a run, which may have shared the machine with other runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from experiments.bench.common import device_name
 from pruning.latency import pruned_vs_dense
+from training.record_schema import RecordError, read_metrics, skip
 from training.runner import load_exported
 
 
@@ -58,7 +58,12 @@ def latency_run_dirs(paths: list[Path]) -> list[Path]:
             dirs.append(path)
             continue
         for metrics in sorted(path.glob("*/seed*/metrics.json")):
-            if "latency" in json.loads(metrics.read_text()):
+            try:
+                has_latency = "latency" in read_metrics(metrics)
+            except RecordError as exc:  # named, and left out
+                skip(exc)
+                continue
+            if has_latency:
                 dirs.append(metrics.parent)
     return dirs
 
