@@ -30,7 +30,6 @@ import torch
 
 from experiments.arguments import fraction, positive_float, positive_int
 from training.build import build_data
-from training.code_identity import code_identity
 from training.config import ExperimentConfig, load_config
 from training.data import DataError
 from training.files import describe_failure
@@ -83,9 +82,10 @@ def training_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def same_run(cfg: ExperimentConfig, out: Path, identity: dict[str, str]) -> Path | None:
     """A finished seed-0 run under ``out`` that trained exactly as ``cfg`` would now: the same config
     (the configs of two targets differ only in name and description until lam sets them apart), the
-    same data and the same code (``identity``: ``data_fingerprint`` and ``code_sha256``, as
-    ``current_identity`` gives them), else None. A run whose records fail their checks is named and
-    passed over."""
+    same data (``identity``: ``data_fingerprint``, as ``current_identity`` gives it), else None. As the
+    runner skips a finished run whatever the code now is, so is another target's run reused (its
+    metrics.json records the code that trained it). A run whose records fail their checks is named
+    and passed over."""
     wanted = training_config(to_dict(cfg))
     for path in sorted(out.glob("*/seed0/metrics.json")):
         try:
@@ -98,16 +98,15 @@ def same_run(cfg: ExperimentConfig, out: Path, identity: dict[str, str]) -> Path
             and training_config(resolved) == wanted
             and metrics["seed"] == 0
             and metrics["data_fingerprint"] == identity["data_fingerprint"]
-            and metrics.get("code_sha256") == identity["code_sha256"]
         ):
             return path.parent
     return None
 
 
 def current_identity(cfg: ExperimentConfig, data_root: Path) -> dict[str, str]:
-    """The data fingerprint of what ``cfg`` loads from ``data_root`` now, and today's code identity."""
+    """The data fingerprint of what ``cfg`` loads from ``data_root`` now."""
     _, _, _, info = build_data(cfg, data_root, torch.device("cpu"), 0, False)
-    return {"data_fingerprint": info["data_fingerprint"], "code_sha256": code_identity()["code_sha256"]}
+    return {"data_fingerprint": info["data_fingerprint"]}
 
 
 def choose(trials: list[dict[str, Any]], target: float, within: float) -> dict[str, Any] | None:
@@ -183,9 +182,7 @@ def _main(argv: list[str] | None = None) -> int:
             if run is None:
                 run_one(cfg, 0, out, data_root, torch.device("cpu"), progress=False, test=False)
                 run = out / name / "seed0"
-            metrics = read_metrics(run / "metrics.json")
-            if metrics["data_fingerprint"] != identity["data_fingerprint"]:  # the runner refuses this first
-                raise RunConflict(f"{run}: trained on other data than {data_root} holds")
+            metrics = read_metrics(run / "metrics.json")  # of this data: same_run and the runner see to it
             trials.append(
                 {
                     "lam": lam,
