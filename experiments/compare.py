@@ -22,7 +22,7 @@ import pandas as pd
 
 from reporting.results import ResultsError, matched_controls, paired, runs_frame
 from reporting.stats import verdict
-from reporting.verdicts import verdicts
+from reporting.verdicts import MISMATCH, verdicts
 from training.files import describe_failure
 
 
@@ -50,7 +50,7 @@ def family_line(r: pd.Series) -> str:
     p = "" if math.isnan(r["p"]) else f", p = {r['p']:.3f}, Holm p = {r['p_holm']:.3f}"
     sides = (
         f"sparsity {100 * r['a_sparsity']:.1f} / {100 * r['b_sparsity']:.1f}%"
-        + (" (more than 2 pp apart)" if r["mismatched"] else "")
+        + (f" (more than {100 * MISMATCH:.0f} pp apart)" if r["mismatched"] else "")
         + f", FLOPs kept {100 * r['a_flops_kept']:.1f} / {100 * r['b_flops_kept']:.1f}%, steps (final stage / all) "
         f"{r['a_final_steps']:.0f}/{r['a_steps']:.0f} and {r['b_final_steps']:.0f}/{r['b_steps']:.0f}"
     )

@@ -289,10 +289,11 @@ def paired(frame: pd.DataFrame, a: str, b: str, metric: str = "test_acc") -> tup
     """``metric`` of experiment ``a`` minus that of ``b``, paired by seed over the seeds both have:
     (pairs, mean, sample std, half-width of the 95% t-interval); NaN where there is no pair (std
     and interval NaN for one pair)."""
-    return _paired(_by_run(frame, metric), a, b)
+    return _paired(values_by_run(frame, metric), a, b)
 
 
-def _by_run(frame: pd.DataFrame, metric: str) -> dict[tuple[str, int], float]:
+def values_by_run(frame: pd.DataFrame, metric: str) -> dict[tuple[str, int], float]:
+    """(experiment, seed) -> ``metric``, once the runs are checked to pool (``check_pooling``)."""
     check_pooling(frame)  # a repeated seed would otherwise overwrite its twin
     return {(n, s): v for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[metric], errors="coerce"))}
 
@@ -306,7 +307,7 @@ def _paired(values: dict[tuple[str, int], float], a: str, b: str) -> tuple[int, 
 def paired_differences(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Per experiment with a matched dense control: the mean, std and 95% t-interval of
     ``metric`` (experiment) - ``metric`` (control) over the seeds both have (``paired``)."""
-    values = _by_run(frame, metric)  # once, not once per experiment
+    values = values_by_run(frame, metric)  # once, not once per experiment
     rows = []
     for name, control in sorted(matched_controls(frame).items()):
         pairs, mean, std, ci = _paired(values, name, control)

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from reporting.head_to_head import head_to_head, target_of
-from reporting.results import matched_controls
+from reporting.head_to_head import references, target_of
+from reporting.results import matched_controls, values_by_run
 from reporting.stats import corrected, holm, interval, t_test_p, verdict
+from training.record_schema import RecordError, read_history
 from training.subset import OFFICIAL_ROWS
 
 ALPHA = 0.05
@@ -46,7 +47,7 @@ GROUPS = {
     "lottery": "The lottery ticket's controls (and its full-length last round) against the lottery ticket",
     "sgd": "Gradual magnitude pruning (GMP) against one-shot magnitude pruning and the lottery ticket",
     "structured": "Structured methods against one another at each channel budget",
-    "dense": "The three dense recipes against one another",
+    "dense": "The dense recipes against one another",
 }
 
 
@@ -88,8 +89,7 @@ def family(frame: pd.DataFrame) -> list[Comparison]:
     dense = [n for n in names if families[n] == "dense"]
     controls = matched_controls(frame)
     pairs: list[tuple[str, str, str]] = [("control", n, controls[n]) for n in names if n in controls]
-    h2h = head_to_head(frame)
-    pairs += [("xrda", r.experiment, r.reference) for r in h2h.itertuples() if r.experiment != r.reference]
+    pairs += [("xrda", name, reference) for name, reference in references(frame)]
     at: dict[int, dict[str, str]] = {}
     for n in names:
         if target_of(n) is not None:
@@ -127,10 +127,6 @@ def family(frame: pd.DataFrame) -> list[Comparison]:
     return out
 
 
-def _values(frame: pd.DataFrame, column: str) -> dict[tuple[str, int], float]:
-    return {(n, int(s)): float(v) for n, s, v in zip(frame["name"], frame["seed"], pd.to_numeric(frame[column]))}
-
-
 def differences(values: dict[tuple[str, int], float], c: Comparison) -> list[float]:
     """The per-seed differences of comparison ``c``, over the seeds every run it needs has."""
     runs = (c.a, c.b, *c.controls) if c.controls else (c.a, c.b)
@@ -154,10 +150,12 @@ def _steps(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
         run = runs.sort_values("seed").iloc[0]
         per_epoch = float(run.get("steps_per_epoch", math.nan))
         final = math.nan
-        path = Path(str(run.get("run_dir", ""))) / "history.csv"
-        if path.is_file():
-            stages = pd.read_csv(path)["stage"].tolist()
-            final = per_epoch * sum(1 for s in stages if s == stages[-1]) if stages else math.nan
+        try:
+            stages = [row["stage"] for row in read_history(Path(str(run.get("run_dir", ""))) / "history.csv")]
+        except RecordError:  # missing or bad (named by the readers that list runs): unknown
+            stages = []
+        if stages:
+            final = per_epoch * sum(1 for s in stages if s == stages[-1])
         out[str(name)] = (final, float(run.get("steps", math.nan)))
     return out
 
@@ -166,7 +164,7 @@ def verdicts(frame: pd.DataFrame, comparisons: list[Comparison] | None = None) -
     """One row per comparison (``family(frame)`` unless given), in family order, with the Holm
     adjustment over all of them (see the module's docstring for the columns)."""
     comparisons = family(frame) if comparisons is None else comparisons
-    acc = _values(frame, "test_acc")
+    acc = values_by_run(frame, "test_acc")  # refuses runs that must not be pooled
     steps = _steps(frame) if comparisons else {}
     side = {}
     for name, runs in frame.groupby("name"):
@@ -283,7 +281,8 @@ def prose(table: pd.DataFrame) -> str:
         unresolved = len(rows) - len(kept) - len(lost)
         if unresolved:
             parts.append(f"{unresolved} more unresolved at both levels.")
-        budgets = rows[rows["a_final_steps"] != rows["b_final_steps"]]
+        known = rows["a_final_steps"].notna() & rows["b_final_steps"].notna()
+        budgets = rows[known & (rows["a_final_steps"] != rows["b_final_steps"])]
         if not budgets.empty:
             parts.append(
                 f"In {len(budgets)} of these the two sides' final stages differ in length (a multi-stage method's "
@@ -292,7 +291,7 @@ def prose(table: pd.DataFrame) -> str:
         flagged = rows[rows["mismatched"]]
         if not flagged.empty:
             parts.append(
-                "Not at equal sparsity (more than 2 pp apart): "
+                f"Not at equal sparsity (more than {100 * MISMATCH:.0f} pp apart): "
                 + "; ".join(f"{_what(r)} ({_side(r, 'a')}% against {_side(r, 'b')}%)" for _, r in flagged.iterrows())
                 + "."
             )
@@ -354,8 +353,8 @@ def markdown(table: pd.DataFrame) -> str:
         "p: two-sided paired t-test; Holm p: adjusted over every row of every table above. nominal: "
         '"higher" or "lower" where the 95% interval excludes 0; after Holm: where the Holm p is at most '
         f"{ALPHA}. Sparsity: mean over seeds (range where the seeds differ); ≠: two sparse sides more than "
-        "2 pp apart. Steps: optimizer steps of the final stage (what the exported model last trained) of "
-        "the total, from history.csv and metrics.json."
+        f"{100 * MISMATCH:.0f} pp apart. Steps: optimizer steps of the final stage (what the exported model "
+        "last trained) of the total, from history.csv and metrics.json."
     )
     return "\n".join(out) + "\n"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from reporting.results import PoolingError
 from reporting.stats import holm, interval, t_test_p
 from reporting.verdicts import (
     Comparison,
@@ -19,6 +20,7 @@ from reporting.verdicts import (
     standard_error,
     verdicts,
 )
+from training.records import HISTORY_FIELDS
 
 SGD, RDA = {"name": "sgd", "lr": 0.1}, {"name": "rda", "lr": 1.0}
 # name -> (family, variant, optimizer, method, sparsity, stages (name, epochs), accuracy by seed)
@@ -56,14 +58,23 @@ RUNS = {
 }
 
 
+def history_csv(stages: list[tuple[str, int]]) -> str:
+    """A valid history.csv (what the schema reads) with these stages, one row an epoch."""
+    rows = [
+        {**dict.fromkeys(HISTORY_FIELDS, ""), "epoch": n, "stage": stage, "stage_epoch": k + 1, "lr": 0.1}
+        | {"train_loss": 1.0, "train_acc": 0.5, "sparsity": 0, "seconds": 1.0}
+        for n, (stage, k) in enumerate(((s, k) for s, epochs in stages for k in range(epochs)), start=1)
+    ]
+    return ",".join(HISTORY_FIELDS) + "\n" + "".join(",".join(str(r[f]) for f in HISTORY_FIELDS) + "\n" for r in rows)
+
+
 def frame(tmp_path: Path) -> pd.DataFrame:
     rows = []
     for order, (name, (fam, variant, opt, method, sparsity, stages, accs)) in enumerate(RUNS.items()):
         for seed, acc in enumerate(accs):
             run_dir = tmp_path / name / f"seed{seed}"
             run_dir.mkdir(parents=True)
-            history = "".join(f"{stage}\n" for stage, epochs in stages for _ in range(epochs))
-            (run_dir / "history.csv").write_text("stage\n" + history)
+            (run_dir / "history.csv").write_text(history_csv(stages))
             rows.append(
                 {
                     "name": name,
@@ -175,3 +186,18 @@ def test_the_scale_and_the_test_set_sampling_error(tmp_path: Path) -> None:
     assert f"of {100 * math.sqrt(dense * (1 - dense) / 1017):.2f} pp at the dense controls'" in text
     assert standard_error(0.56, 1017) == pytest.approx(0.01557, abs=1e-5)  # about 1.6 pp for one accuracy
     assert "no one sampling error applies" in scale_markdown(runs.assign(test_size=[500] + [1017] * (len(runs) - 1)))
+
+
+def test_a_repeated_seed_is_refused_not_pooled(tmp_path: Path) -> None:
+    """A copied seed folder (two runs of one seed) would overwrite its twin in the pairing: refused,
+    as everywhere else runs are pooled."""
+    runs = frame(tmp_path)
+    copy = runs[(runs["name"] == "r20_gmp_s80") & (runs["seed"] == 0)].assign(run_dir="elsewhere/seed0")
+    with pytest.raises(PoolingError):
+        verdicts(pd.concat([runs, copy], ignore_index=True))
+
+
+def test_unknown_step_counts_are_not_called_different_budgets(tmp_path: Path) -> None:
+    runs = frame(tmp_path).assign(run_dir=str(tmp_path / "nowhere"))  # no history.csv: steps unknown
+    text = prose(verdicts(runs))
+    assert "final stages differ in length" not in text
