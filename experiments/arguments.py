@@ -4,7 +4,12 @@ never a traceback later."""
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import sys
+from collections.abc import Callable
+
+from training.files import FileRefused, describe_failure
 
 
 def positive_int(text: str) -> int:
@@ -50,3 +55,18 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text[:40]}")
     return value
+
+
+def one_line_failures(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """``main`` with a path it cannot read or write (a name too long, a file in the way, a link to a
+    device) reported in one line, exit status 1, instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except (OSError, FileRefused) as exc:
+            print(f"error: {describe_failure(exc)}", file=sys.stderr)
+            return 1
+
+    return wrapped

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.files import FileRefused, describe_failure
+from experiments.arguments import one_line_failures
 from training.records import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -442,13 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["status"] != "FAILED" for r in rows) else 1
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
-    try:
-        return main(argv)
-    except (OSError, FileRefused) as exc:
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
-        return 1
+_main = one_line_failures(main)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.arguments import one_line_failures
 from training.data import DataError
-from training.files import FileRefused, describe_failure
 from training.subset import build
 
 
@@ -32,13 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
-    try:
-        return main(argv)
-    except (OSError, FileRefused) as exc:
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
-        return 1
+_main = one_line_failures(main)
 
 
 if __name__ == "__main__":

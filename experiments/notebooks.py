@@ -21,8 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from experiments.arguments import positive_int
-from training.files import FileRefused, describe_failure
+from experiments.arguments import one_line_failures, positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -190,13 +189,7 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
-    try:
-        return main(argv)
-    except (OSError, FileRefused) as exc:
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
-        return 1
+_main = one_line_failures(main)
 
 
 if __name__ == "__main__":
