@@ -3,8 +3,7 @@
 A generated table sits in README.md between ``<!-- KIND: FOLDER -->`` and ``<!-- end KIND -->``
 (FOLDER relative to the repository root); this fills it from FOLDER's finished runs, so no number in
 it is typed by hand. KIND ``table`` is the summary (``reporting.tables.readme_markdown``), KIND
-``head-to-head`` each unstructured method against xRDA at its target
-(``reporting.head_to_head``), KIND ``verdicts`` the "What this shows" prose and the family of
+``verdicts`` the "What this shows" prose and the family of
 comparisons it is written from, with nominal and Holm-corrected verdicts (``reporting.verdicts``).
 ``--check`` writes nothing and fails, naming each stale table, where the README and the results
 disagree (the test suite runs it), and where the Results section states a verdict outside a
@@ -13,8 +12,12 @@ generated block (``typed_verdicts``): a verdict is read off the tools, never typ
 Counts quoted in the prose sit between ``<!-- count: KEY -->`` and ``<!-- end count -->`` and are
 filled from the configs the same way (``config_counts``): ``PROFILE.experiments``, ``PROFILE.runs``
 (experiments x seeds), ``PROFILE.epochs`` (over every seed), ``full.epochs.METHOD[+METHOD...]`` and
-``orders`` (the legend orders of the shipped configs' variants); so a new method or config fails
-``--check`` until the README says the new numbers.
+``orders`` (the legend orders of the shipped configs' variants), ``sample`` (the experiments of
+``run --sample``); so a new method or config fails
+``--check`` until the README says the new numbers. A key ``PATH#FIELD[@FORMAT]`` quotes a value of a
+record instead (``results/bench/rehearsal_cpu.json#wall_time_s``), and KIND ``bench-train`` of a
+``bench train`` record writes its table (``reporting.bench``): a measured figure is read off its
+record, never typed.
 """
 
 from __future__ import annotations
@@ -28,25 +31,28 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.arguments import one_line_failures
+from reporting.bench import read_record, record_value, train_markdown
 from reporting.budgets import budgets_markdown
-from reporting.head_to_head import head_to_head, head_to_head_markdown
 from reporting.provenance import machines_markdown
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import readme_markdown, summary_frame
 from reporting.verdicts import scale_markdown, verdicts_markdown
-from training.files import FileRefused, describe_failure, read_text_bounded
+from training.files import read_text_bounded
 from training.records import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS: dict[str, Callable[[pd.DataFrame], str]] = {
     "table": lambda frame: readme_markdown(summary_frame(frame)),
-    "head-to-head": lambda frame: head_to_head_markdown(head_to_head(frame)),
     "verdicts": verdicts_markdown,
     "scale": scale_markdown,
     "machines": machines_markdown,
 }
-# Kinds written from a folder of configs rather than from finished runs.
-CONFIG_KINDS: dict[str, Callable[[Path], str]] = {"budgets": budgets_markdown}
+# Kinds written from a path rather than from finished runs: a folder of configs, a benchmark record.
+CONFIG_KINDS: dict[str, Callable[[Path], str]] = {
+    "budgets": budgets_markdown,
+    "bench-train": lambda path: train_markdown(read_record(path)),
+}
 # The words a verdict is stated in (reporting.stats.verdict and corrected, and their paraphrases).
 VERDICT_WORDS = re.compile(r"\b(higher|lower|unresolved|separates?|separated|outperforms?|beats?)\b", re.I)
 BLOCK = re.compile(
@@ -88,7 +94,7 @@ def render(text: str, root: Path) -> tuple[str, list[str]]:
     return BLOCK.sub(fill, text), stale
 
 
-COUNT = re.compile(r"(<!-- count: (?P<key>[\w.+-]+) -->)(?P<body>.*?)(<!-- end count -->)", re.S)
+COUNT = re.compile(r"(<!-- count: (?P<key>[\w./#@+-]+) -->)(?P<body>.*?)(<!-- end count -->)", re.S)
 
 
 def config_counts(config_dir: Path) -> Callable[[str], str]:
@@ -109,6 +115,8 @@ def config_counts(config_dir: Path) -> Callable[[str], str]:
 
     def value(key: str) -> str:
         parts = key.split(".")
+        if key == "sample":  # run --sample: one experiment per method x model x data set of the full profile
+            return f"{len(config.stratified_sample(configs('rehearsal'))):,}"
         if key == "orders":
             variants = {METHODS[c.method.name].variant(c.method, c.optimizer) for c in configs("full")}
             variants |= {METHODS[c.method.name].variant(c.method, c.optimizer) for c in configs("subset")}
@@ -128,16 +136,39 @@ def config_counts(config_dir: Path) -> Callable[[str], str]:
                 }.get(parts[1])
                 if total is not None:
                     return f"{total:,}"
-        raise KeyError(f"unknown count {key!r} (PROFILE.experiments/runs/epochs, full.epochs.METHOD, orders)")
+        raise KeyError(f"unknown count {key!r} (PROFILE.experiments/runs/epochs, full.epochs.METHOD, orders, sample)")
 
     return value
 
 
-def render_counts(text: str, config_dir: Path) -> tuple[str, list[str]]:
-    """``text`` with every count block filled from the configs under ``config_dir``; and the stale
-    ones, each as "KEY: README says X, the configs give Y"."""
-    value = config_counts(config_dir)
+def record_count(root: Path, key: str) -> str:
+    """A value of a record: KEY is ``PATH#FIELD`` or ``PATH#FIELD@FORMAT`` (PATH relative to ``root``,
+    FIELD dotted, FORMAT a format spec: ``results/bench/rehearsal_cpu.json#wall_time_s``), or, for a
+    results folder, ``FOLDER#runs`` / ``FOLDER#epochs`` (its finished runs); an integer is printed
+    with thousands separated by commas."""
+    path, _, field = key.partition("#")
+    field, _, spec = field.partition("@")
+    if (root / path).is_dir():  # a results folder: its finished runs, or their epochs
+        frame = _frame(root / path)
+        if field not in ("runs", "epochs"):
+            raise KeyError(f"count {key!r}: a results folder gives runs or epochs")
+        value = len(frame) if field == "runs" else int(pd.to_numeric(frame["epochs"]).sum())
+    else:
+        value = record_value(root / path, field)
+    if spec:
+        return format(value, spec)
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def render_counts(text: str, config_dir: Path, root: Path = ROOT) -> tuple[str, list[str]]:
+    """``text`` with every count block filled from the configs under ``config_dir`` (or, for a
+    ``PATH#FIELD`` key, from the record at ``root``/PATH); and the stale ones, each as "KEY: README
+    says X, the configs give Y"."""
+    configs = config_counts(config_dir)
     stale: list[str] = []
+
+    def value(key: str) -> str:
+        return record_count(root, key) if "#" in key else configs(key)
 
     def fill(match: re.Match[str]) -> str:
         body = value(match["key"])
@@ -172,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         new, stale = render(text, args.readme.resolve().parent)
-        new, stale_counts = render_counts(new, args.configs)
-    except (ResultsError, KeyError) as exc:
+        new, stale_counts = render_counts(new, args.configs, args.readme.resolve().parent)
+    except (ResultsError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {args.readme}: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
         return 2
     if args.check:
@@ -199,13 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """``main``, with a path it cannot read or write (a name too long, a file in the way) reported in one line."""
-    try:
-        return main(argv)
-    except (OSError, FileRefused) as exc:
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
-        return 1
+_main = one_line_failures(main)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,15 @@ and loaded as the runner loads it, and every command line driven with random fla
 end in a valid result or a clean error (the documented exit code, one ``error:`` line, no traceback).
 
 The suite runs a few examples of each, derandomised; a longer run is one command:
-``FUZZ_EXAMPLES=1000 .venv/bin/python -m pytest -q -n 0 -s tests/test_fuzz.py`` (random seeds; each
-test prints its counts).
+``FUZZ_EXAMPLES=1000 FUZZ_RECORD=results/bench/fuzz.json .venv/bin/python -m pytest -q -n 0 -s
+tests/test_fuzz.py`` (random seeds; each test prints its counts and adds them to the record).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 
 from experiments.run import CONFIG_DIR
 from training import config, cost
+from training.records import atomic_write_json
 from training.schema import ConfigError
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
@@ -172,11 +174,20 @@ def load_as_the_runner_does(folder: Path, file: Path) -> bool:
 
 
 def _report(name: str, counts: Counter) -> None:
-    if "FUZZ_EXAMPLES" in os.environ:
-        print(
-            f"\n[fuzz] {name}: {sum(counts.values())} cases: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        )
+    """A long run's counts: printed, and with ``FUZZ_RECORD=PATH`` added to the record at PATH (the
+    README quotes that record's totals: ``python -m experiments.readme`` reads them)."""
+    if "FUZZ_EXAMPLES" not in os.environ:
+        return
+    print(f"\n[fuzz] {name}: {sum(counts.values())} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if path := os.environ.get("FUZZ_RECORD"):
+        record = json.loads(Path(path).read_text()) if Path(path).exists() else {"examples": EXAMPLES, "tests": {}}
+        cases, failed = sum(counts.values()), counts["failed"]
+        record["tests"][name] = {"cases": cases, "clean": cases - failed, "failed": failed}
+        if name == "configs":  # how many mutated configs still loaded
+            record["tests"][name]["loaded"] = counts["clean (loaded)"]
+        for key in ("cases", "clean", "failed"):
+            record[key] = sum(t[key] for t in record["tests"].values())
+        atomic_write_json(Path(path), record)
 
 
 def test_mutated_shipped_configs_load_or_fail_in_one_line() -> None:

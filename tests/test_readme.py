@@ -3,7 +3,6 @@ README matches the committed results."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -29,25 +28,6 @@ def test_a_table_block_is_filled_from_its_results_and_checked(
     assert readme.main(["--readme", str(page), "--check"]) == 0  # filled: nothing stale
     capsys.readouterr()
     assert readme.main(["--readme", str(page)]) == 0 and "0 table(s) rewritten" in capsys.readouterr().out
-
-
-def test_a_head_to_head_block_is_filled_from_its_results_and_checked(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    tree = write_results_tree(tmp_path / "results" / "x")
-    shutil.copytree(tree / "rda_r20_lam1e-5", tree / "rda_r20_s80")  # the synthetic xRDA runs, named at 80%
-    for metrics in (tree / "rda_r20_s80").glob("seed*/metrics.json"):
-        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "name": "rda_r20_s80"}))
-    page = tmp_path / "README.md"
-    page.write_text("<!-- head-to-head: results/x -->\n<!-- end head-to-head -->\n")
-    assert readme.main(["--readme", str(page), "--check"]) == 1
-    assert "the head-to-head of results/x differs from its results" in capsys.readouterr().err
-    assert readme.main(["--readme", str(page)]) == 0
-    text = page.read_text()
-    assert "| 80% | `rda_r20_s80` | xRDA log-l1 | 2 |" in text and "| reference |" in text
-    assert "| 80% | `magnitude_r20_oneshot_s80` |" in text and "| 80% | `lottery_r20_s80` |" in text
-    assert "`rda_r20_lam1e-5`" not in text  # not at a target by its name
-    assert readme.main(["--readme", str(page), "--check"]) == 0
 
 
 def test_a_readme_without_a_block_or_with_a_missing_folder_is_an_error(
