@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reporting.budgets import budgets, budgets_markdown, pending
+import pytest
+
+from reporting.budgets import Pending, budgets, budgets_markdown, pending
 from tests.conftest import ROOT
 
 CONFIGS = ROOT / "experiments" / "configs"
@@ -26,5 +28,17 @@ def test_the_final_stage_and_the_total_come_from_the_plan() -> None:
 
 def test_pending_runs_are_listed_explicitly(tmp_path: Path) -> None:
     assert pending(tmp_path) == {}
-    (tmp_path / "pending.txt").write_text("# a comment line\n\nr20_a  # why it waits\nr20_b\n")
-    assert pending(tmp_path) == {"r20_a": "why it waits", "r20_b": ""}
+    (tmp_path / "pending.txt").write_text(
+        "# a comment line\n\nr20_a  # why it waits\nr20_b\nr20_c seeds 3 4  # later\n"
+    )
+    assert pending(tmp_path) == {
+        "r20_a": Pending("why it waits"),
+        "r20_b": Pending(""),
+        "r20_c": Pending("later", frozenset({3, 4})),
+    }
+    c = pending(tmp_path)["r20_c"]
+    assert c.covers(3) and not c.covers(0) and c.label() == "seeds 3, 4 pending"
+    assert pending(tmp_path)["r20_a"].covers(0) and pending(tmp_path)["r20_a"].label() == "runs pending"
+    (tmp_path / "pending.txt").write_text("r20_d seed 3\n")
+    with pytest.raises(ValueError, match="pending.txt:1: expected 'NAME' or 'NAME seeds K"):
+        pending(tmp_path)
