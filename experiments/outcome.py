@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.arguments import one_line_failures, positive_int
 from training import config
 from training.record_schema import RecordError, read_history, read_invocations, read_metrics
 from training.records import atomic_write_json
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="full", choices=list(config.PROFILES))
     p.add_argument("--configs", type=Path, action="append", default=None, help="default: experiments/configs")
     p.add_argument("--only", action="append", default=None, metavar="PATTERN")
-    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--seeds", type=positive_int, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the counts and failures here")
     args = p.parse_args(argv)
     try:
@@ -133,5 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if counts(items)["finished"] == len(items) else 1
 
 
+_main = one_line_failures(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

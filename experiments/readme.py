@@ -163,7 +163,7 @@ def record_count(root: Path, key: str) -> str:
 def render_counts(text: str, config_dir: Path, root: Path = ROOT) -> tuple[str, list[str]]:
     """``text`` with every count block filled from the configs under ``config_dir`` (or, for a
     ``PATH#FIELD`` key, from the record at ``root``/PATH); and the stale ones, each as "KEY: README
-    says X, the configs give Y"."""
+    says X, its source (configs or record) gives Y"."""
     configs = config_counts(config_dir)
     stale: list[str] = []
 
@@ -173,7 +173,7 @@ def render_counts(text: str, config_dir: Path, root: Path = ROOT) -> tuple[str, 
     def fill(match: re.Match[str]) -> str:
         body = value(match["key"])
         if body != match["body"]:
-            stale.append(f"{match['key']}: the README says {match['body']!r}, the configs give {body!r}")
+            stale.append(f"{match['key']}: the README says {match['body']!r}, its source gives {body!r}")
         return match[1] + body + match[4]
 
     return COUNT.sub(fill, text), stale

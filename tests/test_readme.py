@@ -65,8 +65,8 @@ def test_a_count_in_the_prose_follows_the_configs(tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert readme.main([*args, "--check"]) == 1  # a new config: the README's numbers are stale
     err = capsys.readouterr().err
-    assert "count smoke.experiments: the README says '1', the configs give '2'" in err
-    assert "count smoke.epochs: the README says '1', the configs give '2'" in err
+    assert "count smoke.experiments: the README says '1', its source gives '2'" in err
+    assert "count smoke.epochs: the README says '1', its source gives '2'" in err
     assert readme.main(args) == 0 and "2<!-- end count --> experiments" in page.read_text()
     assert readme.main([*args, "--check"]) == 0
     page.write_text(page.read_text() + "<!-- count: smoke.typo -->1<!-- end count -->\n")
