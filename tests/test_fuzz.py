@@ -251,8 +251,9 @@ TOKENS = [
 @contextlib.contextmanager
 def sandbox() -> Iterator[dict[str, str]]:
     """Paths the fuzzed arguments may name: a tiny config folder, a config, an empty folder, a file, a
-    missing path, an endless device, a data root without data (so that no run ever trains)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    missing path, an endless device, a data root without data (so that no run ever trains). The
+    working folder is the sandbox too: a relative path a flag names (``--json 0``) is written there."""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         root = Path(tmp)
         configs = root / "configs"
         configs.mkdir()
