@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from training.record_schema import RecordError, read_history
 from training.subset import OFFICIAL_ROWS
 
 ALPHA = 0.05
+LOTTERY = "lottery ticket"  # the plain ticket's variant label (its controls and variants are compared with it)
 MISMATCH = 0.02  # sparsity gap (a fraction: 2 pp) above which two sparse sides are flagged
 BUDGET = re.compile(r"_[wc](\d+)$")  # structured budgets: r20_l0hc_w30, r20_slimming_c30 -> 30
 
@@ -65,15 +67,22 @@ def _methods(frame: pd.DataFrame) -> dict[str, str]:
     return {n: (c.get("method") or {}).get("name", "") for n, c in zip(frame["name"], frame["config"])}
 
 
-def _option(frame: pd.DataFrame, key: str) -> set[str]:
-    """The experiments whose method sets ``key`` (to anything true)."""
-    return {n for n, c in zip(frame["name"], frame["config"]) if (c.get("method") or {}).get(key)}
-
-
 def budget_of(name: str) -> int | None:
     """The channel budget (%) in a structured config's name (``_w30``, ``_c30`` -> 30), else None."""
     match = BUDGET.search(name)
     return int(match[1]) if match else None
+
+
+def _points(
+    names: list[str], method: dict[str, str], point_of: Callable[[str], int | None]
+) -> list[dict[str, list[str]]]:
+    """The configs at each operating point (``point_of(name)``: a target or a budget, None for none),
+    in the point's order, each point by method in ``names``' order."""
+    out: dict[int, dict[str, list[str]]] = {}
+    for n in names:
+        if (point := point_of(n)) is not None:
+            out.setdefault(point, {}).setdefault(method[n], []).append(n)
+    return [out[p] for p in sorted(out)]
 
 
 def family(frame: pd.DataFrame) -> list[Comparison]:
@@ -83,36 +92,22 @@ def family(frame: pd.DataFrame) -> list[Comparison]:
         return []
     names = list(dict.fromkeys(frame.sort_values(["order", "name"])["name"]))
     method = _methods(frame)
-    reinit = _option(frame, "reinit")
-    full_last_round = _option(frame, "last_round_epochs")
     families = dict(zip(frame["name"], frame["family"]))
     dense = [n for n in names if families[n] == "dense"]
     controls = matched_controls(frame)
     pairs: list[tuple[str, str, str]] = [("control", n, controls[n]) for n in names if n in controls]
     pairs += [("xrda", name, reference) for name, reference in references(frame)]
-    at: dict[int, dict[str, str]] = {}
-    for n in names:
-        if target_of(n) is not None:
-            kind = method[n]
-            if method[n] == "lottery" and n in reinit:
-                kind = "lottery_reinit"
-            elif method[n] == "lottery" and n in full_last_round:
-                kind = "lottery_full_last_round"
-            at.setdefault(target_of(n), {}).setdefault(kind, n)
-    for target in sorted(at):
-        point = at[target]
-        for kind in ("lottery_reinit", "random_ticket", "random_finetune", "lottery_full_last_round"):
-            if kind in point and "lottery" in point:
-                pairs.append(("lottery", point[kind], point["lottery"]))
-        for other in ("magnitude", "lottery"):
-            if "gmp" in point and other in point:
-                pairs.append(("sgd", point["gmp"], point[other]))
-    by_budget: dict[int, dict[str, list[str]]] = {}
-    for n in names:
-        if budget_of(n) is not None:
-            by_budget.setdefault(budget_of(n), {}).setdefault(method[n], []).append(n)
-    for budget in sorted(by_budget):
-        point = by_budget[budget]
+    # At each unstructured target, by method: the lottery ticket's own variants (reinit, full-length
+    # last round) and its random controls against the ticket; GMP against magnitude and the ticket.
+    variant = dict(zip(frame["name"], frame["variant"]))
+    for point in _points(names, method, target_of):
+        tickets = [n for n in point.get("lottery", []) if variant[n] == LOTTERY]
+        for ticket in tickets:
+            kin = [n for m in ("lottery", "random_ticket", "random_finetune") for n in point.get(m, [])]
+            pairs += [("lottery", n, ticket) for n in kin if n != ticket]
+        for gmp in point.get("gmp", []):
+            pairs += [("sgd", gmp, other) for other in point.get("magnitude", []) + tickets]
+    for point in _points(names, method, budget_of):  # structured: at each channel budget
         for dep in point.get("dep_l0", []):
             pairs += [("structured", dep, b) for b in point.get("l0hc", [])]
         for rda in point.get("rda", []):
