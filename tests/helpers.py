@@ -224,19 +224,17 @@ def operating_points(configs: dict[Path, Any]) -> dict[tuple[str, str], set[floa
     return points
 
 
-def check_points_and_recipe_of_the_other_baselines(method: str, subset: bool = True) -> None:
+def check_points_and_recipe_of_the_other_baselines(method: str) -> None:
     """``method``'s configs sit at the operating points of magnitude pruning and the lottery ticket
-    and train with their recipe, so that results differ by the method alone. ``subset``: False for a
-    method whose ResNet-20 protocol config is still smoke-only (configs/<method>/smoke/)."""
+    and train with their recipe, so that results differ by the method alone."""
     configs = method_configs(method)
     points = operating_points(configs)
     for model in ("vgg16", "resnet56"):
         for dataset in ("cifar10", "cifar100"):
             assert points[(model, dataset)] == {0.5, 0.8, 0.9, 0.95, 0.98}
-    assert points[("resnet20", "cifar10")] == ({0.5, 0.8, 0.9} if subset else {0.8})  # the subset's
+    assert points[("resnet20", "cifar10")] == {0.5, 0.8, 0.9}  # the subset's
     for path, cfg in configs.items():
         recipe = (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size)
         assert recipe == ("sgd", 0.1, 1e-4, 128), path
         assert cfg.train.epochs == (15 if cfg.model == "resnet20" else 160), path
-        assert ("subset" in cfg.profiles) == (subset and cfg.model == "resnet20"), path
-        assert (path.parent.name == "smoke") == (not subset and cfg.model == "resnet20"), path
+        assert ("subset" in cfg.profiles) == (cfg.model == "resnet20"), path

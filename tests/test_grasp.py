@@ -113,4 +113,4 @@ def test_run_through_the_runner_keeps_the_exact_sparsity(tmp_path: Path, tiny_ci
 
 
 def test_configs_cover_the_operating_points_of_the_other_baselines() -> None:
-    check_points_and_recipe_of_the_other_baselines("grasp", subset=False)
+    check_points_and_recipe_of_the_other_baselines("grasp")
