@@ -55,7 +55,7 @@ def train_markdown(record: dict[str, Any]) -> str:
             )
         methods = {n: r["ratio_to_dense"] for n, r in rows.items() if n in ops and n != DENSE}
         within = [n for n, r in methods.items() if r >= WITHIN]
-        short = [f"{n} ({r:.2f})" for n, r in methods.items() if r < WITHIN]
+        short = [f"{n} ({r:.3f})" for n, r in methods.items() if r < WITHIN]
         lines += [
             "",
             f"Within {1 - WITHIN:.0%} of dense ({model}): {', '.join(within) or 'none'}; "
