@@ -28,11 +28,10 @@ from typing import Any
 
 import torch
 
-from experiments.arguments import fraction, positive_float, positive_int
+from experiments.arguments import fraction, one_line_failures, positive_float, positive_int
 from training.build import build_data
 from training.config import ExperimentConfig, load_config
 from training.data import DataError
-from training.files import describe_failure
 from training.loop import TrainingDiverged
 from training.record_schema import RecordError, read_config, read_metrics, skip, warnings_to_stderr
 from training.records import atomic_write_json, atomic_write_text
@@ -144,10 +143,10 @@ def update_config(path: Path, chosen: dict[str, Any], record: dict[str, Any]) ->
 
 def main(argv: list[str] | None = None) -> int:
     with warnings_to_stderr():  # a skipped record: one line on stderr
-        return _main(argv)
+        return _tune(argv)
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _tune(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("config", type=Path)
     p.add_argument("--target", type=fraction, required=True, help="weight sparsity to reach, a fraction")
@@ -204,9 +203,9 @@ def _main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (RunBusy, RunConflict, RunCorrupt, RecordError, TrainingDiverged, OSError) as exc:
+    except (RunBusy, RunConflict, RunCorrupt, RecordError, TrainingDiverged) as exc:
         # nothing is chosen, nothing written
-        print(f"error: {describe_failure(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     chosen = choose(trials, args.target, args.within)
     rule = BAND
@@ -236,5 +235,7 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_main = one_line_failures(main)  # a path it cannot read or write, however far in: one line
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

@@ -199,3 +199,16 @@ def test_a_damaged_record_of_another_run_is_named_and_passed_over(tmp_path: Path
     identity = tune.current_identity(cfg, data)
     with pytest.warns(UserWarning, match=f"skipped {metrics}: sparsity: expected a number"):
         assert tune.same_run(cfg, out, identity) is None
+
+
+def test_a_results_path_it_cannot_write_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """However far in the path fails (a file where the results folder should be), ``python -m`` ends in
+    one error line and exit status 1, not a traceback."""
+    data = write_cifar10(tmp_path / "data")
+    path = tmp_path / "exp.yaml"
+    path.write_text(CONFIG)
+    (tmp_path / "file").write_text("in the way\n")
+    args = [str(path), "--target", "0.5", "--lam", "3e-3", "--data-root", str(data)]
+    assert tune._main([*args, "--results", str(tmp_path / "file" / "tuning")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
