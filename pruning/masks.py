@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -132,8 +133,14 @@ class ParamMasks:
                 p.register_post_accumulate_grad_hook(self._grad_hook(name))
 
     def _grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
+        # The hook is held by the tensor on the C++ side, out of the garbage collector's sight: a
+        # strong reference back to these masks (which hold the tensor) would be a cycle never freed,
+        # and one process running many experiments would keep every model it trained.
+        owner = weakref.ref(self)
+
         def hook(p: torch.Tensor) -> None:
-            mask = self.masks.get(name)
+            masks = owner()
+            mask = masks.masks.get(name) if masks is not None else None
             if mask is not None and p.grad is not None:
                 p.grad.mul_(mask)
 

@@ -8,6 +8,8 @@ configs, so that a new method file is covered the moment it exists:
   (within one weight a layer for a method that rounds per layer, ``exact_target = False``);
 - a run resumed from a mid-run checkpoint ends exactly where the uninterrupted run ends;
 - two data-parallel processes end with the same model and method state;
+- a finished run leaves nothing alive once its model and method are dropped (one process runs
+  hundreds of experiments in the full profile);
 - each variant has a label, a family, an order and a colour, and no two variants share one.
 
 The runs use ResNet-20 on 8x8 random images, 2 epochs a stage (1 for the data-parallel ones), 4
@@ -18,7 +20,9 @@ are functions, so ``test_a_broken_method_fails_the_contract`` shows each one fai
 from __future__ import annotations
 
 import dataclasses
+import gc
 import typing
+import weakref
 from typing import Any
 
 import pytest
@@ -70,14 +74,18 @@ def run(
     checkpoints: list[dict[str, Any]] | None = None,
     shard: int = 0,
     parallel: bool = False,
+    built: list[torch.Tensor] | None = None,
 ) -> tuple[torch.nn.Module, Method]:
-    """The real loop on ResNet-20 and ``ClassBatches`` (each checkpoint through torch.save/load)."""
+    """The real loop on ResNet-20 and ``ClassBatches`` (each checkpoint through torch.save/load);
+    ``built`` receives the parameters of the model as built, before any export replaces it."""
     torch.manual_seed(0)
     batches = ClassBatches(seed=shard)
     ctx = RunContext(CPU, (3, 8, 8), 10, batches, len(batches))
     if parallel:
         ctx.reduce, ctx.world_size = distributed.all_reduce_sum, 2
     model, method = build_model_and_method(cfg, ctx)
+    if built is not None:
+        built.extend(model.parameters())
 
     settings = LoopSettings(
         seed=0,
@@ -175,6 +183,20 @@ def check_resume(cfg: config.ExperimentConfig) -> None:
     assert states_equal(method.state_dict(), resumed_method.state_dict()), f"{cfg.method.name}: method state differs"
 
 
+def check_frees(cfg: config.ExperimentConfig) -> None:
+    """Once the model and the method of a finished run are dropped, the garbage collector frees
+    them and every parameter the run built. (A hook on a tensor is held on the C++ side, out of the
+    collector's sight: one that refers back to the tensor keeps it, and everything it reaches, for
+    the life of the process.)"""
+    built: list[torch.Tensor] = []
+    model, method = run(cfg, built=built)
+    refs = [weakref.ref(model), weakref.ref(method), *(weakref.ref(p) for p in built)]
+    del model, method, built
+    gc.collect()
+    alive = sum(ref() is not None for ref in refs)
+    assert alive == 0, f"{cfg.method.name}: {alive} of the run's model, method and parameters stay alive"
+
+
 # ------------------------------------------------ the tests, one per method and check
 
 
@@ -197,6 +219,11 @@ def test_operating_point_is_exact(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_resume_equals_an_uninterrupted_run(name: str) -> None:
     check_resume(tiny(name))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_finished_run_is_freed(name: str) -> None:
+    check_frees(tiny(name, epochs=1))
 
 
 def _ranks(rank: int, init: str, out: str) -> None:
@@ -272,10 +299,25 @@ class ResumesDifferently(MaskedMethod):
         self.masker.set(random_masks(shapes, dict.fromkeys(weights, 1 - self.cfg.sparsity), generator=self.generator))
 
 
-@pytest.mark.parametrize("broken, check", [(MissesItsTarget, check_exact_target), (ResumesDifferently, check_resume)])
+class KeepsItsModel(MaskedMethod):
+    """Counts its gradients with a hook that refers back to the method, which holds the model."""
+
+    Config = BrokenConfig
+
+    def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
+        self.grads_seen = 0
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(lambda p: setattr(self, "grads_seen", self.grads_seen + 1))
+        return super().prepare(model, ctx)
+
+
+@pytest.mark.parametrize(
+    "broken, check",
+    [(MissesItsTarget, check_exact_target), (ResumesDifferently, check_resume), (KeepsItsModel, check_frees)],
+)
 def test_a_broken_method_fails_the_contract(broken: type[Method], check: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(METHODS, "broken", broken)  # registered for this test only
     cfg = dataclasses.replace(tiny("snip"), method=BrokenConfig(sparsity=0.8))
-    with pytest.raises(AssertionError, match="weights removed|differs"):
+    with pytest.raises(AssertionError, match="weights removed|differs|stay alive"):
         check(cfg)
     assert "broken" not in METHOD_CLASSES  # the classes have no ``name``: nothing else sees them

@@ -15,6 +15,7 @@ is reset. The number of active weights of every layer never changes.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,9 +77,12 @@ class RigL(MaskedMethod):
         return model
 
     def _keep_grad(self, name: str) -> Any:
+        owner = weakref.ref(self)  # not a cycle through the tensor's C++ hooks (ParamMasks._grad_hook)
+
         def hook(p: torch.Tensor) -> None:
-            if self.is_update(self.steps_done + 1):
-                self.grads[name] = p.grad.detach().clone()
+            method = owner()
+            if method is not None and method.is_update(method.steps_done + 1):
+                method.grads[name] = p.grad.detach().clone()
 
         return hook
 
