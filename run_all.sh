@@ -104,9 +104,15 @@ for ((k = 0; k < jobs; k++)); do
   pids+=($!)
 done
 severity() { case "$1" in 0) echo 0 ;; 2) echo 2 ;; 3) echo 3 ;; *) echo 1 ;; esac; }
+k=0
 for pid in "${pids[@]}"; do  # the worst exit status: 3 no data, 2 a config error, 1 a failed run
   job_status=0
   wait "$pid" || job_status=$?
+  if [ "$job_status" -gt 128 ]; then  # a runner gone without its own word: its runs are "not run" below
+    why=""; if [ "$job_status" -eq 137 ]; then why=" (SIGKILL: often the kernel's out-of-memory killer; see dmesg)"; fi
+    echo "run_all.sh: runner $k/$jobs was stopped by signal $((job_status - 128))$why; the runs it had not finished are listed at the end" >&2
+  fi
+  k=$((k + 1))
   job_status=$(severity "$job_status")
   if [ "$job_status" -gt "$status" ]; then status=$job_status; fi
 done

@@ -47,7 +47,14 @@ def outcome_of(run_dir: Path, run: str) -> Outcome:
     if (run_dir / "checkpoint.pt").exists():
         rows = len(_valid(read_history, history) or [])
         return Outcome(run, "unfinished", f"stopped after epoch {rows}; rerun to resume it")
-    return Outcome(run, "not run", "no record (a config error, a divergence or a conflict: see the runner's output)")
+    return Outcome(
+        run,
+        "not run",
+        (
+            "no record (a config error, a divergence, a conflict, or its runner killed before it: "
+            "see the runner's output)"
+        ),
+    )
 
 
 def outcomes(

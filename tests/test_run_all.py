@@ -166,3 +166,32 @@ def test_sigterm_stops_the_notebooks_stage_within_seconds(tmp_path: Path) -> Non
     assert "Traceback" not in err
     (entry,) = json.loads((results / "invocations.json").read_text())
     assert entry["exit_status"] == 130
+
+
+def test_a_killed_runner_is_named_and_its_runs_listed(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data")
+    results = tmp_path / "results"
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(CONFIG.replace("EPOCHS", "200"))  # shard 0: killed while training
+    (folder / "b.yaml").write_text(CONFIG.replace("EPOCHS", "1"))  # shard 1: finishes
+    proc = start(tmp_path, folder, data, "--jobs", "2")
+    deadline = time.time() + 240
+    while not (results / "a" / "seed0" / "history.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    pattern = f"--shard 0/2 .*{results}"
+    runner = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+    assert len(runner) == 1, runner
+    os.kill(int(runner[0]), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    lines = []
+    for line in proc.stderr:  # up to the word about the runner, then stop the notebooks stage
+        lines.append(line)
+        if "was stopped by signal" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert (
+        "run_all.sh: runner 0/2 was stopped by signal 9 (SIGKILL: often the kernel's out-of-memory killer"
+        in "".join(lines)
+    )
+    assert (results / "b" / "seed0" / "metrics.json").exists()
