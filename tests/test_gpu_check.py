@@ -16,7 +16,8 @@ def test_the_dry_run_walks_every_step_and_records_it(
 ) -> None:
     monkeypatch.setenv("DATA_ROOT", str(tiny_cifar))
     out = tmp_path / "out"
-    assert gpu_check.main([str(out), "--dry-run"]) == 0
+    status = gpu_check.main([str(out), "--dry-run"])
+    assert status == 0, (out / "gpu_check.log").read_text()[-4000:]  # the failed step's own output
     summary = json.loads((out / "summary.json").read_text())
     steps = {row["step"]: row for row in summary["steps"]}
     assert list(steps) == [
