@@ -112,18 +112,25 @@ def machines_markdown(frame: pd.DataFrame) -> str:
             f"- **Pairs across environments.** Seed(s) {', '.join(map(str, split))} ran in more than one "
             "environment, so a paired difference at such a seed may compare two runs from different environments."
         )
-    cpus = sorted(set(runs["cpu"]))
-    unknown_type = len(cpus) == 1 and runs["cpu_flags"].max() == 0
+    bare = runs[runs["cpu_flags"] == 0]  # env.json without the CPU's model and flags (older records)
+    bare_cpus = sorted(set(bare["cpu"]))
+    if bare.empty:
+        known = "env.json's `cpu` names the model and flags of each run's CPU."
+    elif len(bare) == len(runs) and len(bare_cpus) == 1:
+        known = (
+            f"The records name the CPU only as {bare_cpus[0]} in every environment, without model number or flags, "
+            "so whether the environments above are one CPU type is unknown; their wall times differ. Runs recorded "
+            "from now on carry the model and its flags in env.json (`cpu`)."
+        )
+    else:
+        known = (
+            f"{len(bare)} of the {len(runs)} runs name their CPU only as {' or '.join(bare_cpus)}, without model "
+            "number or instruction-set flags, so whether they ran on one CPU type is unknown; the other "
+            f"{len(runs) - len(bare)} record both in env.json (`cpu`)."
+        )
     lines.append(
         "- **Reproducibility.** A run is bit-reproducible only on the same CPU type (model and instruction-set "
         "flags decide which vectorised kernels run, and so the order of floating-point sums), with the same "
-        "torch and thread count. "
-        + (
-            f"The records name the CPU only as {cpus[0]} in every environment, without model number or flags, so "
-            "whether the environments above are one CPU type is unknown; their wall times differ. Runs recorded "
-            "from now on carry the model and its flags in env.json (`cpu`)."
-            if unknown_type
-            else "env.json's `cpu` names the model and flags of each run's CPU."
-        )
+        "torch and thread count. " + known
     )
     return "\n".join(lines) + "\n"

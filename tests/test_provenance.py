@@ -58,3 +58,6 @@ def test_runs_are_grouped_by_their_recorded_environment(tmp_path: Path) -> None:
     assert "Seed(s) 1, 2 ran in more than one environment" in text
     assert "instruction-set flags recorded for some runs only" in text
     assert "bit-reproducible only on the same CPU type" in text
+    # four runs record no model or flags: the note must not say every run's CPU is known
+    assert "4 of the 5 runs name their CPU only as AMD EPYC, without model number or instruction-set flags" in text
+    assert "the other 1 record both" in text and "each run's CPU" not in text
