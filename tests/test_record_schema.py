@@ -87,19 +87,20 @@ def skip_or_valid(read: Callable[[Path], Any], path: Path) -> None:
 
 def test_every_committed_record_reads_as_valid() -> None:
     runs = sorted(SUBSET.glob("*/seed*/metrics.json"))
-    assert len(runs) == 153
+    assert runs, f"no committed runs under {SUBSET}"  # which runs must be there: test_subset_protocol
     for metrics in runs:
         folder = metrics.parent
         rs.read_metrics(metrics)
         rs.read_config(folder / "config.yaml")
         rs.read_env(folder / "env.json")
         assert len(rs.read_history(folder / "history.csv")) == rs.read_metrics(metrics)["epochs"]
-    assert len(rs.read_invocations(SUBSET / "invocations.json")) == 4
+    invocations = json.loads((SUBSET / "invocations.json").read_text())
+    assert len(rs.read_invocations(SUBSET / "invocations.json")) == len(invocations)  # none left out
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not one run left out
-        assert len(results.runs_frame(SUBSET)) == 153
+        assert len(results.runs_frame(SUBSET)) == len(runs)
 
 
 # ------------------------------------------------------------------ invalid values per field
