@@ -52,7 +52,3 @@ def test_local_outputs_are_ignored(path: str) -> None:
     result = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT)
     assert result.returncode == 0, f"{path} is not ignored by .gitignore"
 
-
-def test_gitignore_is_only_patterns() -> None:
-    bad = conflict_lines(ROOT / ".gitignore")
-    assert not bad, f".gitignore lines {bad} are merge conflict markers, not patterns"
