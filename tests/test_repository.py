@@ -51,4 +51,3 @@ def test_local_outputs_are_ignored(path: str) -> None:
     tracked_files()  # skips outside a checkout
     result = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT)
     assert result.returncode == 0, f"{path} is not ignored by .gitignore"
-
