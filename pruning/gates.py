@@ -110,22 +110,43 @@ def deterministic_gates(log_alpha: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
 
-def logistic_noise(widths: list[int], n: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
-    """log u - log(1 - u), u ~ U(eps, 1 - eps), of shape (n, C) for each width C: one draw from the
-    global RNG for all of them, the same numbers as a draw of (n, C) per width in turn (on the CPU the
-    generator fills a tensor serially; log and log1p compute each entry alike wherever it lies)."""
+def hard_concrete(pre: torch.Tensor) -> torch.Tensor:
+    """z = clamp(sigmoid(pre / beta) (zeta - gamma) + gamma, 0, 1), elementwise, pre = log alpha + noise."""
+    return (torch.sigmoid(pre / BETA) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def logistic_noise(widths: list[int], n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """log u - log(1 - u), u ~ U(eps, 1 - eps), flat: one block of n x C (row-major) per width C, in
+    order. One draw from the global RNG for all of them, the same uniforms as a draw of (n, C) per
+    width in turn (on the CPU the generator fills a tensor serially)."""
     u = torch.rand(n * sum(widths), device=device, dtype=dtype) * (1 - 2 * EPS) + EPS
-    noise = torch.log(u) - torch.log1p(-u)
-    return [chunk.view(n, c) for chunk, c in zip(noise.split([n * c for c in widths]), widths)]
+    return torch.log(u) - torch.log1p(-u)
 
 
-def sample_gates(log_alpha: torch.Tensor, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """``n`` independent draws of every gate, shape (n, C), from the global RNG (or from ``noise``,
-    ``logistic_noise`` of this layer)."""
-    if noise is None:
-        noise = logistic_noise([log_alpha.numel()], n, log_alpha.device, log_alpha.dtype)[0]
-    s = torch.sigmoid((noise + log_alpha) / BETA)
-    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+def sample_gates(log_alpha: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` independent draws of every gate of one layer, shape (n, C), from the global RNG."""
+    noise = logistic_noise([log_alpha.numel()], n, log_alpha.device, log_alpha.dtype).view(n, -1)
+    return hard_concrete(noise + log_alpha)
+
+
+def sample_layer_gates(log_alphas: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """``sample_gates`` of every layer at once, (n, C) per layer: one draw and one pass of each
+    elementwise operation over all layers' gates, instead of a handful of small ones per layer (on
+    a GPU, each a kernel launch). The numbers are those of ``sample_gates`` called layer by layer
+    up to float rounding: the same draws, and each log alpha's gradient the same sum over its n
+    rows, but an entry may take the vectorised path of an elementwise function where layer by
+    layer it took the scalar one (the last few entries of a tensor), which can differ in the last
+    bit."""
+    widths = [la.numel() for la in log_alphas]
+    noise = logistic_noise(widths, n, log_alphas[0].device, log_alphas[0].dtype)
+    rows = torch.cat([la.expand(n, w).reshape(-1) for la, w in zip(log_alphas, widths)])
+    z = hard_concrete(noise + rows)
+    return [block.view(n, w) for block, w in zip(z.split([n * w for w in widths]), widths)]
+
+
+def layer_deterministic_gates(log_alphas: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``deterministic_gates`` of every layer in one pass."""
+    return list(deterministic_gates(torch.cat(log_alphas)).split([la.numel() for la in log_alphas]))
 
 
 # ---------------------------------------------------------------- placement
@@ -180,8 +201,9 @@ class ChannelGates(Method):
 
     ``prepare`` attaches the gate parameters to the model as ``model.l0_gates`` (so they are in
     its state_dict and resume restores them), a forward pre-hook on the model that computes
-    the log alphas once per forward, and forward hooks on the gated BNs that multiply their
-    outputs by the gates. Module names of the model are unchanged.
+    the log alphas and every layer's gates once per forward (``sample_layer_gates``), and
+    forward hooks on the gated BNs that multiply their outputs by the gates. Module names of the
+    model are unchanged.
     """
 
     Config: type[MethodConfig] = GateConfig
@@ -196,7 +218,7 @@ class ChannelGates(Method):
         self.channels_open: dict[str, int] = {}  # filled by export
         self._handles: list[Any] = []
         self._current: list[torch.Tensor] = []  # log alphas of the forward in progress
-        self._noise: list[torch.Tensor] = []  # its gates' logistic noise, one draw for every layer
+        self._gates_now: list[torch.Tensor] = []  # their gates: sampled (n, C) or deterministic (C,) per layer
         self._source: list[int | None] = []  # gated layer read by each gated conv
         self._kernel: list[int] = []  # k^2 of each gated conv
         self._in_width: list[int] = []  # fixed input width of each gated conv
@@ -253,20 +275,23 @@ class ChannelGates(Method):
     def _begin_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             self._current = self.gates.log_alphas()
-        # The gates' noise for the whole forward in one draw (the layers' draws in forward order).
-        self._noise = []
-        if module.training and not self.frozen and args and torch.is_tensor(args[0]):
-            la = self._current[0]
-            self._noise = logistic_noise([x.numel() for x in self._current], args[0].shape[0], la.device, la.dtype)
+            # Every layer's gates for this forward at once (the hooks only multiply).
+            if module.training and not self.frozen and args and torch.is_tensor(args[0]):
+                self._gates_now = sample_layer_gates(self._current, args[0].shape[0])
+            else:
+                self._gates_now = layer_deterministic_gates(self._current)
 
     def _gate_hook(self, index: int) -> Any:
         def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
-            log_alpha = self._current[index]
+            z = self._gates_now[index] if self._gates_now else None
             if module.training and not self.frozen:
-                noise = self._noise[index] if self._noise and self._noise[index].shape[0] == out.shape[0] else None
-                z = sample_gates(log_alpha, out.shape[0], noise)[:, :, None, None]
+                if z is None or z.dim() != 2 or z.shape[0] != out.shape[0]:  # a BN run outside the model's forward
+                    z = sample_gates(self._current[index], out.shape[0])
+                z = z[:, :, None, None]
             else:
-                z = deterministic_gates(log_alpha)[None, :, None, None]
+                if z is None or z.dim() != 1:
+                    z = deterministic_gates(self._current[index])
+                z = z[None, :, None, None]
             return out * z.to(out.dtype)
 
         return hook
@@ -308,7 +333,7 @@ class ChannelGates(Method):
 
     def expected_size(self, log_alphas: list[torch.Tensor]) -> torch.Tensor:
         """What ``lam`` multiplies: expected gated-conv weights, or the sum of P(z != 0)."""
-        probs = [prob_nonzero(la) for la in log_alphas]
+        probs = prob_nonzero(torch.cat(log_alphas)).split([la.numel() for la in log_alphas])  # one pass
         if self.cfg.penalty == "gates":
             return torch.stack([p.sum() for p in probs]).sum()
         open_ = [p.sum() for p in probs]

@@ -21,6 +21,7 @@ from experiments.bench.train import (
     format_train_table,
     operator_table,
     operators_per_step,
+    paired_ratio,
     synthetic_cifar,
 )
 
@@ -46,11 +47,26 @@ def test_every_variant_and_the_reference_loop_report_positive_throughput() -> No
         assert row["images_per_s"] == pytest.approx(16 / row["epoch_s"])
         assert row["ratio_to_dense"] == pytest.approx(row["images_per_s"] / rows[DENSE]["images_per_s"])
     assert rows[DENSE]["ratio_to_dense"] == 1.0
+    for name, row in rows.items():  # one timed round: its ratio is dense's epoch over the variant's
+        paired = row.get("paired_ratio_to_dense")
+        assert (paired is None) == (name == REFERENCE_LOOP)  # the reference loop does not take turns
+        if paired:
+            assert paired["rounds"] == [rows[DENSE]["epoch_s_timed"][0] / row["epoch_s_timed"][0]]
     assert result["speedup_over_reference"]["resnet20"] == pytest.approx(
         rows[DENSE]["images_per_s"] / rows[REFERENCE_LOOP]["images_per_s"]
     )
     table = format_train_table(result)
     assert all(name in table for name in rows)
+
+
+def test_paired_ratios_are_taken_round_by_round() -> None:
+    # the machine slows down threefold in round 3; a variant 10% slower than dense in every round
+    dense = [1.0, 1.0, 3.0, 1.0, 1.0, 1.0]
+    variant = [1.1, 1.1, 3.3, 1.1, 1.1, 1.1]
+    paired = paired_ratio(dense, variant)
+    assert paired["rounds"] == pytest.approx([1 / 1.1] * 6)
+    assert paired["median"] == pytest.approx(1 / 1.1) and paired["interval"] == pytest.approx([1 / 1.1] * 2)
+    assert paired["coverage"] == 1 - 2 / 2**6
 
 
 def test_unknown_variant_is_refused() -> None:
@@ -173,6 +189,9 @@ def test_each_method_s_added_operators_are_counted_per_step() -> None:
     # grasp: its masks' operators too (the rest is its scoring before the first step, which reads an
     # epoch of 1 or 2 steps and so does not cancel in the difference)
     assert table["magnitude (masked)"]["added_by_operator"].items() <= table["grasp"]["added_by_operator"].items()
-    # hard-concrete gates: one random draw (and one logistic transform) for all 10 gated layers
+    # hard-concrete gates: for all 10 gated layers, one random draw, one pass of each gate operation
+    # (sigmoid: the gates and the penalty's P(z != 0)), one fused Adam step; per layer, the multiply
     added = table["l0hc"]["added_by_operator"]
-    assert added["aten::rand"] == added["aten::log"] == added["aten::log1p"] == 1 and added["aten::sigmoid"] == 20
+    assert added["aten::rand"] == added["aten::log"] == added["aten::log1p"] == 1
+    assert added["aten::sigmoid"] == added["aten::sigmoid_backward"] == 2
+    assert added["aten::_fused_adam_"] == 1 and "aten::item" not in added

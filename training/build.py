@@ -184,9 +184,10 @@ def optimizer_factory(cfg: ExperimentConfig, method: Method) -> Any:
         optimizers = [build_optimizer(cfg.optimizer, method.param_groups(model), lr)]
         schedules = [schedule]
         for extra in method.extra_optimizers(model):
-            optimizers.append(
-                torch.optim.Adam([{"params": extra.params, "lr": extra.lr, "weight_decay": extra.weight_decay}])
-            )
+            # fused: one operation over all the (many, small) tensors instead of nine per tensor and
+            # a read-back of each step count; on the CPU the numbers are the per-tensor loop's.
+            group = {"params": extra.params, "lr": extra.lr, "weight_decay": extra.weight_decay}
+            optimizers.append(torch.optim.Adam([group], fused=True))
             schedules.append(extra.schedule or schedule)
         return optimizers, [build_scheduler(s, o, stage.epochs) for s, o in zip(schedules, optimizers)]
 
