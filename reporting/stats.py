@@ -72,6 +72,27 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
     return mean, std, t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """(median, low, high, coverage): the distribution-free interval for the median from order
+    statistics, the k-th smallest and k-th largest value with k the largest for which
+    P(Binomial(n, 1/2) < k) <= (1 - level) / 2; ``coverage`` is its exact probability of holding
+    the median, at least ``level``. Below 6 values no pair reaches 95%: the interval is then
+    [min, max], and ``coverage`` (1 - 2^(1-n)) says how much less it is. NaN for no values."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    ordered = sorted(values)
+    middle = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+
+    def below(k: int) -> float:  # P(Binomial(n, 1/2) < k)
+        return sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = 1
+    while k < (n + 1) // 2 and below(k + 1) <= (1 - level) / 2:
+        k += 1
+    return middle, ordered[k - 1], ordered[n - k], 1 - 2 * below(k)
+
+
 def verdict(pairs: int, mean: float, ci: float) -> str:
     """A paired difference's verdict: "higher" / "lower" only where its interval excludes 0; else
     "unresolved" and why."""

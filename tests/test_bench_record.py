@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -39,8 +40,23 @@ def test_the_table_and_its_verdict_come_from_the_record() -> None:
     text = train_markdown(RECORD)
     assert "| snip | 290 | 0.97 | 468 | 38 |" in text and "| reference loop | 280 | 0.93 |  |  |" in text
     # 0.948 is below 0.95 even where the table rounds it to 0.95: the verdict says so to 3 digits
-    assert "Within 5% of dense (resnet20): snip; not: l0hc (0.948)." in text
+    assert "Within 5% of dense (resnet20, by the ratio of the median epochs): snip; not: l0hc (0.948)." in text
     assert "1-minute load 1.0 to 1.8 while it ran" in text
+
+
+def test_a_record_with_paired_rounds_is_judged_by_their_median_and_shows_its_interval() -> None:
+    record = copy.deepcopy(RECORD)
+    rows = record["results"]["resnet20"]
+    # the ratio of the medians says l0hc is short; its rounds, paired with dense's, say it is within
+    rows["dense sgd"]["paired_ratio_to_dense"] = {"median": 1.0, "interval": [1.0, 1.0], "coverage": 0.96}
+    rows["snip"]["paired_ratio_to_dense"] = {"median": 0.97, "interval": [0.955, 0.99], "coverage": 0.96}
+    rows["l0hc"]["paired_ratio_to_dense"] = {"median": 0.958, "interval": [0.941, 0.97], "coverage": 0.96}
+    text = train_markdown(record)
+    assert "| l0hc | 284 | 0.95 | 0.958 [0.941, 0.970] | 898 | 468 |" in text
+    assert "| reference loop | 280 | 0.93 |  |  |  |" in text
+    assert "by the median of the paired rounds" in text and "(96.0% coverage)" in text
+    assert ": snip, l0hc; not: none." in text
+    assert "Within by the median, but with an interval reaching below 0.95: l0hc." in text
 
 
 def test_a_field_is_read_by_its_dotted_path(tmp_path: Path) -> None:

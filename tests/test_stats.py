@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from reporting.stats import corrected, holm, incomplete_beta, interval, t_cdf, t_quantile, t_test_p, verdict
+from reporting.stats import (
+    corrected,
+    holm,
+    incomplete_beta,
+    interval,
+    median_interval,
+    t_cdf,
+    t_quantile,
+    t_test_p,
+    verdict,
+)
 
 
 def test_t_quantiles_match_closed_forms() -> None:
@@ -61,3 +71,13 @@ def test_the_paired_t_test_agrees_with_the_interval() -> None:
         p = t_test_p(len(diffs), mean, std)
         assert (p < 0.05) == (verdict(len(diffs), mean, half) in ("higher", "lower"))
     assert math.isnan(t_test_p(1, 0.1, math.nan)) and t_test_p(3, 0.1, 0.0) == 0.0
+
+
+def test_median_interval_is_the_order_statistic_interval() -> None:
+    # n = 15: P(Binomial(15, 1/2) < 4) = (1 + 15 + 105 + 455) / 2^15 = 0.0176 <= 0.025 < P(< 5) = 0.0593
+    assert median_interval([float(v) for v in range(15, 0, -1)]) == (8.0, 4.0, 12.0, 1 - 2 * 576 / 2**15)
+    # n = 6: only the extremes, 1 - 2 / 2^6; n = 5: the extremes fall short of 95%, and say so
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == (3.5, 1.0, 6.0, 1 - 2 / 2**6)
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0])[1:] == (1.0, 5.0, 1 - 2 / 2**5)
+    assert median_interval([2.0])[1:] == (2.0, 2.0, 0.0)
+    assert all(math.isnan(v) for v in median_interval([]))

@@ -41,6 +41,7 @@ from pruning.methods.l0hc import L0HCConfig
 from pruning.methods.magnitude import MagnitudeConfig
 from pruning.methods.rda import RDAMethodConfig
 from pruning.registry import METHODS
+from reporting.stats import median_interval
 from training.build import build_model_and_method, optimizer_factory, run_context
 from training.config import OPTIMIZERS, DataConfig, ExperimentConfig, OptimizerConfig, RDAConfig, SGDConfig, TrainConfig
 from training.data import CIFAR, DeviceBatches, Split
@@ -297,6 +298,16 @@ def reference_epochs(
     return times
 
 
+def paired_ratio(dense_epochs: list[float], epochs: list[float]) -> dict[str, Any]:
+    """A variant's speed relative to dense SGD, round by round: epoch k of each ran in the same round
+    of turns, so dense's seconds over the variant's in that round cancel what the machine's speed did
+    between rounds. The median of the rounds, with its distribution-free interval (order statistics)
+    and that interval's exact coverage."""
+    rounds = [d / t for d, t in zip(dense_epochs, epochs)]
+    median, low, high, coverage = median_interval(rounds)
+    return {"median": median, "interval": [low, high], "coverage": coverage, "rounds": rounds}
+
+
 def _row(times: list[float], warmup: int, images: int) -> dict[str, Any]:
     timed = times[warmup:]
     median = statistics.median(timed)
@@ -366,8 +377,10 @@ def bench_train(
                 reference_epochs(model_name, split, batch, device, warmup + epochs, workers, seed), warmup, images
             )
         base = rows.get(DENSE, {}).get("images_per_s")
-        for row in rows.values():
+        for name, row in rows.items():
             row["ratio_to_dense"] = row["images_per_s"] / base if base else None
+            if base and name != REFERENCE_LOOP:
+                row["paired_ratio_to_dense"] = paired_ratio(rows[DENSE]["epoch_s_timed"], row["epoch_s_timed"])
         results[model_name] = rows
     return {
         "benchmark": "train",
@@ -398,12 +411,22 @@ def format_train_table(result: dict[str, Any]) -> str:
     lines = [
         f"train: {result['device']}, batch {result['batch']}, {result['steps']} steps per epoch, median of "
         f"{result['epochs']} epochs after {result['warmup']} warm-up; fast path: {fast}",
-        f"{'model':<10} {'variant':<22} {'images/s':>10} {'epoch s':>9} {'x dense sgd':>12}",
+        f"{'model':<10} {'variant':<22} {'images/s':>10} {'epoch s':>9} {'x dense sgd':>12} "
+        f"{'paired (interval, coverage)':>32}",
     ]
     for model, rows in result["results"].items():
         for name, row in rows.items():
             ratio = f"{row['ratio_to_dense']:.3f}" if row["ratio_to_dense"] is not None else "-"
-            lines.append(f"{model:<10} {name:<22} {row['images_per_s']:>10.1f} {row['epoch_s']:>9.3f} {ratio:>12}")
+            paired = row.get("paired_ratio_to_dense")
+            pair = (
+                f"{paired['median']:.3f} [{paired['interval'][0]:.3f}, {paired['interval'][1]:.3f}] "
+                f"{paired['coverage']:.0%}"
+                if paired
+                else "-"
+            )
+            lines.append(
+                f"{model:<10} {name:<22} {row['images_per_s']:>10.1f} {row['epoch_s']:>9.3f} {ratio:>12} {pair:>32}"
+            )
     for model, table in result.get("operators_per_step", {}).items():
         added = ", ".join(f"{v} +{row['added_kernel_operators']}" for v, row in table.items() if v != DENSE)
         lines.append(f"{model}: operators (kernels) per step, dense sgd {table[DENSE]['kernel_operators']}; {added}")
