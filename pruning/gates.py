@@ -292,7 +292,7 @@ class ChannelGates(Method):
                 if z is None or z.dim() != 1:
                     z = deterministic_gates(self._current[index])
                 z = z[None, :, None, None]
-            return out * z.to(out.dtype)
+            return out * (z if z.dtype == out.dtype else z.to(out.dtype))  # bf16 activations under autocast
 
         return hook
 
