@@ -130,23 +130,33 @@ def method_trainer(
 
 def epochs_in_turns(trainers: dict[str, Callable[..., Trainer]]) -> dict[str, list[tuple[float, float]]]:
     """(seconds, wall-clock end) of each epoch of every trainer, the trainers taking turns one epoch at a
-    time (A1 B1 C1 A2 B2 C2 ...), so that a change in the machine's load affects them alike.
+    time, so that a change in the machine's load affects them alike; round r runs them rotated by r
+    (A B C, B C A, C A B, A B C, ...), so that none always runs first or last in a round. (On the
+    development machine the first epoch of a round ran up to a third slower than the others, for no
+    reason in this code; a fixed order made every method after dense look faster than dense.)
 
     ``trainers[name](on_epoch=...)`` builds one. Each trains in its own thread, but only the one whose
     turn it is runs: at the end of each of its epochs (``on_epoch``) it hands the turn on and waits.
     """
     names = list(trainers)
     cond = threading.Condition()
-    state: dict[str, Any] = {"turn": names[0], "alive": list(names), "error": None}
+    state: dict[str, Any] = {"turn": names[0], "slot": 0, "alive": set(names), "error": None}
     ends: dict[str, list[float]] = {name: [] for name in names}
     history: dict[str, list[tuple[float, float]]] = {}
 
+    def slot_name(slot: int) -> str:  # the turns of round r are the names rotated by r
+        r, i = divmod(slot, len(names))
+        return names[(i + r) % len(names)]
+
     def hand_on(name: str, leaving: bool) -> None:  # with cond held
-        alive = state["alive"]
-        following = alive[(alive.index(name) + 1) % len(alive)]
         if leaving:
-            alive.remove(name)
-        state["turn"] = following if alive else None
+            state["alive"].discard(name)
+        state["turn"] = None
+        if state["alive"]:
+            slot = state["slot"] + 1
+            while slot_name(slot) not in state["alive"]:
+                slot += 1
+            state["slot"], state["turn"] = slot, slot_name(slot)
         cond.notify_all()
 
     def worker(name: str) -> None:
@@ -394,7 +404,8 @@ def bench_train(
         "images_per_epoch": images,
         "fast_path": fast,
         "loader_workers": workers,
-        "interleaved": "the variants take turns, one epoch each; each epoch is timed on its own",
+        "interleaved": "the variants take turns, one epoch each, round r in the order rotated by r; each epoch "
+        "is timed on its own",
         "load_average_1min": [round(x, 2) for x in loads],
         "results": results,
         "operators_per_step": operators,
