@@ -10,6 +10,7 @@ from typing import Any
 from training.files import read_text_bounded
 
 DENSE = "dense sgd"  # the variant every ratio is taken to (experiments.bench.train)
+CONTROL = "dense sgd (control)"  # dense again: what the benchmark reads where there is no difference
 WITHIN = 0.95  # a method "costs what dense costs" when its images/s are at least this share of dense's
 
 
@@ -34,6 +35,22 @@ def speed_ratio(row: dict[str, Any]) -> float | None:
     (``experiments.bench.train.paired_ratio``), else the ratio of the median epochs (older records)."""
     paired = row.get("paired_ratio_to_dense")
     return paired["median"] if paired else row["ratio_to_dense"]
+
+
+def control_note(row: dict[str, Any] | None) -> str:
+    """What the A/A control (dense against itself) says about the record's resolution."""
+    if row is None:
+        return ""
+    ratio = speed_ratio(row)
+    paired = row.get("paired_ratio_to_dense")
+    spread = f" [{paired['interval'][0]:.3f}, {paired['interval'][1]:.3f}]" if paired else ""
+    note = f" The A/A control, dense SGD against a second copy of itself, reads {ratio:.3f}{spread}"
+    if abs(ratio - 1) > 1 - WITHIN:
+        return note + (
+            f": off by more than {1 - WITHIN:.0%} where there is no difference, so this record cannot tell "
+            f"which methods are within {1 - WITHIN:.0%} of dense."
+        )
+    return note + "."
 
 
 def train_markdown(record: dict[str, Any]) -> str:
@@ -65,7 +82,7 @@ def train_markdown(record: dict[str, Any]) -> str:
                 cells.append(f"{p['median']:.3f} [{p['interval'][0]:.3f}, {p['interval'][1]:.3f}]" if p else "")
             cells += [str(op.get("kernel_operators", "")), str(op.get("added_kernel_operators", ""))]
             lines.append("| " + " | ".join(cells) + " |")
-        methods = {n: r for n, r in rows.items() if n in ops and n != DENSE}
+        methods = {n: r for n, r in rows.items() if n in ops and n not in (DENSE, CONTROL)}
         within = [n for n, r in methods.items() if speed_ratio(r) >= WITHIN]
         short = [f"{n} ({speed_ratio(r):.3f})" for n, r in methods.items() if speed_ratio(r) < WITHIN]
         unsettled = [
@@ -88,7 +105,8 @@ def train_markdown(record: dict[str, Any]) -> str:
                 f" Within by the median, but with an interval reaching below {WITHIN}: {', '.join(unsettled)}."
                 if unsettled
                 else ""
-            ),
+            )
+            + control_note(rows.get(CONTROL)),
             "",
         ]
     return "\n".join(lines)

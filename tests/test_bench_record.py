@@ -66,3 +66,19 @@ def test_a_field_is_read_by_its_dotted_path(tmp_path: Path) -> None:
     assert record_value(path, "load_average_1min.1") == 1.8
     with pytest.raises(KeyError, match="no 'results.resnet56'"):
         record_value(path, "results.resnet56")
+
+
+def test_the_a_a_control_says_when_the_record_cannot_resolve_five_percent() -> None:
+    record = copy.deepcopy(RECORD)
+    rows = record["results"]["resnet20"]
+    ops = record["operators_per_step"]["resnet20"]
+    ops["dense sgd (control)"] = {"kernel_operators": 430, "added_kernel_operators": 0}
+    rows["dense sgd (control)"] = {"images_per_s": 300.0, "ratio_to_dense": 1.0}
+    rows["dense sgd (control)"]["paired_ratio_to_dense"] = {"median": 1.08, "interval": [1.02, 1.12], "coverage": 0.96}
+    text = train_markdown(record)
+    assert "(control)" not in text.split("Within 5%")[1].split(".")[0]  # the control is not a method
+    assert "The A/A control, dense SGD against a second copy of itself, reads 1.080 [1.020, 1.120]" in text
+    assert "so this record cannot tell which methods are within 5% of dense." in text
+    rows["dense sgd (control)"]["paired_ratio_to_dense"]["median"] = 1.01
+    text = train_markdown(record)
+    assert "reads 1.010 [1.020, 1.120]." in text and "cannot tell" not in text
