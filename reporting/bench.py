@@ -50,6 +50,12 @@ def control_note(row: dict[str, Any] | None) -> str:
             f": off by more than {1 - WITHIN:.0%} where there is no difference, so this record cannot tell "
             f"which methods are within {1 - WITHIN:.0%} of dense."
         )
+    if paired and not paired["interval"][0] <= 1 <= paired["interval"][1]:
+        side = "methods over dense" if ratio > 1 else "dense over the methods"
+        return note + (
+            f": its interval excludes 1, so this record favours the {side} by about {abs(ratio - 1):.0%}, "
+            "and a method within that of the verdict's line is not settled by it."
+        )
     return note + "."
 
 
@@ -61,7 +67,10 @@ def train_markdown(record: dict[str, Any]) -> str:
     lines = [
         f"{record['device']}, torch {record['torch']}; batch {record['batch']}, {record['steps']} steps an "
         f"epoch, the median of {record['epochs']} epochs after {record['warmup']} warm-up, the variants "
-        "in turns" + (f"; 1-minute load {min(load):.1f} to {max(load):.1f} while it ran" if load else "") + ".",
+        "in turns"
+        + (", the order rotated every round" if "rotated" in record.get("interleaved", "") else "")
+        + (f"; 1-minute load {min(load):.1f} to {max(load):.1f} while it ran" if load else "")
+        + ".",
         "",
     ]
     for model, rows in record["results"].items():

@@ -79,6 +79,11 @@ def test_the_a_a_control_says_when_the_record_cannot_resolve_five_percent() -> N
     assert "(control)" not in text.split("Within 5%")[1].split(".")[0]  # the control is not a method
     assert "The A/A control, dense SGD against a second copy of itself, reads 1.080 [1.020, 1.120]" in text
     assert "so this record cannot tell which methods are within 5% of dense." in text
-    rows["dense sgd (control)"]["paired_ratio_to_dense"]["median"] = 1.01
+    rows["dense sgd (control)"]["paired_ratio_to_dense"] = {"median": 1.04, "interval": [1.01, 1.07], "coverage": 0.96}
     text = train_markdown(record)
-    assert "reads 1.010 [1.020, 1.120]." in text and "cannot tell" not in text
+    assert "cannot tell" not in text
+    assert (
+        "reads 1.040 [1.010, 1.070]: its interval excludes 1, so this record favours the methods over dense by" in text
+    )
+    rows["dense sgd (control)"]["paired_ratio_to_dense"] = {"median": 1.01, "interval": [0.98, 1.03], "coverage": 0.96}
+    assert "reads 1.010 [0.980, 1.030]." in train_markdown(record)

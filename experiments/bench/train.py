@@ -78,8 +78,7 @@ TRAIN_VARIANTS |= {
 DENSE = "dense sgd"
 # An A/A control: dense SGD again, in its own trainer and thread. Its ratio to dense is what the
 # benchmark reads where there is no difference, so a method's difference smaller than the
-# control's is not resolved (on the development machine GMP's last stage, which adds no operator
-# to dense's step, has come out 11% faster than dense).
+# control's is not resolved (on the development machine dense has come out 4% slower than its copy).
 CONTROL = "dense sgd (control)"
 TRAIN_VARIANTS[CONTROL] = TRAIN_VARIANTS[DENSE]
 REFERENCE_LOOP = "reference loop"
@@ -138,8 +137,9 @@ def epochs_in_turns(trainers: dict[str, Callable[..., Trainer]]) -> dict[str, li
     """(seconds, wall-clock end) of each epoch of every trainer, the trainers taking turns one epoch at a
     time, so that a change in the machine's load affects them alike; round r runs them rotated by r
     (A B C, B C A, C A B, A B C, ...), so that none always runs first or last in a round. (On the
-    development machine the first epoch of a round ran up to a third slower than the others, for no
-    reason in this code; a fixed order made every method after dense look faster than dense.)
+    development machine, in a fixed order, dense and the four variants after it ran up to a third
+    slower than the rest of the round, for no reason in this code. What remains between two
+    identical trainers is what the A/A control measures.)
 
     ``trainers[name](on_epoch=...)`` builds one. Each trains in its own thread, but only the one whose
     turn it is runs: at the end of each of its epochs (``on_epoch``) it hands the turn on and waits.
