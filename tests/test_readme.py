@@ -105,3 +105,19 @@ def test_a_verdict_typed_in_results_outside_a_block_fails_the_check(
     assert readme.main(["--readme", str(page), "--check"]) == 1
     assert "a verdict typed in Results, outside a generated block: xRDA is higher" in capsys.readouterr().err
     assert readme.typed_verdicts("## Results\nThe dense recipes do not separate.\n## Next\n")
+
+
+def test_the_prose_calls_pending_only_what_pending_txt_lists() -> None:
+    """Outside the generated blocks, a sentence that calls a subset config's runs pending must name
+    a config that ``results/subset/pending.txt`` still lists: typed prose cannot outlive its runs."""
+    import re
+
+    from reporting.budgets import pending
+
+    text = (ROOT / "README.md").read_text()
+    prose = re.sub(r"<!-- (\w[\w-]*):[^>]*-->.*?<!-- end \1 -->", "", text, flags=re.S)
+    waiting = pending(ROOT / "results" / "subset")
+    for paragraph in prose.split("\n\n"):
+        if re.search(r"\bpending\b(?!\.txt)", paragraph):  # the word, not the file's name
+            for name in re.findall(r"`(r20_\w+)`", paragraph):
+                assert name in waiting, f"README calls {name}'s runs pending, but pending.txt does not list it"
