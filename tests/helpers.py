@@ -50,6 +50,18 @@ def context(batches: Any = None, input_shape: tuple[int, ...] = (3, 8, 8), num_c
     )
 
 
+def resnet20_experiment(**fields: Any) -> config.ExperimentConfig:
+    """A one-epoch ResNet-20 CIFAR-10 experiment with plain SGD; ``fields`` override any of it."""
+    base: dict[str, Any] = dict(
+        name="t",
+        model="resnet20",
+        data=config.DataConfig(dataset="cifar10"),
+        train=config.TrainConfig(epochs=1),
+        optimizer=config.SGDConfig(name="sgd"),
+    )
+    return config.ExperimentConfig(**{**base, **fields})
+
+
 def tiny_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(

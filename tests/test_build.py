@@ -5,20 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tests.helpers import Batches
+from tests.helpers import Batches, resnet20_experiment
 from training.build import build_model_and_method, run_context
-from training.config import DataConfig, ExperimentConfig, SGDConfig, TrainConfig
 
 
 def built(bn_weight_init: float | str, seed: int = 0) -> nn.Module:
-    cfg = ExperimentConfig(
-        name="t",
-        model="resnet20",
-        data=DataConfig(dataset="cifar10"),
-        train=TrainConfig(epochs=1),
-        optimizer=SGDConfig(name="sgd"),
-        bn_weight_init=bn_weight_init,
-    )
+    cfg = resnet20_experiment(bn_weight_init=bn_weight_init)
     torch.manual_seed(seed)
     ctx = run_context(torch.device("cpu"), {"input_shape": [3, 8, 8], "num_classes": 10}, Batches(), seed)
     return build_model_and_method(cfg, ctx)[0]

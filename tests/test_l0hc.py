@@ -21,7 +21,15 @@ from pruning.base import Schedule
 from pruning.gates import GATES, ChannelGates, deterministic_gates, gate_placement, prob_nonzero, sample_gates
 from pruning.methods.l0hc import L0HC, L0HCConfig
 from pruning.surgery import prunable_bns
-from tests.helpers import comparable_metrics, context, randomize_bns, run_config, run_dir, straight_and_interrupted
+from tests.helpers import (
+    comparable_metrics,
+    context,
+    randomize_bns,
+    resnet20_experiment,
+    run_config,
+    run_dir,
+    straight_and_interrupted,
+)
 from training.build import optimizer_factory
 from training.config import DataConfig, ExperimentConfig, SGDConfig, TrainConfig
 
@@ -305,14 +313,7 @@ def test_the_gates_adam_updates_every_gate_tensor_in_one_operation() -> None:
     from experiments.bench.train import top_level_ops
 
     model, method, shape = gated("cifar_resnet")
-    cfg = ExperimentConfig(
-        name="t",
-        model="resnet20",
-        data=DataConfig(dataset="cifar10"),
-        train=TrainConfig(epochs=1),
-        optimizer=SGDConfig(name="sgd"),
-        method=method.cfg,
-    )
+    cfg = resnet20_experiment(method=method.cfg)
     optimizers, _ = optimizer_factory(cfg, method)(method.stages(1)[0], model)
     gate_adam = optimizers[-1]
     assert gate_adam.param_groups[0]["params"] == list(method.gates.parameters())
