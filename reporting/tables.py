@@ -161,7 +161,8 @@ def _mixed_note(table: pd.DataFrame) -> list[str]:
         return []
     return [
         f"{MIXED} {mixed} experiment(s) pool seeds trained by different code (code_sha256 in metrics.json; "
-        "python -m experiments.verify shows whether the change moved numbers)."
+        "python -m experiments.code_change RUN_DIR trains a run's config at its own revision and at today's "
+        "code on one machine and says whether the change moved numbers)."
     ]
 
 
