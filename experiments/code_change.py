@@ -18,6 +18,7 @@ Exit status: 0 equal, 1 different, 2 bad arguments or records, 3 a side failed t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ import yaml
 
 from experiments.arguments import one_line_failures, positive_int
 from training.record_schema import RecordError, read_config, read_env, read_metrics
-from training.records import cpu_info, git_revision
+from training.records import atomic_write_json, cpu_info, environment, git_revision
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = ("model", "method", "optimizers", "schedulers")
@@ -147,6 +148,12 @@ def main(argv: list[str] | None = None, code: Path = ROOT) -> int:
     p.add_argument("--revision", default=None, help="the other code: a git revision (default: the run's own)")
     p.add_argument("--epochs", type=positive_int, default=None, help="compare after N epochs (default: all)")
     p.add_argument("--data-root", type=Path, default=None, help="the run's data (default: $DATA_ROOT, else ./data)")
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="add the outcome to this JSON file (one entry per run, revision, epochs)",
+    )
     args = p.parse_args(argv)
     data_root = args.data_root or Path(os.environ.get("DATA_ROOT") or "data")
     try:
@@ -177,9 +184,40 @@ def main(argv: list[str] | None = None, code: Path = ROOT) -> int:
             print(f"error: --revision {revision}: {made.stderr.strip().splitlines()[-1]}", file=sys.stderr)
             return 2
         try:
-            return _compare(args.run_dir, resolved, work, revision, code, data_root, epochs, threads)
+            outcome = _compare(args.run_dir, resolved, work, revision, code, data_root, epochs, threads)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(work / "code")], cwd=ROOT, capture_output=True)
+    if args.record is not None and outcome["status"] in (0, 1):
+        entry = {
+            "run": str(args.run_dir),
+            "experiment": resolved["name"],
+            "revision": full_sha(revision),
+            "checkout": git_revision(code),
+            "epochs": epochs,
+            "threads": threads,
+            "data_fingerprint": metrics.get("data_fingerprint"),
+            "equal": outcome["status"] == 0,
+            "differences": outcome["differences"][:20],
+            "kernel_choices": outcome["kernel"],
+            "date": time.strftime("%Y-%m-%d"),
+            "command": "python -m experiments.code_change " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "environment": environment(torch.device("cpu")),
+        }
+        add_record(args.record, entry)
+    return outcome["status"]
+
+
+def full_sha(revision: str) -> str:
+    """The full commit a revision names (it was checked out, so git knows it)."""
+    return subprocess.run(["git", "rev-parse", revision], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def add_record(path: Path, entry: dict[str, Any]) -> None:
+    """Add ``entry`` to ``path`` (atomically), replacing an earlier one of the same run, revision and epochs."""
+    records = json.loads(path.read_text())["comparisons"] if path.exists() else []
+    same = ("run", "revision", "epochs")
+    records = [r for r in records if any(r.get(k) != entry[k] for k in same)] + [entry]
+    atomic_write_json(path, {"comparisons": records})
 
 
 def _compare(
@@ -191,7 +229,9 @@ def _compare(
     data_root: Path,
     epochs: int,
     threads: int,
-) -> int:
+) -> dict[str, Any]:
+    """Train both sides, compare them and print the outcome: {"status": the exit status,
+    "differences": [...], "kernel": [...]}."""
     config = work / f"{resolved['name']}.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=False))
     here, cpu = git_revision(code), cpu_info()
@@ -205,7 +245,7 @@ def _compare(
         "now": (code, work / "now"),
     }
     profile = str(resolved.get("profile") or "full")
-    procs = {k: train_side(code, config, profile, data_root, out, threads) for k, (code, out) in sides.items()}
+    procs = {k: train_side(tree, config, profile, data_root, out, threads) for k, (tree, out) in sides.items()}
     states: dict[str, dict[str, Any]] = {}
     try:
         for k, proc in procs.items():
@@ -214,7 +254,7 @@ def _compare(
                 states[k] = checkpoint_after(proc, ckpt, sides[k][1] / "runner.log", epochs)
             except SideFailed as exc:
                 print(f"error: the run at {revision[:7] if k == 'then' else 'this checkout'}: {exc}", file=sys.stderr)
-                return 3
+                return {"status": 3, "differences": [], "kernel": []}
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -226,9 +266,9 @@ def _compare(
         print("note: the optimizers compute their step another way (" + "; ".join(kernel) + ")")
     if found:
         print(f"DIFFERENT {scope}: " + "; ".join(found[:5]) + (f"; {len(found) - 5} more" if len(found) > 5 else ""))
-        return 1
-    print(f"EQUAL bit for bit {scope}")
-    return 0
+    else:
+        print(f"EQUAL bit for bit {scope}")
+    return {"status": 1 if found else 0, "differences": found, "kernel": kernel}
 
 
 _main = one_line_failures(main)

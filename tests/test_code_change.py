@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.code_change import compare_checkpoints, differences, main
+from experiments.code_change import add_record, compare_checkpoints, differences, main
 from tests.conftest import ROOT
 from tests.helpers import CONFIG, run_config, run_dir
 
@@ -68,10 +68,24 @@ def recorded(tmp_path: Path, tiny_cifar: Path) -> Path:
 
 
 def test_the_same_code_at_a_revision_and_in_the_checkout_is_equal(
-    recorded: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+    recorded: Path, tiny_cifar: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main([str(recorded), "--revision", "HEAD", "--data-root", str(tiny_cifar)]) == 0
+    record = tmp_path / "code_changes.json"
+    args = [str(recorded), "--revision", "HEAD", "--data-root", str(tiny_cifar), "--record", str(record)]
+    assert main(args) == 0
     assert "EQUAL bit for bit after epoch 2" in capsys.readouterr().out
+    (entry,) = json.loads(record.read_text())["comparisons"]
+    assert entry["equal"] is True and entry["epochs"] == 2 and entry["differences"] == []
+    assert len(entry["revision"]) == 40 and entry["environment"]["cpu"]["model_name"]
+    assert entry["command"] == "python -m experiments.code_change " + " ".join(args)
+
+
+def test_a_record_keeps_one_entry_per_run_revision_and_epochs(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    add_record(path, {"run": "a", "revision": "1", "epochs": 2, "equal": True})
+    add_record(path, {"run": "a", "revision": "1", "epochs": 3, "equal": True})
+    add_record(path, {"run": "a", "revision": "1", "epochs": 2, "equal": False})
+    assert [(r["epochs"], r["equal"]) for r in json.loads(path.read_text())["comparisons"]] == [(3, True), (2, False)]
 
 
 def test_a_change_that_moves_a_number_is_found(
