@@ -34,7 +34,7 @@ import pandas as pd
 from experiments.arguments import one_line_failures
 from reporting.bench import read_record, record_value, train_markdown
 from reporting.budgets import budgets_markdown
-from reporting.provenance import machines_markdown
+from reporting.provenance import code_changes_markdown, machines_markdown
 from reporting.results import ResultsError, runs_frame
 from reporting.tables import readme_markdown, summary_frame
 from reporting.verdicts import scale_markdown, verdicts_markdown
@@ -52,6 +52,7 @@ KINDS: dict[str, Callable[[pd.DataFrame], str]] = {
 CONFIG_KINDS: dict[str, Callable[[Path], str]] = {
     "budgets": budgets_markdown,
     "bench-train": lambda path: train_markdown(read_record(path)),
+    "code-changes": code_changes_markdown,
 }
 # The words a verdict is stated in (reporting.stats.verdict and corrected, and their paraphrases).
 VERDICT_WORDS = re.compile(r"\b(higher|lower|unresolved|separates?|separated|outperforms?|beats?)\b", re.I)

@@ -134,3 +134,35 @@ def machines_markdown(frame: pd.DataFrame) -> str:
         "torch and thread count. " + known
     )
     return "\n".join(lines) + "\n"
+
+
+def code_changes_markdown(path: Path) -> str:
+    """The README's list of ``experiments.code_change`` outcomes recorded in ``path``: which
+    experiment's config was trained at which two codes, for how long, where, and whether the
+    checkpoints were equal bit for bit."""
+    if not path.exists():
+        return "No comparison recorded yet.\n"
+    lines = []
+    for entry in json.loads(path.read_text())["comparisons"]:
+        checkout = entry["checkout"]
+        cpu = entry["environment"]["cpu"]
+        outcome = (
+            "**equal bit for bit**"
+            if entry["equal"]
+            else "**different** ("
+            + "; ".join(entry["differences"][:3])
+            + (", ..." if len(entry["differences"]) > 3 else "")
+            + ")"
+        )
+        kernel = (
+            f"; the optimizers' kernel choice differed ({'; '.join(entry['kernel_choices'])})"
+            if entry["kernel_choices"]
+            else ""
+        )
+        lines.append(
+            f"- `{entry['experiment']}` (its recorded config, seed 0, {entry['epochs']} epochs): "
+            f"`{entry['revision'][:7]}` against `{checkout[:7]}{'-dirty' if checkout.endswith('-dirty') else ''}`, "
+            f"side by side on {cpu['model_name']} ({cpu['family']}/{cpu['model']}/{cpu['stepping']}), "
+            f"{entry['threads']} thread(s) each, {entry['date']}: {outcome}{kernel}."
+        )
+    return "\n".join(lines) + "\n"

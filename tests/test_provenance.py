@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reporting.provenance import environments, machines_markdown
+from reporting.provenance import code_changes_markdown, environments, machines_markdown
 
 # A real env.json (what the schema accepts), its machine fields set per run below.
 ENV = json.loads((Path(__file__).resolve().parent.parent / "results/subset/r20_dense_sgd/seed0/env.json").read_text())
@@ -61,3 +61,28 @@ def test_runs_are_grouped_by_their_recorded_environment(tmp_path: Path) -> None:
     # four runs record no model or flags: the note must not say every run's CPU is known
     assert "4 of the 5 runs name their CPU only as AMD EPYC, without model number or instruction-set flags" in text
     assert "the other 1 record both" in text and "each run's CPU" not in text
+
+
+def test_code_changes_are_listed_from_their_record(tmp_path: Path) -> None:
+    assert code_changes_markdown(tmp_path / "none.json") == "No comparison recorded yet.\n"
+    cpu = {"model_name": "Intel Xeon", "family": "6", "model": "167", "stepping": "1"}
+    entry = {
+        "experiment": "r20_x",
+        "revision": "a" * 40,
+        "checkout": "b" * 40 + "-dirty",
+        "epochs": 15,
+        "threads": 1,
+        "date": "2026-12-03",
+        "environment": {"cpu": cpu},
+    }
+    record = tmp_path / "code_changes.json"
+    same = entry | {"equal": True, "differences": [], "kernel_choices": ["optimizers[1].fused: None against True"]}
+    moved = entry | {"equal": False, "differences": ["d1", "d2", "d3", "d4"], "kernel_choices": []}
+    record.write_text(json.dumps({"comparisons": [same, moved]}))
+    first, second = code_changes_markdown(record).splitlines()
+    assert first == (
+        "- `r20_x` (its recorded config, seed 0, 15 epochs): `aaaaaaa` against `bbbbbbb-dirty`, side by side on "
+        "Intel Xeon (6/167/1), 1 thread(s) each, 2026-12-03: **equal bit for bit**; the optimizers' kernel choice "
+        "differed (optimizers[1].fused: None against True)."
+    )
+    assert second.endswith("**different** (d1; d2; d3, ...).")
