@@ -135,3 +135,16 @@ def test_without_a_gpu_the_real_check_refuses_to_start(tmp_path: Path, capsys: p
         pytest.skip("a GPU is present")
     assert gpu_check.main([str(tmp_path / "out")]) == 2
     assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_the_train_summary_names_the_slowest_method_not_dense_or_its_control(tmp_path: Path) -> None:
+    rows = {
+        "dense sgd": {"images_per_s": 1000.0, "ratio_to_dense": 1.0},
+        "dense sgd (control)": {"images_per_s": 900.0, "ratio_to_dense": 0.90},
+        "reference loop": {"images_per_s": 500.0, "ratio_to_dense": 0.50},
+        "l0hc": {"images_per_s": 950.0, "ratio_to_dense": 0.95},
+        "rda": {"images_per_s": 980.0, "ratio_to_dense": 0.98},
+    }
+    (tmp_path / "b.json").write_text(json.dumps({"results": {"resnet20": rows}}))
+    text = gpu_check.train_summary("b.json")(tmp_path)
+    assert text == "resnet20 1000 img/s, slowest method l0hc 0.95x dense (A/A control 0.90x)"
