@@ -111,11 +111,13 @@ def train_side(code: Path, config: Path, profile: str, data_root: Path, out: Pat
 
 
 def checkpoint_after(
-    proc: subprocess.Popen, ckpt: Path, log: Path, epochs: int, poll_s: float = 0.05
+    proc: subprocess.Popen, ckpt: Path, log: Path, epochs: int, finish: bool, poll_s: float = 0.05
 ) -> dict[str, Any]:
-    """Wait until ``ckpt`` holds ``epochs`` epochs (or the run ended), stop the run, return the
-    checkpoint. The file is read only when it changes, so the poll can be quick: the run must be
-    stopped before its next epoch ends."""
+    """The checkpoint of epoch ``epochs``: the run is stopped when it is written or, ``finish``
+    (the last epoch), left to end and write its metrics. The file is read only when it changes, so
+    the poll can be quick: the run must be stopped before its next epoch ends."""
+    if finish:
+        proc.wait()
     seen = None
     while True:
         done = proc.poll() is not None
@@ -128,10 +130,10 @@ def checkpoint_after(
                 if not done:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-                if reached != epochs:
+                if reached != epochs or (finish and proc.returncode):
                     raise SideFailed(
-                        f"it ended after {reached} epoch(s)"
-                        if reached < epochs
+                        f"it ended after {reached} epoch(s), exit {proc.returncode}"
+                        if reached <= epochs
                         else f"it was stopped after epoch {reached}, not {epochs} (a busy machine): rerun"
                     )
                 return state
@@ -192,13 +194,14 @@ def main(argv: list[str] | None = None, code: Path = ROOT) -> int:
             "run": str(args.run_dir),
             "experiment": resolved["name"],
             "revision": full_sha(revision),
-            "checkout": git_revision(code),
+            "checkout": outcome["checkout"],
             "epochs": epochs,
             "threads": threads,
             "data_fingerprint": metrics.get("data_fingerprint"),
             "equal": outcome["status"] == 0,
             "differences": outcome["differences"][:20],
             "kernel_choices": outcome["kernel"],
+            "final": outcome["final"],
             "date": time.strftime("%Y-%m-%d"),
             "command": "python -m experiments.code_change " + " ".join(argv if argv is not None else sys.argv[1:]),
             "environment": environment(torch.device("cpu")),
@@ -231,7 +234,8 @@ def _compare(
     threads: int,
 ) -> dict[str, Any]:
     """Train both sides, compare them and print the outcome: {"status": the exit status,
-    "differences": [...], "kernel": [...]}."""
+    "differences": [...], "kernel": [...], "checkout": this checkout's revision when it started,
+    "final": each side's final test and validation accuracy and sparsity, for a whole run}."""
     config = work / f"{resolved['name']}.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=False))
     here, cpu = git_revision(code), cpu_info()
@@ -251,10 +255,11 @@ def _compare(
         for k, proc in procs.items():
             ckpt = sides[k][1] / resolved["name"] / "seed0" / "checkpoint.pt"
             try:
-                states[k] = checkpoint_after(proc, ckpt, sides[k][1] / "runner.log", epochs)
+                finish = epochs == resolved["train"]["epochs"]
+                states[k] = checkpoint_after(proc, ckpt, sides[k][1] / "runner.log", epochs, finish)
             except SideFailed as exc:
                 print(f"error: the run at {revision[:7] if k == 'then' else 'this checkout'}: {exc}", file=sys.stderr)
-                return {"status": 3, "differences": [], "kernel": []}
+                return {"status": 3}
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -268,7 +273,16 @@ def _compare(
         print(f"DIFFERENT {scope}: " + "; ".join(found[:5]) + (f"; {len(found) - 5} more" if len(found) > 5 else ""))
     else:
         print(f"EQUAL bit for bit {scope}")
-    return {"status": 1 if found else 0, "differences": found, "kernel": kernel}
+    # a whole run also wrote its final metrics: what the difference (if any) comes to
+    final = {k: _final(out / resolved["name"] / "seed0" / "metrics.json") for k, (_, out) in sides.items()}
+    return {"status": 1 if found else 0, "differences": found, "kernel": kernel, "checkout": here, "final": final}
+
+
+def _final(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    metrics = json.loads(path.read_text())
+    return {k: metrics.get(k) for k in ("test_acc", "val_acc", "sparsity")}
 
 
 _main = one_line_failures(main)

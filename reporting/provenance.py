@@ -154,6 +154,12 @@ def code_changes_markdown(path: Path) -> str:
             + (", ..." if len(entry["differences"]) > 3 else "")
             + ")"
         )
+        final = entry.get("final") or {}
+        if not entry["equal"] and final.get("then") and final.get("now"):
+            outcome += (
+                f"; final test accuracy {100 * final['then']['test_acc']:.2f}% at `{entry['revision'][:7]}`, "
+                f"{100 * final['now']['test_acc']:.2f}% now"
+            )
         kernel = (
             f"; the optimizers' kernel choice differed ({'; '.join(entry['kernel_choices'])})"
             if entry["kernel_choices"]

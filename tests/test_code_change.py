@@ -77,6 +77,7 @@ def test_the_same_code_at_a_revision_and_in_the_checkout_is_equal(
     (entry,) = json.loads(record.read_text())["comparisons"]
     assert entry["equal"] is True and entry["epochs"] == 2 and entry["differences"] == []
     assert len(entry["revision"]) == 40 and entry["environment"]["cpu"]["model_name"]
+    assert entry["final"]["then"] == entry["final"]["now"] and 0 <= entry["final"]["now"]["test_acc"] <= 1
     assert entry["command"] == "python -m experiments.code_change " + " ".join(args)
 
 

@@ -77,7 +77,8 @@ def test_code_changes_are_listed_from_their_record(tmp_path: Path) -> None:
     }
     record = tmp_path / "code_changes.json"
     same = entry | {"equal": True, "differences": [], "kernel_choices": ["optimizers[1].fused: None against True"]}
-    moved = entry | {"equal": False, "differences": ["d1", "d2", "d3", "d4"], "kernel_choices": []}
+    final = {"then": {"test_acc": 0.5012}, "now": {"test_acc": 0.4987}}
+    moved = entry | {"equal": False, "differences": ["d1", "d2", "d3", "d4"], "kernel_choices": [], "final": final}
     record.write_text(json.dumps({"comparisons": [same, moved]}))
     first, second = code_changes_markdown(record).splitlines()
     assert first == (
@@ -85,4 +86,4 @@ def test_code_changes_are_listed_from_their_record(tmp_path: Path) -> None:
         "Intel Xeon (6/167/1), 1 thread(s) each, 2026-12-03: **equal bit for bit**; the optimizers' kernel choice "
         "differed (optimizers[1].fused: None against True)."
     )
-    assert second.endswith("**different** (d1; d2; d3, ...).")
+    assert second.endswith("**different** (d1; d2; d3, ...); final test accuracy 50.12% at `aaaaaaa`, 49.87% now.")
