@@ -34,12 +34,11 @@ import yaml
 
 from experiments.arguments import one_line_failures, positive_int
 from training.record_schema import RecordError, read_config, read_env, read_metrics
-from training.records import atomic_write_json, cpu_info, environment, git_revision
+from training.records import HISTORY_FIELDS, atomic_write_json, cpu_info, environment, git_revision
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = ("model", "method", "optimizers", "schedulers")
-UNTIMED = ("epoch", "stage", "stage_epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
-NUMBERS = (*UNTIMED, "test_loss", "test_acc", "sparsity")  # the history's columns but "seconds"
+NUMBERS = tuple(f for f in HISTORY_FIELDS if f != "seconds")  # an epoch's wall time is no number of the run
 # How torch computes an optimizer step, not what it computes: a difference here is reported apart,
 # and the states say whether it changed a number.
 KERNEL_CHOICES = ("fused", "foreach", "capturable", "differentiable")
